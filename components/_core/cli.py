@@ -1,0 +1,235 @@
+"""The `modelpress` command. Subcommands are registered in COMMANDS; each has its own --help with examples.
+
+User mistakes exit non-zero with one line on stderr: `modelpress: error: <what is wrong and how to fix it>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+from collections.abc import Callable
+
+from .errors import UserError
+
+EPILOG = """\
+examples:
+  modelpress check examples/digits_mlp.yaml          validate a workflow and print its plan
+  modelpress run examples/digits_mlp.yaml --out runs/mlp
+                                                     train, compress, convert, validate, report
+  modelpress step train --config cfg.json --output s3://bucket/runs/1/train
+                                                     run one step (what the containers run)
+  modelpress steps                                   list the registered steps
+"""
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=34, width=110)
+
+
+def add_run(sub) -> None:
+    parser = sub.add_parser(
+        "run",
+        help="run a workflow locally end to end",
+        formatter_class=Formatter,
+        description=textwrap.dedent(
+            """\
+            Run every step of a workflow on this machine: train, the compress techniques in order, a conversion
+            per target, validation of every artifact against the gates, then the report (summary.json,
+            report.md, report.html) in the run folder. Progress goes to stderr, the artifact table to stdout.
+            """
+        ),
+        epilog="example:\n  modelpress run examples/digits_mlp.yaml --out runs/demo --overwrite",
+    )
+    parser.add_argument("workflow", help="workflow YAML file")
+    parser.add_argument("--out", help="run folder or s3:// prefix (default: runs/<workflow name>)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run folder if it exists")
+    parser.set_defaults(handler=cmd_run)
+
+
+def cmd_run(args) -> int:
+    from .runner import run_workflow
+    from .spec import load_workflow
+
+    workflow = load_workflow(args.workflow)
+    summary = run_workflow(workflow, args.out or f"runs/{workflow.name}", overwrite=args.overwrite)
+    return 0 if summary["artifacts"] else 1
+
+
+def add_check(sub) -> None:
+    parser = sub.add_parser(
+        "check",
+        help="validate a workflow file and show what would run",
+        formatter_class=Formatter,
+        description="Validate a workflow YAML (keys, types, values, technique parameters) and print the plan.\n"
+        "With --data, also load the data and build the model to check that they fit together.",
+        epilog="example:\n  modelpress check examples/digits_mlp.yaml --data",
+    )
+    parser.add_argument("workflow", help="workflow YAML file")
+    parser.add_argument("--data", action="store_true", help="also load the data and build the model (needs TensorFlow)")
+    parser.set_defaults(handler=cmd_check)
+
+
+def cmd_check(args) -> int:
+    from .plan import build_plan
+    from .registry import STEPS
+    from .spec import load_workflow
+
+    workflow = load_workflow(args.workflow)
+    plan = build_plan(workflow)
+    if args.data:
+        from .runner import preflight
+
+        from .data import load_dataset
+
+        preflight(workflow, "/nonexistent-modelpress-check-output", overwrite=True)
+        print(f"data: {load_dataset(workflow.data).describe()}")
+    print(f"{args.workflow}: workflow '{workflow.name}' is valid; {len(plan)} tasks:")
+    for task in plan:
+        step = STEPS[task.step]
+        reads = ", ".join(f"{k}<-{v}" for k, v in task.inputs.items()) or "-"
+        print(f"  {task.id:<28} step {task.step:<9} image {step.image:<9} {'gpu ' if step.gpu else ''}reads {reads}")
+    return 0
+
+
+def add_step(sub) -> None:
+    parser = sub.add_parser(
+        "step",
+        help="run one registered step (what the containers and orchestrators run)",
+        formatter_class=Formatter,
+        description=textwrap.dedent(
+            """\
+            Run one step: config as JSON (inline or @file), inputs as NAME=URI, one output URI.
+            The step writes its output under a temporary name and moves it into place last; its result (metrics,
+            blessing, URIs) is printed as JSON on stdout and written to --result if given
+            (e.g. /airflow/xcom/return.json). `modelpress steps` lists steps, inputs and config keys.
+            """
+        ),
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              modelpress step train --config '{"model": {"zoo": "mlp"}, "data": {"source": "digits"}}' \\
+                  --output runs/x/train
+              modelpress step validate --config @validate.json --input model=runs/x/train --output runs/x/val
+            """
+        ),
+    )
+    parser.add_argument("name", help="step name, e.g. train, validate")
+    parser.add_argument("--config", default="{}", help="step config as JSON, or @path/to/config.json")
+    parser.add_argument("--input", action="append", default=[], metavar="NAME=URI", help="an input (repeatable)")
+    parser.add_argument("--output", required=True, help="where the step writes its output (path or s3://)")
+    parser.add_argument("--result", help="also write the result JSON to this file")
+    parser.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
+    parser.set_defaults(handler=cmd_step)
+
+
+def parse_step_config(step_name: str, text: str):
+    from pydantic import ValidationError
+
+    from .registry import get_step
+    from .spec import describe_validation_error
+
+    if text.startswith("@"):
+        from pathlib import Path
+
+        path = Path(text[1:])
+        if not path.is_file():
+            raise UserError(f"--config file {path} not found")
+        text = path.read_text()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--config is not valid JSON ({exc.msg} at character {exc.pos}); quote it or use @file") from None
+    try:
+        return get_step(step_name).config.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(describe_validation_error(exc, data, f"step {step_name} --config", None)) from None
+
+
+def cmd_step(args) -> int:
+    from . import storage
+    from .registry import get_step
+
+    step = get_step(args.name)
+    config = parse_step_config(args.name, args.config)
+    inputs = {}
+    for item in args.input:
+        name, sep, uri = item.partition("=")
+        if not sep or not uri:
+            raise UserError(f"--input '{item}' must be NAME=URI, e.g. --input model=s3://bucket/run/train")
+        inputs[name] = uri
+    known = set(step.inputs) | set(step.optional_inputs)
+    for name in inputs:
+        if name not in known:
+            raise UserError(f"step {args.name} has no input '{name}'; its inputs: {', '.join(sorted(known)) or 'none'}")
+    for name in step.inputs:
+        if name not in inputs:
+            raise UserError(f"step {args.name} needs --input {name}=URI")
+    storage.configure(getattr(config, "storage", None))
+    result = step.load()(config, inputs, args.output, overwrite=args.overwrite)
+    payload = json.dumps(result, indent=2, default=str)
+    if args.result:
+        from pathlib import Path
+
+        Path(args.result).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.result).write_text(payload)
+    print(payload)
+    return 0
+
+
+def add_steps(sub) -> None:
+    parser = sub.add_parser("steps", help="list the registered steps, their inputs, image and config keys")
+    parser.set_defaults(handler=cmd_steps)
+
+
+def cmd_steps(args) -> int:
+    from .registry import STEPS, image_for
+
+    for name, step in STEPS.items():
+        inputs = ", ".join([*step.inputs, *(f"[{o}]" for o in step.optional_inputs)]) or "-"
+        print(f"{name:<10} {step.description}")
+        print(f"{'':<10} inputs: {inputs}; output: {step.output}; image: {image_for(step.image)}{'; gpu' if step.gpu else ''}")
+        print(f"{'':<10} config keys: {', '.join(step.config.model_fields)}")
+    return 0
+
+
+# Subcommands other modules add (compile, new, registry, deploy, rollback) register here with the same shape.
+COMMANDS: list[Callable] = [add_run, add_check, add_step, add_steps]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modelpress",
+        formatter_class=Formatter,
+        description="ModelPress: train, compress, convert, validate and publish TensorFlow models.",
+        epilog=EPILOG,
+    )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"modelpress {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args)
+    except UserError as exc:
+        print(f"modelpress: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("modelpress: interrupted; outputs are staged, so nothing half-written was left in place", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""From a workflow spec to the ordered list of step invocations. The local runner, the Kubeflow pipeline and the
+Airflow DAG are all built from this one plan, so they cannot disagree about what runs and in which order.
+
+train -> compress techniques in order (each feeds the next) -> convert per target -> validate every model artifact
+(gated against the trained model) -> push the blessed ones -> deploy the final SavedModel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import UserError
+from .registry import STEPS, get_step
+from .spec import Workflow
+
+# Workflow sections a step config receives when it has a field of the same name.
+SHARED_SECTIONS = ("model", "data", "train", "gates", "evaluation", "storage", "push", "serving")
+
+
+@dataclass
+class Task:
+    id: str  # unique in the plan: also the KFP task name and the Airflow task id
+    step: str  # registry name
+    config: BaseModel
+    inputs: dict[str, str] = field(default_factory=dict)  # input name -> id of the task whose output it reads
+    artifact: str | None = None  # the model artifact's name in reports (model-producing and validate tasks)
+    group: str | None = None  # tasks that fan out over targets share a group ("convert", "validate")
+
+    @property
+    def output_kind(self) -> str:
+        return STEPS[self.step].output
+
+
+def step_config(step: str, workflow: Workflow, params: dict[str, Any], where: str) -> BaseModel:
+    """A step's config: the shared workflow sections it declares, then the step's own parameters from the spec."""
+    config_class = get_step(step).config
+    values = {
+        name: getattr(workflow, name)
+        for name in SHARED_SECTIONS
+        if name in config_class.model_fields and getattr(workflow, name) is not None
+    }
+    values.update(params)
+    try:
+        return config_class.model_validate({k: v.model_dump() if isinstance(v, BaseModel) else v for k, v in values.items()})
+    except ValidationError as exc:
+        from .spec import describe_validation_error
+
+        raise UserError(describe_validation_error(exc, params, where, None)) from None
+
+
+def build_plan(workflow: Workflow) -> list[Task]:
+    tasks: list[Task] = [Task("train", "train", step_config("train", workflow, {}, "train"), artifact="train")]
+    models: list[tuple[str, str | None]] = [("train", None)]  # (task id, parent task id)
+    last = "train"
+    for index, technique in enumerate(workflow.compress):
+        name = technique.technique
+        if name not in STEPS:
+            raise UserError(f"compress[{index}]: technique '{name}' is not available in this ModelPress version")
+        task_id = name if all(t.id != name for t in tasks) else f"{name}_{index + 1}"
+        config = step_config(name, workflow, technique.params, f"compress[{index}] ({name})")
+        input_name = STEPS[name].inputs[0]
+        tasks.append(Task(task_id, name, config, {input_name: last}, artifact=task_id))
+        models.append((task_id, last))
+        last = task_id
+    for target in workflow.targets:
+        if target.format == "saved_model":
+            continue  # every Keras artifact already carries its SavedModel
+        if "convert" not in STEPS:
+            raise UserError(f"target '{target.format}' needs the convert step, not available in this ModelPress version")
+        params = {"format": target.format, "on_unavailable": target.on_unavailable, **target.options}
+        config = step_config("convert", workflow, params, f"targets ({target.format})")
+        tasks.append(Task(f"convert_{target.format}", "convert", config, {"model": last}, artifact=target.format, group="convert"))
+        models.append((f"convert_{target.format}", last))
+    for task_id, parent in models:
+        artifact = next(t.artifact for t in tasks if t.id == task_id)
+        config = step_config("validate", workflow, {"name": artifact}, "validate")
+        inputs = {"model": task_id}
+        if parent is not None:
+            inputs.update(parent=f"validate_{parent}", baseline="validate_train")
+        tasks.append(Task(f"validate_{task_id}", "validate", config, inputs, artifact=artifact, group="validate"))
+    check_acyclic(tasks)
+    return tasks
+
+
+def check_acyclic(tasks: list[Task]) -> None:
+    """Every input must come from a task listed earlier: the plan's order is a valid execution order."""
+    seen: set[str] = set()
+    for task in tasks:
+        for name, source in task.inputs.items():
+            if source not in seen:
+                raise UserError(f"task {task.id}: input '{name}' reads {source}, which does not run before it")
+        if task.id in seen:
+            raise UserError(f"two tasks are named {task.id}; name each step once")
+        seen.add(task.id)

@@ -1,0 +1,89 @@
+"""The step registry: plain data that the CLI, the local runner, the Kubeflow and Airflow adapters and the docs read.
+
+A step is `run(config, inputs, output, overwrite=False) -> result`: `config` is the step's pydantic model, `inputs`
+maps input names to URIs, `output` is the URI the step writes (a folder, staged and moved into place last), and the
+result is a JSON-able dict (what `--result FILE` and `/airflow/xcom/return.json` carry).
+`run` is named as "module:function" and imported only when the step runs, so reading the registry imports no
+TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from .. import __version__
+from ..train.config import TrainConfig
+from ..validate.config import ValidateConfig
+from .errors import UserError
+
+# Dependency set -> container image repository. The tag is the package version (containers/ builds them).
+IMAGE_REPOSITORY = os.environ.get("MODELPRESS_IMAGE_REPOSITORY", "ghcr.io/modelpress")
+# Dependency set -> the pip extras its image installs.
+DEPENDENCY_SETS: dict[str, tuple[str, ...]] = {
+    "base": ("s3", "serving"),
+    "tf": ("tf", "onnx", "s3"),
+    "openvino": ("tf", "openvino", "s3"),
+    "tensorrt": ("tensorrt", "s3"),
+}
+
+
+def image_for(dependency_set: str, version: str = __version__) -> str:
+    if dependency_set not in DEPENDENCY_SETS:
+        raise UserError(f"no image for dependency set '{dependency_set}'; known sets: {', '.join(DEPENDENCY_SETS)}")
+    return f"{IMAGE_REPOSITORY}/modelpress-{dependency_set}:{version}"
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    run: str  # "module:function"
+    config: type[BaseModel]
+    inputs: tuple[str, ...]  # input names, in order
+    optional_inputs: tuple[str, ...] = ()
+    output: str = "model"  # what the output folder holds: "model" (an artifact) or "validation", "release", ...
+    image: str = "tf"  # dependency set, see DEPENDENCY_SETS
+    gpu: bool = False  # request a GPU on the cluster
+    description: str = ""
+
+    def load(self) -> Callable[..., dict[str, Any]]:
+        module, _, function = self.run.partition(":")
+        return getattr(importlib.import_module(module), function)
+
+
+STEPS: dict[str, StepSpec] = {
+    "train": StepSpec(
+        run="modelpress.train.step:run",
+        config=TrainConfig,
+        inputs=(),
+        optional_inputs=("hyperparameters",),
+        output="model",
+        image="tf",
+        gpu=True,
+        description="build the model, train it on the workflow's data, save a Keras model and a SavedModel",
+    ),
+    "validate": StepSpec(
+        run="modelpress.validate.step:run",
+        config=ValidateConfig,
+        inputs=("model",),
+        optional_inputs=("parent", "baseline"),
+        output="validation",
+        image="tf",
+        gpu=False,
+        description="evaluate an artifact on the test split, apply the gates, write blessing.json",
+    ),
+}
+
+
+def get_step(name: str) -> StepSpec:
+    if name not in STEPS:
+        import difflib
+
+        close = difflib.get_close_matches(name, STEPS, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"known steps: {', '.join(STEPS)}"
+        raise UserError(f"unknown step '{name}'; {hint}")
+    return STEPS[name]

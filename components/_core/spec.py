@@ -1,0 +1,400 @@
+"""The workflow spec: one YAML file describes model, data, training, compression, targets, gates, push, serving.
+
+Validated by pydantic. Every mistake becomes one line naming the file, the line, the key and the fix
+(`modelpress check` prints exactly that). This module imports no TensorFlow: DAG files and the KFP
+compiler load specs too.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import UserError
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+class StrictModel(BaseModel):
+    """Rejects unknown keys with the closest valid key, so a misspelling never silently becomes a default."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        valid = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
+        for key in data:
+            if key not in valid:
+                raise ValueError(unknown_key_message(str(key), valid))
+        return data
+
+
+def unknown_key_message(key: str, valid: set[str]) -> str:
+    close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(sorted(valid))}"
+    return f"unknown key '{key}'; {hint}"
+
+
+# ---------------------------------------------------------------------------------------------------------- model
+ZOO_MODELS = ("mlp", "small_cnn", "mobilenet_v2")
+
+
+class ModelSpec(StrictModel):
+    zoo: str | None = Field(None, description="a built-in architecture: mlp (300-150 dense), small_cnn, mobilenet_v2")
+    builder: str | None = Field(
+        None, description="your own 'package.module:function(input_shape, num_classes, **params)' returning a keras Model"
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="architecture parameters (e.g. alpha, input_size)")
+
+    @field_validator("zoo")
+    @classmethod
+    def _known_zoo(cls, value: str | None) -> str | None:
+        if value is not None and value not in ZOO_MODELS:
+            close = difflib.get_close_matches(value, ZOO_MODELS, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else "or set 'builder: package.module:function'"
+            raise ValueError(f"unknown zoo model '{value}'; choose one of {', '.join(ZOO_MODELS)} {hint}")
+        return value
+
+    @field_validator("builder")
+    @classmethod
+    def _builder_path(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", value):
+            raise ValueError(f"builder '{value}' must look like 'package.module:function'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if (self.zoo is None) == (self.builder is None):
+            raise ValueError("set exactly one of 'zoo' (mlp, small_cnn, mobilenet_v2) or 'builder' (package.module:function)")
+        return self
+
+
+# ----------------------------------------------------------------------------------------------------------- data
+class SplitSpec(StrictModel):
+    val: float = Field(0.1, ge=0.0, lt=1.0, description="share of training rows held out for validation")
+    test: float = Field(0.2, gt=0.0, lt=1.0, description="share of rows held out for test (sources without a fixed test set)")
+    seed: int = Field(0, description="seed of the shuffled split")
+
+    @model_validator(mode="after")
+    def _leaves_training_rows(self) -> SplitSpec:
+        if self.val + self.test >= 0.9:
+            raise ValueError(f"val + test = {self.val + self.test:.2f} leaves too little to train on; keep it below 0.9")
+        return self
+
+
+class DataBase(StrictModel):
+    resize: tuple[int, int] | None = Field(None, description="[height, width] to resize images to")
+    channels: Literal[1, 3] | None = Field(None, description="force 1 (grayscale) or 3 (RGB, repeated) channels")
+    split: SplitSpec = Field(default_factory=SplitSpec)
+
+
+class DigitsData(DataBase):
+    """scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes)."""
+
+    source: Literal["digits"]
+
+
+class OptdigitsData(DataBase):
+    """UCI optdigits: the same 8x8 digits with the writer-disjoint 3823 train / 1797 test split."""
+
+    source: Literal["optdigits"]
+    path: str | None = Field(None, description="folder with optdigits.tra/.tes; default: the copy shipped with ModelPress")
+
+
+class GeneratedData(DataBase):
+    """A deterministic, learnable image data set of any size, for scale tests and benchmarks."""
+
+    source: Literal["generated"]
+    samples: int = Field(2000, ge=20)
+    image_size: tuple[int, int] = (32, 32)
+    image_channels: Literal[1, 3] = 3
+    classes: int = Field(10, ge=2)
+    seed: int = 0
+
+
+class FileData(DataBase):
+    path: str = Field(..., description="local path or s3://bucket/key")
+    num_classes: int | None = Field(None, ge=2, description="number of classes; default: largest label + 1")
+
+
+class CsvData(FileData):
+    """One row per example: feature columns then a label column (header row required)."""
+
+    source: Literal["csv"]
+    label_column: str = "label"
+    shape: list[int] | None = Field(None, description="reshape the feature columns to this shape, e.g. [8, 8, 1]")
+    scale: float = Field(1.0, gt=0, description="divide features by this (e.g. 255 for pixels)")
+
+
+class NpzData(FileData):
+    """Arrays x and y (names configurable); optional x_test/y_test give a fixed test set."""
+
+    source: Literal["npz"]
+    x_key: str = "x"
+    y_key: str = "y"
+    scale: float = Field(1.0, gt=0)
+
+
+class TfrecordData(FileData):
+    """tf.train.Example records: a raw float/uint8 image feature and an int64 label."""
+
+    source: Literal["tfrecord"]
+    image_key: str = "image"
+    label_key: str = "label"
+    shape: list[int] = Field(..., description="shape of one image, e.g. [28, 28, 1]")
+    dtype: Literal["float32", "uint8"] = "uint8"
+    scale: float = Field(255.0, gt=0)
+
+
+class ImageFolderData(FileData):
+    """One sub-folder per class with PNG/JPEG files; class names are the sorted folder names."""
+
+    source: Literal["image_folder"]
+    image_size: tuple[int, int] = (32, 32)
+    image_channels: Literal[1, 3] = 3
+
+
+DataSpec = Annotated[
+    DigitsData | OptdigitsData | GeneratedData | CsvData | NpzData | TfrecordData | ImageFolderData,
+    Field(discriminator="source"),
+]
+DATA_SOURCES = ("digits", "optdigits", "generated", "csv", "npz", "tfrecord", "image_folder")
+
+
+# ---------------------------------------------------------------------------------------------------------- train
+class TrainSpec(StrictModel):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(32, ge=1)
+    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    learning_rate: float = Field(1e-3, gt=0)
+    seed: int = 0
+    mixed_precision: bool = Field(False, description="mixed_float16 where the hardware supports it")
+    early_stopping_patience: int | None = Field(None, ge=1, description="stop when val accuracy stalls this many epochs")
+    workers: int = Field(1, ge=1, description="> 1 trains with MultiWorkerMirroredStrategy (a TFJob on the cluster)")
+
+
+# ------------------------------------------------------------------------------------------- compress and targets
+COMPRESSION_TECHNIQUES = ("prune", "cluster", "quantize", "distill")
+
+
+class TechniqueSpec(BaseModel):
+    """One compression step; its parameters are checked by that step's own config model."""
+
+    model_config = ConfigDict(extra="allow")
+    technique: str
+
+    @field_validator("technique")
+    @classmethod
+    def _known_technique(cls, value: str) -> str:
+        if value not in COMPRESSION_TECHNIQUES:
+            close = difflib.get_close_matches(value, COMPRESSION_TECHNIQUES, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"choose one of {', '.join(COMPRESSION_TECHNIQUES)}"
+            raise ValueError(f"unknown technique '{value}'; {hint}")
+        return value
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+TARGET_FORMATS = (
+    "saved_model",
+    "tflite_fp32",
+    "tflite_fp16",
+    "tflite_dynamic",
+    "tflite_int8",
+    "openvino_fp32",
+    "openvino_fp16",
+    "openvino_int8",
+    "onnx",
+    "tensorrt_fp16",
+    "tensorrt_int8",
+)
+
+
+class TargetSpec(StrictModel):
+    format: str
+    on_unavailable: Literal["skip", "fail"] = Field("fail", description="what to do when the target's hardware is absent")
+    options: dict[str, Any] = Field(default_factory=dict, description="format options, e.g. opset, int8 I/O")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, data: Any) -> Any:
+        return {"format": data} if isinstance(data, str) else data
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in TARGET_FORMATS:
+            close = difflib.get_close_matches(value, TARGET_FORMATS, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"choose from {', '.join(TARGET_FORMATS)}"
+            raise ValueError(f"unknown target format '{value}'; {hint}")
+        return value
+
+
+# ---------------------------------------------------------------------------------------------------------- gates
+class Gates(StrictModel):
+    """Accuracy values are fractions (0.95 = 95%); drops are fractions too (0.01 = 1 percentage point)."""
+
+    min_accuracy: float | None = Field(None, ge=0, le=1)
+    max_drop: float | None = Field(None, ge=0, le=1, description="accuracy drop allowed vs the trained (uncompressed) model")
+    max_class_drop: float | None = Field(None, ge=0, le=1, description="largest drop allowed on any single class")
+    min_agreement: float | None = Field(None, ge=0, le=1, description="share of test predictions equal to the parent's")
+    max_size_bytes: int | None = Field(None, gt=0, description="size of the model files, uncompressed")
+    max_latency_ms: float | None = Field(None, gt=0, description="batch-1 p95 latency")
+
+
+class EvaluationSpec(StrictModel):
+    latency_runs: int = Field(100, ge=5, description="timed batch-1 runs (after warm-up) for p50/p95")
+    warmup_runs: int = Field(10, ge=0)
+    batch_size: int = Field(256, ge=1, description="batch size for accuracy and throughput")
+
+
+# ----------------------------------------------------------------------------------------- storage, push, serving
+class StorageSettings(StrictModel):
+    """S3-compatible object storage. Unset values come from the standard AWS environment variables."""
+
+    endpoint_url: str | None = Field(None, description="e.g. http://minio.storage:9000; default AWS_ENDPOINT_URL or AWS")
+    region: str | None = None
+    access_key_id: str | None = Field(None, description="prefer AWS_ACCESS_KEY_ID from a Secret over a value here")
+    secret_access_key: str | None = None
+
+
+class PushSpec(StrictModel):
+    uri: str | None = Field(None, description="s3://bucket/prefix or a local folder; default <run>/registry")
+    model_name: str | None = Field(None, pattern=NAME_PATTERN, description="default: the workflow name")
+
+
+class ServingSpec(StrictModel):
+    base_path: str | None = Field(None, description="model base path TF Serving polls; default <run>/serving")
+    grpc_address: str | None = Field(None, description="host:port of TF Serving's gRPC API; unset: write files only")
+    rest_address: str | None = Field(None, description="http://host:port of TF Serving's REST API")
+    timeout_s: float = Field(120.0, gt=0)
+
+
+class Workflow(StrictModel):
+    name: str = Field(..., pattern=NAME_PATTERN, description="lower-case name; also the DAG id and model name")
+    description: str = ""
+    model: ModelSpec
+    data: DataSpec
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    compress: list[TechniqueSpec] = Field(default_factory=list)
+    targets: list[TargetSpec] = Field(default_factory=lambda: [TargetSpec(format="saved_model")])
+    gates: Gates = Field(default_factory=Gates)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    push: PushSpec | None = None
+    serving: ServingSpec | None = None
+    schedule: str | None = Field(None, description="cron expression or preset (@daily, @weekly) for the Airflow DAG")
+
+    @field_validator("targets")
+    @classmethod
+    def _unique_targets(cls, value: list[TargetSpec]) -> list[TargetSpec]:
+        names = [t.format for t in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"target {dupes[0]} is listed twice; list each format once")
+        return value
+
+
+# ------------------------------------------------------------------------------------------------------- loading
+def load_workflow(path: str | Path) -> Workflow:
+    """Read and validate a workflow YAML file; every problem is a UserError naming file, line and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"workflow file {path} not found; pass the path of a workflow YAML (see examples/)")
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a workflow is a YAML mapping with keys like name, model, data; see examples/")
+    return parse_workflow(data, source=str(path), text=text)
+
+
+def parse_workflow(data: dict[str, Any], source: str = "workflow", text: str | None = None) -> Workflow:
+    try:
+        return Workflow.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(describe_validation_error(exc, data, source, text)) from None
+
+
+def describe_validation_error(exc: ValidationError, data: Any, source: str, text: str | None) -> str:
+    """One line for the first problem: where it is (file, line, dotted key) and what to do."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    keys = input_path(data, first["loc"])
+    dotted = ".".join(str(k) for k in keys) or "(top level)"
+    line = yaml_line(text, keys) if text else None
+    where = f"{source}" + (f" line {line}" if line else "")
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "missing":
+        message = f"required key '{keys[-1] if keys else first['loc'][-1]}' is missing"
+        dotted = ".".join(str(k) for k in keys[:-1]) or "(top level)"
+    elif first["type"] not in ("value_error", "assertion_error") and "input" in first:
+        message = f"{message} (got {first['input']!r})"
+    more = f" (+{len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    return f"{where}: {dotted}: {message}{more}"
+
+
+def input_path(data: Any, loc: tuple) -> list:
+    """The loc without pydantic's union tags: only the keys and indexes that exist in the user's data."""
+    path, node = [], data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            path.append(part)
+            node = node[part]
+        elif isinstance(part, str) and part not in ("function-after", "function-before") and not part.startswith(
+            tuple(DATA_SOURCES)
+        ):
+            path.append(part)  # a missing key: name it
+            node = None
+    return path
+
+
+def yaml_line(text: str, keys: list) -> int | None:
+    """1-based line of the deepest key in `keys` that the YAML text contains."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for key in keys:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if k.value == str(key)), None)
+            if match is None:
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def spec_hash(model: BaseModel) -> str:
+    """Stable sha256 of a config: what a step ran with, recorded in its artifact."""
+    import hashlib
+
+    return hashlib.sha256(model.model_dump_json(exclude_none=False).encode()).hexdigest()
+
+
+class StepConfig(StrictModel):
+    """Base of every step's config: what `modelpress step NAME --config JSON` accepts."""
+
+    storage: StorageSettings = Field(default_factory=StorageSettings)

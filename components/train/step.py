@@ -1,0 +1,125 @@
+"""train: build the model, fit it on the workflow's data with progress, save it as an artifact.
+
+The untrained weights are kept (`initial.weights.h5`): lottery-ticket pruning rewinds survivors to them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from .._core import storage
+from .._core.data import load_dataset
+from .._core.keras_artifact import INITIAL_WEIGHTS_FILE, save_keras_artifact
+from .._core.models import build_model
+from .._core.progress import epoch_callback, log
+from .._core.spec import TrainSpec
+from .._core.tf import import_tf
+from .config import TrainConfig
+
+OPTIMIZERS = {"adam": "Adam", "sgd": "SGD", "rmsprop": "RMSprop"}
+
+
+def make_optimizer(train: TrainSpec):
+    _, keras = import_tf()
+    return getattr(keras.optimizers, OPTIMIZERS[train.optimizer])(learning_rate=train.learning_rate)
+
+
+def apply_mixed_precision(enabled: bool) -> str:
+    """Set the global Keras policy; mixed_float16 only pays off (and is only numerically tested) on a GPU."""
+    tf, keras = import_tf()
+    if not enabled:
+        keras.mixed_precision.set_global_policy("float32")
+        return "float32"
+    if not tf.config.list_physical_devices("GPU"):
+        log("mixed precision requested but no GPU is present: training in float32 (mixed_float16 needs a GPU with compute capability >= 7.0)")
+        keras.mixed_precision.set_global_policy("float32")
+        return "float32"
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    return "mixed_float16"
+
+
+def fit(model, data, train: TrainSpec, label: str = "train", loss=None):
+    """Compile and fit with progress lines and optional early stopping; shared by every step that trains."""
+    _, keras = import_tf()
+    model.compile(
+        optimizer=make_optimizer(train),
+        loss=loss or keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy"],
+    )
+    callbacks = [epoch_callback(train.epochs, label)]
+    if train.early_stopping_patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping("val_accuracy", patience=train.early_stopping_patience, restore_best_weights=True)
+        )
+    validation = (data.x_val, data.y_val) if len(data.x_val) else None
+    return model.fit(
+        data.x_train,
+        data.y_train,
+        batch_size=train.batch_size,
+        epochs=train.epochs,
+        validation_data=validation,
+        callbacks=callbacks,
+        verbose=0,
+    )
+
+
+def test_accuracy(model, data) -> float:
+    import numpy as np
+
+    predictions = model.predict(data.x_test, batch_size=512, verbose=0)
+    return float(np.mean(np.argmax(predictions, axis=1) == data.y_test))
+
+
+def apply_hyperparameters(train: TrainSpec, uri: str | None) -> TrainSpec:
+    """A tune step's best configuration (`best.json`: {"train": {...}}) overrides the spec's train settings."""
+    if not uri:
+        return train
+    best = json.loads(storage.read_bytes(storage.join(uri, "best.json")))
+    log(f"using tuned hyperparameters: {best.get('train', {})}")
+    return train.model_copy(update=best.get("train", {}))
+
+
+def run(config: TrainConfig, inputs: dict[str, str], output: str, overwrite: bool = False) -> dict:
+    tf, keras = import_tf()
+    storage.check_output(output, overwrite)
+    train = apply_hyperparameters(config.train, inputs.get("hyperparameters"))
+    data = load_dataset(config.data)
+    log(f"data {data.describe()}")
+    keras.utils.set_random_seed(train.seed)
+    policy = apply_mixed_precision(train.mixed_precision)
+    model = build_model(config.model, data.input_shape, data.num_classes)
+    log(f"model {model.name}: {model.count_params():,} parameters, policy {policy}")
+    with tempfile.TemporaryDirectory(prefix="modelpress-train-") as scratch:
+        initial = Path(scratch) / INITIAL_WEIGHTS_FILE
+        model.save_weights(initial)
+        started = time.monotonic()
+        history = fit(model, data, train)
+        seconds = time.monotonic() - started
+        accuracy = test_accuracy(model, data)
+        log(f"test accuracy {accuracy:.4f} after {len(history.history['loss'])} epochs ({seconds:.1f}s)")
+        keras.mixed_precision.set_global_policy("float32")
+        with storage.staged_output(output, overwrite=overwrite) as folder:
+            shutil.copy(initial, folder / INITIAL_WEIGHTS_FILE)
+            meta = save_keras_artifact(
+                model,
+                folder,
+                step="train",
+                config=config,
+                parent=None,
+                data_hash=data.hash,
+                metrics={"accuracy": accuracy, "train_seconds": round(seconds, 2)},
+                details={
+                    "epochs_run": len(history.history["loss"]),
+                    "history": {k: [round(float(v), 5) for v in vs] for k, vs in history.history.items()},
+                    "precision_policy": policy,
+                    "train": train.model_dump(),
+                    "input_shape": list(data.input_shape),
+                    "num_classes": data.num_classes,
+                    "class_names": data.class_names,
+                },
+            )
+    return {"uri": output, "format": meta.format, "metrics": meta.metrics}

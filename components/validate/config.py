@@ -1,0 +1,10 @@
+from pydantic import Field
+
+from .._core.spec import DataSpec, EvaluationSpec, Gates, StepConfig
+
+
+class ValidateConfig(StepConfig):
+    name: str = Field(..., description="the artifact's name in reports (e.g. train, prune, tflite_int8)")
+    data: DataSpec
+    gates: Gates = Field(default_factory=Gates)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)

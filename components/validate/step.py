@@ -1,0 +1,162 @@
+"""validate: evaluate an artifact in its own runtime on the test split, apply the gates, write the blessing.
+
+Output folder: `blessing.json` (blessed, metrics, baseline, thresholds, every failed gate), `evaluation.json`
+(per-class accuracy, confusion matrix, latency samples) and `predictions.npy` (the test predictions, so children
+can report agreement with this artifact without running it again).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import numpy as np
+
+from .._core import storage
+from .._core.artifacts import open_artifact
+from .._core.data import load_dataset
+from .._core.progress import log
+from .._core.spec import Gates
+from .config import ValidateConfig
+from .runtimes import load_runner
+
+BLESSING_FILE = "blessing.json"
+EVALUATION_FILE = "evaluation.json"
+PREDICTIONS_FILE = "predictions.npy"
+
+
+def predict_all(runner, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
+    """Predicted classes for every row, and the throughput in examples per second."""
+    started, classes = time.perf_counter(), []
+    for start in range(0, len(x), batch_size):
+        classes.append(np.argmax(runner.predict(x[start : start + batch_size]), axis=1))
+    seconds = time.perf_counter() - started
+    return np.concatenate(classes), len(x) / max(seconds, 1e-9)
+
+
+def batch1_latency(runner, x: np.ndarray, runs: int, warmup: int) -> list[float]:
+    """Milliseconds per single-example call, after warm-up, cycling through real test rows."""
+    for i in range(warmup):
+        runner.predict(x[i % len(x)][None])
+    samples = []
+    for i in range(runs):
+        row = x[i % len(x)][None]
+        started = time.perf_counter()
+        runner.predict(row)
+        samples.append((time.perf_counter() - started) * 1000.0)
+    return samples
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (y_true, y_pred), 1)
+    return matrix
+
+
+def per_class_accuracy(matrix: np.ndarray) -> list[float | None]:
+    totals = matrix.sum(axis=1)
+    return [float(matrix[i, i] / totals[i]) if totals[i] else None for i in range(len(matrix))]
+
+
+def apply_gates(gates: Gates, metrics: dict, baseline: dict | None) -> list[dict]:
+    """One entry per configured gate: name, threshold, measured value, passed, and a reason when it failed."""
+    checks = []
+
+    def check(name: str, value, threshold, passed: bool, reason: str) -> None:
+        checks.append({"gate": name, "threshold": threshold, "value": value, "passed": passed, "reason": None if passed else reason})
+
+    accuracy = metrics["accuracy"]
+    if gates.min_accuracy is not None:
+        check("min_accuracy", accuracy, gates.min_accuracy, accuracy >= gates.min_accuracy,
+              f"accuracy {accuracy:.4f} is below min_accuracy {gates.min_accuracy:.4f}")
+    if gates.max_drop is not None and baseline is not None:
+        drop = baseline["accuracy"] - accuracy
+        check("max_drop", drop, gates.max_drop, drop <= gates.max_drop + 1e-12,
+              f"accuracy drop {drop * 100:.2f} pp vs {baseline['name']} exceeds max_drop {gates.max_drop * 100:.2f} pp")
+    if gates.max_class_drop is not None and baseline is not None:
+        drops = [
+            (b - a, i) for i, (a, b) in enumerate(zip(metrics["per_class_accuracy"], baseline["per_class_accuracy"], strict=False))
+            if a is not None and b is not None
+        ]
+        worst, cls = max(drops) if drops else (0.0, None)
+        check("max_class_drop", worst, gates.max_class_drop, worst <= gates.max_class_drop + 1e-12,
+              f"class {cls} accuracy dropped {worst * 100:.2f} pp, above max_class_drop {gates.max_class_drop * 100:.2f} pp")
+    if gates.min_agreement is not None and metrics.get("agreement") is not None:
+        agreement = metrics["agreement"]
+        check("min_agreement", agreement, gates.min_agreement, agreement >= gates.min_agreement,
+              f"agrees with its parent on {agreement:.4f} of test predictions, below min_agreement {gates.min_agreement}")
+    if gates.max_size_bytes is not None:
+        size = metrics["size_bytes"]
+        check("max_size_bytes", size, gates.max_size_bytes, size <= gates.max_size_bytes,
+              f"size {size:,} bytes exceeds max_size_bytes {gates.max_size_bytes:,}")
+    if gates.max_latency_ms is not None:
+        p95 = metrics["latency_ms_p95"]
+        check("max_latency_ms", p95, gates.max_latency_ms, p95 <= gates.max_latency_ms,
+              f"batch-1 p95 latency {p95:.3f} ms exceeds max_latency_ms {gates.max_latency_ms}")
+    return checks
+
+
+def _read_reference(uri: str | None) -> tuple[dict | None, np.ndarray | None]:
+    """A parent's or baseline's validation output: its metrics and its test predictions."""
+    if not uri:
+        return None, None
+    blessing = json.loads(storage.read_bytes(storage.join(uri, BLESSING_FILE)))
+    predictions = np.load(io.BytesIO(storage.read_bytes(storage.join(uri, PREDICTIONS_FILE))))
+    return {"name": blessing["name"], **blessing["metrics"]}, predictions
+
+
+def run(config: ValidateConfig, inputs: dict[str, str], output: str, overwrite: bool = False) -> dict:
+    storage.check_output(output, overwrite)
+    data = load_dataset(config.data)
+    parent, parent_predictions = _read_reference(inputs.get("parent"))
+    baseline, _ = _read_reference(inputs.get("baseline") or inputs.get("parent"))
+    with open_artifact(inputs["model"]) as (folder, meta):
+        runner = load_runner(folder, meta)
+        log(f"validate {config.name} ({meta.format}, {getattr(runner, 'runtime', '?')}) on {len(data.x_test)} test examples")
+        predicted, throughput = predict_all(runner, data.x_test, config.evaluation.batch_size)
+        latencies = batch1_latency(runner, data.x_test, config.evaluation.latency_runs, config.evaluation.warmup_runs)
+    matrix = confusion(data.y_test, predicted, data.num_classes)
+    metrics = {
+        "accuracy": float(np.mean(predicted == data.y_test)),
+        "per_class_accuracy": per_class_accuracy(matrix),
+        "agreement": float(np.mean(predicted == parent_predictions)) if parent_predictions is not None else None,
+        "size_bytes": meta.metrics["size_bytes"],
+        "size_gzip_bytes": meta.metrics["size_gzip_bytes"],
+        "params": meta.metrics.get("params"),
+        "latency_ms_p50": float(np.percentile(latencies, 50)),
+        "latency_ms_p95": float(np.percentile(latencies, 95)),
+        "throughput_per_s": float(throughput),
+        "test_examples": int(len(data.y_test)),
+    }
+    if baseline is not None:
+        metrics["drop"] = baseline["accuracy"] - metrics["accuracy"]
+    checks = apply_gates(config.gates, metrics, baseline)
+    reasons = [c["reason"] for c in checks if not c["passed"]]
+    blessing = {
+        "name": config.name,
+        "artifact": inputs["model"],
+        "format": meta.format,
+        "runtime": getattr(runner, "runtime", None),
+        "blessed": not reasons,
+        "reasons": reasons,
+        "metrics": metrics,
+        "baseline": {"name": baseline["name"], "accuracy": baseline["accuracy"]} if baseline else None,
+        "parent": parent["name"] if parent else None,
+        "thresholds": config.gates.model_dump(exclude_none=True),
+        "gates": checks,
+        "data_hash": data.hash,
+        "artifact_data_hash": meta.data_hash,
+    }
+    evaluation = {
+        "confusion_matrix": matrix.tolist(),
+        "class_names": data.class_names,
+        "latency_ms_samples": [round(v, 4) for v in latencies],
+    }
+    with storage.staged_output(output, overwrite=overwrite, marker=BLESSING_FILE) as folder:
+        (folder / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2))
+        np.save(folder / PREDICTIONS_FILE, predicted)
+        (folder / BLESSING_FILE).write_text(json.dumps(blessing, indent=2))
+    verdict = "BLESSED" if not reasons else "NOT blessed: " + "; ".join(reasons)
+    log(f"{config.name}: accuracy {metrics['accuracy']:.4f}, p50 {metrics['latency_ms_p50']:.3f} ms -> {verdict}")
+    return {"uri": output, "blessed": not reasons, "reasons": reasons, "metrics": metrics}

@@ -1,0 +1,108 @@
+"""Shared fixtures: a real S3 endpoint over HTTP (moto's server mode), tiny workflows, CLI runners."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server in a subprocess on loopback; the same boto3 code as production talks to it over HTTP."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        process.kill()
+        pytest.fail("moto server did not start")
+    yield endpoint
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture
+def s3(s3_endpoint, monkeypatch):
+    """A fresh bucket on the test endpoint, with the standard AWS variables pointing at it. Yields the bucket name."""
+    import boto3
+
+    from modelpress._core import storage
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    storage.configure(None)
+    bucket = f"test-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    yield bucket
+    storage.configure(None)
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the installed `modelpress` command as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "modelpress._core.cli", *args],
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+TINY_WORKFLOW = """\
+name: tiny
+model:
+  zoo: mlp
+  params: {hidden: [32]}
+data:
+  source: digits
+train:
+  epochs: 3
+  batch_size: 64
+evaluation:
+  latency_runs: 5
+  warmup_runs: 1
+"""
+
+
+@pytest.fixture
+def tiny_workflow(tmp_path) -> Path:
+    """A workflow that trains in a couple of seconds; tests append or replace sections."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_WORKFLOW)
+    return path
