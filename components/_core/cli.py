@@ -89,7 +89,7 @@ def cmd_check(args) -> int:
     print(f"{args.workflow}: workflow '{workflow.name}' is valid; {len(plan)} tasks:")
     for task in plan:
         step = STEPS[task.step]
-        reads = ", ".join(f"{k}<-{v}" for k, v in task.inputs.items()) or "-"
+        reads = ", ".join(task.sources()) or "-"
         print(f"  {task.id:<28} step {task.step:<9} image {step.image:<9} {'gpu ' if step.gpu else ''}reads {reads}")
     return 0
 

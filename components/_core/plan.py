@@ -25,13 +25,18 @@ class Task:
     id: str  # unique in the plan: also the KFP task name and the Airflow task id
     step: str  # registry name
     config: BaseModel
-    inputs: dict[str, str] = field(default_factory=dict)  # input name -> id of the task whose output it reads
+    # input name -> id of the task whose output it reads, or a list of ids (e.g. push reads every validation)
+    inputs: dict[str, str | list[str]] = field(default_factory=dict)
     artifact: str | None = None  # the model artifact's name in reports (model-producing and validate tasks)
     group: str | None = None  # tasks that fan out over targets share a group ("convert", "validate")
 
     @property
     def output_kind(self) -> str:
         return STEPS[self.step].output
+
+    def sources(self) -> list[str]:
+        """Every task id this task reads from."""
+        return [s for v in self.inputs.values() for s in ([v] if isinstance(v, str) else v)]
 
 
 def step_config(step: str, workflow: Workflow, params: dict[str, Any], where: str) -> BaseModel:
@@ -89,9 +94,9 @@ def check_acyclic(tasks: list[Task]) -> None:
     """Every input must come from a task listed earlier: the plan's order is a valid execution order."""
     seen: set[str] = set()
     for task in tasks:
-        for name, source in task.inputs.items():
+        for source in task.sources():
             if source not in seen:
-                raise UserError(f"task {task.id}: input '{name}' reads {source}, which does not run before it")
+                raise UserError(f"task {task.id} reads {source}, which does not run before it")
         if task.id in seen:
             raise UserError(f"two tasks are named {task.id}; name each step once")
         seen.add(task.id)

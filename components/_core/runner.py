@@ -46,12 +46,17 @@ def run_workflow(workflow: Workflow, out: str, overwrite: bool = False) -> dict[
     results: dict[str, dict] = {}
     skipped: list[dict] = []
     for number, task in enumerate(plan, start=1):
-        missing = [source for source in task.inputs.values() if source not in uris]
+        single = {name: source for name, source in task.inputs.items() if isinstance(source, str)}
+        missing = [source for source in single.values() if source not in uris]
         if missing:
             skipped.append({"name": task.artifact or task.id, "task": task.id, "reason": f"{missing[0]} was skipped"})
             continue
         log(f"step {number}/{len(plan)}: {task.id}")
-        inputs = {name: uris[source] for name, source in task.inputs.items()}
+        # A list input takes what ran of its sources (a skipped conversion drops out of push's list).
+        inputs = {
+            name: uris[source] if isinstance(source, str) else [uris[s] for s in source if s in uris]
+            for name, source in task.inputs.items()
+        }
         uri = output_uri(out, task)
         result = STEPS[task.step].load()(task.config, inputs, uri)
         if result.get("skipped"):
