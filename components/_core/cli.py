@@ -154,12 +154,16 @@ def cmd_step(args) -> int:
 
     step = get_step(args.name)
     config = parse_step_config(args.name, args.config)
-    inputs = {}
+    inputs: dict[str, str | list[str]] = {}
     for item in args.input:
         name, sep, uri = item.partition("=")
         if not sep or not uri:
             raise UserError(f"--input '{item}' must be NAME=URI, e.g. --input model=s3://bucket/run/train")
-        inputs[name] = uri
+        if name in inputs:  # a repeated name is a list input, e.g. push's validations
+            previous = inputs[name]
+            inputs[name] = [*(previous if isinstance(previous, list) else [previous]), uri]
+        else:
+            inputs[name] = uri
     known = set(step.inputs) | set(step.optional_inputs)
     for name in inputs:
         if name not in known:

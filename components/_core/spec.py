@@ -280,6 +280,29 @@ class ServingSpec(StrictModel):
     timeout_s: float = Field(120.0, gt=0)
 
 
+class Toleration(StrictModel):
+    key: str
+    operator: Literal["Equal", "Exists"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = "NoSchedule"
+
+
+class ClusterSpec(StrictModel):
+    """Where steps run on Kubernetes. Both adapters (KFP, Airflow) and infra/ read these same values."""
+
+    namespace: str = "modelpress"
+    service_account: str = "modelpress-runner"
+    image_repository: str | None = Field(None, description="default: MODELPRESS_IMAGE_REPOSITORY or ghcr.io/modelpress")
+    gpu_resource: str = "nvidia.com/gpu"
+    gpu_accelerator: str = Field("nvidia-tesla-t4", description="accelerator type KFP requests for GPU steps")
+    gpu_node_selector: dict[str, str] = Field(default_factory=lambda: {"modelpress.io/pool": "gpu"})
+    gpu_tolerations: list[Toleration] = Field(
+        default_factory=lambda: [Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]
+    )
+    cpu_node_selector: dict[str, str] = Field(default_factory=dict)
+    secret_name: str = Field("modelpress-s3", description="Secret holding AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
+
+
 class Workflow(StrictModel):
     name: str = Field(..., pattern=NAME_PATTERN, description="lower-case name; also the DAG id and model name")
     description: str = ""
@@ -294,6 +317,7 @@ class Workflow(StrictModel):
     push: PushSpec | None = None
     serving: ServingSpec | None = None
     schedule: str | None = Field(None, description="cron expression or preset (@daily, @weekly) for the Airflow DAG")
+    cluster: ClusterSpec = Field(default_factory=ClusterSpec)
 
     @field_validator("targets")
     @classmethod
