@@ -363,7 +363,18 @@ def describe_validation_error(exc: ValidationError, data: Any, source: str, text
     line = yaml_line(text, keys) if text else None
     where = f"{source}" + (f" line {line}" if line else "")
     message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "missing":
+    unknown = re.match(r"unknown key '([^']*)'", message)
+    if unknown:  # point at the offending key's own line
+        line = yaml_line(text, [*keys, unknown.group(1)]) if text else line
+        where = f"{source}" + (f" line {line}" if line else "")
+    if first["type"] == "union_tag_invalid":
+        tag, expected = first["ctx"]["tag"], [t.strip(" '") for t in first["ctx"]["expected_tags"].split(",")]
+        close = difflib.get_close_matches(tag, expected, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"choose one of {', '.join(expected)}"
+        message = f"unknown {first['ctx']['discriminator'].strip(chr(39))} '{tag}'; {hint}"
+    elif first["type"] == "string_pattern_mismatch" and first["ctx"].get("pattern") == NAME_PATTERN:
+        message = f"use 1-63 lower-case letters, digits, '-' or '_', starting with a letter or digit (got {first['input']!r})"
+    elif first["type"] == "missing":
         message = f"required key '{keys[-1] if keys else first['loc'][-1]}' is missing"
         dotted = ".".join(str(k) for k in keys[:-1]) or "(top level)"
     elif first["type"] not in ("value_error", "assertion_error") and "input" in first:

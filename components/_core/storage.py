@@ -92,7 +92,7 @@ def explain_s3_error(exc: Exception, uri: str) -> UserError:
         return UserError(f"cannot reach the S3 endpoint for {uri} ({exc}); check storage.endpoint_url / AWS_ENDPOINT_URL")
     if isinstance(exc, ClientError):
         code = exc.response.get("Error", {}).get("Code", "")
-        if code == "NoSuchBucket":
+        if code == "NoSuchBucket" or (code == "404" and exc.operation_name == "HeadBucket"):
             return UserError(f"bucket '{S3Location.parse(uri).bucket}' does not exist ({uri}); create it or fix the URI")
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "Forbidden"):
             return UserError(f"S3 refused access to {uri} ({code}); check the credentials and the bucket policy")

@@ -1,0 +1,116 @@
+"""The workflow spec: what a platform team's YAML mistakes look like to them."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from modelpress._core.errors import UserError
+from modelpress._core.spec import Workflow, load_workflow
+
+VALID = """\
+name: demo
+model:
+  zoo: mlp
+data:
+  source: digits
+"""
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "wf.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def error_of(tmp_path, text: str) -> str:
+    with pytest.raises(UserError) as caught:
+        load_workflow(write(tmp_path, text))
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_minimal_workflow_gets_sensible_defaults(tmp_path):
+    workflow = load_workflow(write(tmp_path, VALID))
+    assert isinstance(workflow, Workflow)
+    assert workflow.train.epochs == 20 and workflow.train.optimizer == "adam"
+    assert [t.format for t in workflow.targets] == ["saved_model"]
+    assert workflow.data.split.test == 0.2 and workflow.data.split.seed == 0
+    assert workflow.cluster.gpu_resource == "nvidia.com/gpu"
+
+
+def test_misspelt_key_names_line_key_and_closest_valid_key(tmp_path):
+    message = error_of(tmp_path, VALID + "train:\n  epochs: 3\n  batch_sise: 8\n")
+    assert message == "wf.yaml line 8: train: unknown key 'batch_sise'; did you mean 'batch_size'?".replace(
+        "wf.yaml", str(tmp_path / "wf.yaml")
+    )
+
+
+def test_unknown_top_level_key_without_close_match_lists_valid_keys(tmp_path):
+    message = error_of(tmp_path, VALID + "zzz: 1\n")
+    assert "unknown key 'zzz'" in message and "valid keys:" in message and "compress" in message
+
+
+def test_wrong_type_shows_value(tmp_path):
+    message = error_of(tmp_path, VALID + "train:\n  epochs: ten\n")
+    assert "line 7" in message and "train.epochs" in message and "'ten'" in message
+
+
+def test_unknown_data_source_suggests_closest(tmp_path):
+    message = error_of(tmp_path, VALID.replace("source: digits", "source: digitz"))
+    assert "unknown source 'digitz'; did you mean 'digits'?" in message
+
+
+def test_unknown_zoo_model_lists_the_zoo(tmp_path):
+    message = error_of(tmp_path, VALID.replace("zoo: mlp", "zoo: resnet50"))
+    assert "unknown zoo model 'resnet50'" in message and "mobilenet_v2" in message
+
+
+def test_bad_builder_path(tmp_path):
+    message = error_of(tmp_path, VALID.replace("zoo: mlp", "builder: my model"))
+    assert "package.module:function" in message
+
+
+def test_zoo_and_builder_together_is_an_error(tmp_path):
+    message = error_of(tmp_path, VALID.replace("zoo: mlp", "zoo: mlp\n  builder: a.b:c"))
+    assert "exactly one of 'zoo'" in message
+
+
+def test_unknown_technique_and_target(tmp_path):
+    assert "did you mean 'prune'?" in error_of(tmp_path, VALID + "compress:\n  - technique: prnue\n")
+    assert "did you mean 'tflite_int8'?" in error_of(tmp_path, VALID + "targets: [tflite_int9]\n")
+
+
+def test_duplicate_target(tmp_path):
+    assert "listed twice" in error_of(tmp_path, VALID + "targets: [saved_model, saved_model]\n")
+
+
+def test_gate_out_of_range(tmp_path):
+    message = error_of(tmp_path, VALID + "gates:\n  min_accuracy: 95\n")
+    assert "gates.min_accuracy" in message and "95" in message
+
+
+def test_split_leaving_nothing_to_train_on(tmp_path):
+    message = error_of(tmp_path, VALID.replace("source: digits", "source: digits\n  split: {val: 0.5, test: 0.45}"))
+    assert "too little to train on" in message
+
+
+def test_missing_required_section(tmp_path):
+    assert error_of(tmp_path, "name: x\nmodel: {zoo: mlp}\n").endswith("required key 'data' is missing")
+
+
+def test_bad_name(tmp_path):
+    assert "lower-case" in error_of(tmp_path, VALID.replace("name: demo", "name: My Model"))
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    assert "not valid YAML" in error_of(tmp_path, "name: x\n  model: [\n")
+    with pytest.raises(UserError, match="not found"):
+        load_workflow(tmp_path / "absent.yaml")
+
+
+def test_several_problems_are_counted_not_dumped(tmp_path):
+    message = error_of(tmp_path, "name: x\nmodel: {zoo: nope}\ndata: {source: csv}\n")
+    assert "(+" in message and "more problem" in message
