@@ -153,7 +153,6 @@ def cmd_step(args) -> int:
     from .registry import get_step
 
     step = get_step(args.name)
-    config = parse_step_config(args.name, args.config)
     inputs: dict[str, str | list[str]] = {}
     for item in args.input:
         name, sep, uri = item.partition("=")
@@ -171,6 +170,7 @@ def cmd_step(args) -> int:
     for name in step.inputs:
         if name not in inputs:
             raise UserError(f"step {args.name} needs --input {name}=URI")
+    config = parse_step_config(args.name, args.config)
     storage.configure(getattr(config, "storage", None))
     result = step.load()(config, inputs, args.output, overwrite=args.overwrite)
     payload = json.dumps(result, indent=2, default=str)

@@ -9,6 +9,7 @@ import csv
 import functools
 import hashlib
 import io
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,12 +72,23 @@ def calibration_subset(dataset: Dataset, size: int, seed: int = 0) -> tuple[np.n
 
 
 def load_dataset(spec) -> Dataset:
-    """Load the data a spec names; cached per process by the spec's content."""
-    return _load_cached(spec.model_dump_json())
+    """Load the data a spec names; cached per process by the spec and the files' modification stamps."""
+    return _load_cached(spec.model_dump_json(), _fingerprint(getattr(spec, "path", None)))
+
+
+def _fingerprint(path: str | None) -> str:
+    """Changes when local files change; s3:// data is read every time (no cheap stamp for a whole prefix)."""
+    if path is None:
+        return ""
+    if storage.is_s3(path):
+        return uuid.uuid4().hex
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(root.rglob("*")) if root.is_dir() else []
+    return hashlib.sha256(str([(str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files]).encode()).hexdigest()
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(spec_json: str) -> Dataset:
+def _load_cached(spec_json: str, fingerprint: str) -> Dataset:
     from pydantic import TypeAdapter
 
     from .spec import DataSpec

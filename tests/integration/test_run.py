@@ -1,0 +1,76 @@
+"""`modelpress run` and `modelpress step` end to end on real digits, locally and on the S3 endpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from modelpress._core import artifacts, storage
+from tests.conftest import ROOT
+
+
+def test_tiny_workflow_writes_artifacts_blessings_and_report(cli, tiny_workflow, tmp_path):
+    out = tmp_path / "run"
+    tiny_workflow.write_text(tiny_workflow.read_text() + "gates: {min_accuracy: 0.99}\n")
+    result = cli("run", str(tiny_workflow), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "train epoch 3/3" in result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    (row,) = summary["artifacts"]
+    assert row["name"] == "train" and row["format"] == "saved_model" and row["uri"] == str(out / "artifacts" / "train")
+    for key in ("accuracy", "size_bytes", "size_gzip_bytes", "latency_ms_p50", "latency_ms_p95"):
+        assert isinstance(row["metrics"][key], (int, float)), key
+    # 3 epochs of a 32-unit MLP cannot reach 99%: the gate must reject it and say why.
+    assert row["blessed"] is False and "below min_accuracy 0.9900" in row["reasons"][0]
+    assert "NO" in result.stdout and "train" in result.stdout
+    blessing = json.loads((out / "validation" / "train" / "blessing.json").read_text())
+    assert blessing["gates"][0]["gate"] == "min_accuracy" and blessing["gates"][0]["passed"] is False
+    evaluation = json.loads((out / "validation" / "train" / "evaluation.json").read_text())
+    assert sum(map(sum, evaluation["confusion_matrix"])) == blessing["metrics"]["test_examples"]
+    meta = json.loads((out / "artifacts" / "train" / "artifact.json").read_text())
+    assert meta["format"] == "saved_model" and meta["step"] == "train" and len(meta["data_hash"]) == 64
+    assert {"model.h5", "initial.weights.h5", "saved_model/saved_model.pb"} <= set(meta["files"])
+    html = (out / "report.html").read_text()
+    assert "<table>" in html and "data:image/png;base64," in html and "below min_accuracy" in html
+    assert (out / "report.md").read_text().startswith("# ModelPress run: tiny")
+
+
+def test_reference_workflow_reaches_95_percent_on_digits(cli, tmp_path):
+    out = tmp_path / "demo"
+    result = cli("run", str(ROOT / "examples" / "digits_mlp.yaml"), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    train = next(r for r in summary["artifacts"] if r["name"] == "train")
+    assert train["metrics"]["accuracy"] >= 0.95 and train["blessed"]
+    assert train["metrics"]["params"] == 8 * 8 * 300 + 300 + 300 * 150 + 150 + 150 * 10 + 10
+
+
+def test_steps_on_s3_through_the_step_command(cli, s3, tmp_path):
+    """What a container runs: train to s3://, validate from s3:// to s3://, results as JSON files."""
+    train_uri, validation_uri = f"s3://{s3}/runs/7/train", f"s3://{s3}/runs/7/validate_train"
+    config = {"model": {"zoo": "mlp", "params": {"hidden": [16]}}, "data": {"source": "digits"}, "train": {"epochs": 2}}
+    result = cli("step", "train", "--config", json.dumps(config), "--output", train_uri, "--result", str(tmp_path / "t.json"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "t.json").read_text())["uri"] == train_uri
+    meta = artifacts.read_meta(train_uri)
+    assert meta.step == "train" and meta.metrics["params"] == 64 * 16 + 16 + 16 * 10 + 10
+    (tmp_path / "v.json").write_text(json.dumps({"name": "train", "data": {"source": "digits"}, "evaluation": {"latency_runs": 5}}))
+    result = cli(
+        "step", "validate", "--config", f"@{tmp_path / 'v.json'}", "--input", f"model={train_uri}",
+        "--output", validation_uri, "--result", str(tmp_path / "r.json"),
+    )
+    assert result.returncode == 0, result.stderr
+    blessing = json.loads(storage.read_bytes(f"{validation_uri}/blessing.json"))
+    assert blessing["blessed"] is True and blessing["artifact"] == train_uri
+    assert json.loads(Path(tmp_path / "r.json").read_text())["metrics"]["accuracy"] == blessing["metrics"]["accuracy"]
+    rerun = cli("step", "train", "--config", json.dumps(config), "--output", train_uri)
+    assert rerun.returncode == 2 and "already exists" in rerun.stderr
+
+
+def test_whole_run_into_s3(cli, s3, tiny_workflow):
+    out = f"s3://{s3}/runs/tiny"
+    result = cli("run", str(tiny_workflow), "--out", out)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(storage.read_bytes(f"{out}/summary.json"))
+    assert summary["artifacts"][0]["uri"] == f"{out}/artifacts/train"
+    assert storage.exists(f"{out}/report.html") and storage.exists(f"{out}/validation/train/blessing.json")
