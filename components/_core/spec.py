@@ -93,7 +93,7 @@ class SplitSpec(StrictModel):
 class DataBase(StrictModel):
     resize: tuple[int, int] | None = Field(None, description="[height, width] to resize images to")
     channels: Literal[1, 3] | None = Field(None, description="force 1 (grayscale) or 3 (RGB, repeated) channels")
-    split: SplitSpec = Field(default_factory=SplitSpec)
+    split: SplitSpec = Field(default_factory=SplitSpec, description="train/val/test shares and seed (see data.split)")
 
 
 class DigitsData(DataBase):
@@ -113,11 +113,11 @@ class GeneratedData(DataBase):
     """A deterministic, learnable image data set of any size, for scale tests and benchmarks."""
 
     source: Literal["generated"]
-    samples: int = Field(2000, ge=20)
-    image_size: tuple[int, int] = (32, 32)
-    image_channels: Literal[1, 3] = 3
-    classes: int = Field(10, ge=2)
-    seed: int = 0
+    samples: int = Field(2000, ge=20, description="number of examples")
+    image_size: tuple[int, int] = Field((32, 32), description="[height, width]")
+    image_channels: Literal[1, 3] = Field(3, description="channels per image")
+    classes: int = Field(10, ge=2, description="number of classes")
+    seed: int = Field(0, description="same seed, same data")
 
 
 class FileData(DataBase):
@@ -129,7 +129,7 @@ class CsvData(FileData):
     """One row per example: feature columns then a label column (header row required)."""
 
     source: Literal["csv"]
-    label_column: str = "label"
+    label_column: str = Field("label", description="the header name of the label column")
     shape: list[int] | None = Field(None, description="reshape the feature columns to this shape, e.g. [8, 8, 1]")
     scale: float = Field(1.0, gt=0, description="divide features by this (e.g. 255 for pixels)")
 
@@ -138,28 +138,28 @@ class NpzData(FileData):
     """Arrays x and y (names configurable); optional x_test/y_test give a fixed test set."""
 
     source: Literal["npz"]
-    x_key: str = "x"
-    y_key: str = "y"
-    scale: float = Field(1.0, gt=0)
+    x_key: str = Field("x", description="name of the inputs array (x_key + '_test' gives a fixed test set)")
+    y_key: str = Field("y", description="name of the labels array")
+    scale: float = Field(1.0, gt=0, description="divide inputs by this")
 
 
 class TfrecordData(FileData):
     """tf.train.Example records: a raw float/uint8 image feature and an int64 label."""
 
     source: Literal["tfrecord"]
-    image_key: str = "image"
-    label_key: str = "label"
+    image_key: str = Field("image", description="bytes feature holding the raw image")
+    label_key: str = Field("label", description="int64 feature holding the class")
     shape: list[int] = Field(..., description="shape of one image, e.g. [28, 28, 1]")
-    dtype: Literal["float32", "uint8"] = "uint8"
-    scale: float = Field(255.0, gt=0)
+    dtype: Literal["float32", "uint8"] = Field("uint8", description="element type of the raw image bytes")
+    scale: float = Field(255.0, gt=0, description="divide pixel values by this")
 
 
 class ImageFolderData(FileData):
     """One sub-folder per class with PNG/JPEG files; class names are the sorted folder names."""
 
     source: Literal["image_folder"]
-    image_size: tuple[int, int] = (32, 32)
-    image_channels: Literal[1, 3] = 3
+    image_size: tuple[int, int] = Field((32, 32), description="[height, width] every image is resized to")
+    image_channels: Literal[1, 3] = Field(3, description="1 (grayscale) or 3 (RGB)")
 
 
 DataSpec = Annotated[
@@ -171,11 +171,11 @@ DATA_SOURCES = ("digits", "optdigits", "generated", "csv", "npz", "tfrecord", "i
 
 # ---------------------------------------------------------------------------------------------------------- train
 class TrainSpec(StrictModel):
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(32, ge=1)
-    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
-    learning_rate: float = Field(1e-3, gt=0)
-    seed: int = 0
+    epochs: int = Field(20, ge=1, description="passes over the training split")
+    batch_size: int = Field(32, ge=1, description="examples per gradient step")
+    optimizer: Literal["adam", "sgd", "rmsprop"] = Field("adam", description="the Keras optimizer")
+    learning_rate: float = Field(1e-3, gt=0, description="the optimizer's learning rate")
+    seed: int = Field(0, description="seeds weight initialisation and shuffling")
     mixed_precision: bool = Field(False, description="mixed_float16 where the hardware supports it")
     early_stopping_patience: int | None = Field(None, ge=1, description="stop when val accuracy stalls this many epochs")
     workers: int = Field(1, ge=1, description="> 1 trains with MultiWorkerMirroredStrategy (a TFJob on the cluster)")
@@ -221,7 +221,7 @@ TARGET_FORMATS = (
 
 
 class TargetSpec(StrictModel):
-    format: str
+    format: str = Field(..., description="one of the target formats (saved_model, tflite_int8, onnx, ...)")
     on_unavailable: Literal["skip", "fail"] = Field("fail", description="what to do when the target's hardware is absent")
     options: dict[str, Any] = Field(default_factory=dict, description="format options, e.g. opset, int8 I/O")
 
@@ -244,7 +244,7 @@ class TargetSpec(StrictModel):
 class Gates(StrictModel):
     """Accuracy values are fractions (0.95 = 95%); drops are fractions too (0.01 = 1 percentage point)."""
 
-    min_accuracy: float | None = Field(None, ge=0, le=1)
+    min_accuracy: float | None = Field(None, ge=0, le=1, description="lowest test accuracy allowed")
     max_drop: float | None = Field(None, ge=0, le=1, description="accuracy drop allowed vs the trained (uncompressed) model")
     max_class_drop: float | None = Field(None, ge=0, le=1, description="largest drop allowed on any single class")
     min_agreement: float | None = Field(None, ge=0, le=1, description="share of test predictions equal to the parent's")
@@ -254,7 +254,7 @@ class Gates(StrictModel):
 
 class EvaluationSpec(StrictModel):
     latency_runs: int = Field(100, ge=5, description="timed batch-1 runs (after warm-up) for p50/p95")
-    warmup_runs: int = Field(10, ge=0)
+    warmup_runs: int = Field(10, ge=0, description="untimed batch-1 runs before timing")
     batch_size: int = Field(256, ge=1, description="batch size for accuracy and throughput")
 
 
@@ -263,9 +263,9 @@ class StorageSettings(StrictModel):
     """S3-compatible object storage. Unset values come from the standard AWS environment variables."""
 
     endpoint_url: str | None = Field(None, description="e.g. http://minio.storage:9000; default AWS_ENDPOINT_URL or AWS")
-    region: str | None = None
+    region: str | None = Field(None, description="default AWS_REGION, else us-east-1")
     access_key_id: str | None = Field(None, description="prefer AWS_ACCESS_KEY_ID from a Secret over a value here")
-    secret_access_key: str | None = None
+    secret_access_key: str | None = Field(None, description="prefer AWS_SECRET_ACCESS_KEY from a Secret")
 
 
 class PushSpec(StrictModel):
@@ -277,7 +277,7 @@ class ServingSpec(StrictModel):
     base_path: str | None = Field(None, description="model base path TF Serving polls; default <run>/serving")
     grpc_address: str | None = Field(None, description="host:port of TF Serving's gRPC API; unset: write files only")
     rest_address: str | None = Field(None, description="http://host:port of TF Serving's REST API")
-    timeout_s: float = Field(120.0, gt=0)
+    timeout_s: float = Field(120.0, gt=0, description="how long to wait for the new version to become AVAILABLE")
 
 
 class Toleration(StrictModel):
@@ -290,34 +290,41 @@ class Toleration(StrictModel):
 class ClusterSpec(StrictModel):
     """Where steps run on Kubernetes. Both adapters (KFP, Airflow) and infra/ read these same values."""
 
-    namespace: str = "modelpress"
-    service_account: str = "modelpress-runner"
+    namespace: str = Field("modelpress", description="Kubernetes namespace of the step pods")
+    service_account: str = Field("modelpress-runner", description="ServiceAccount the step pods run as")
     image_repository: str | None = Field(None, description="default: MODELPRESS_IMAGE_REPOSITORY or ghcr.io/modelpress")
-    gpu_resource: str = "nvidia.com/gpu"
+    gpu_resource: str = Field("nvidia.com/gpu", description="extended resource a GPU step requests (limit 1)")
     gpu_accelerator: str = Field("nvidia-tesla-t4", description="accelerator type KFP requests for GPU steps")
-    gpu_node_selector: dict[str, str] = Field(default_factory=lambda: {"modelpress.io/pool": "gpu"})
-    gpu_tolerations: list[Toleration] = Field(
-        default_factory=lambda: [Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]
+    gpu_node_selector: dict[str, str] = Field(
+        default_factory=lambda: {"modelpress.io/pool": "gpu"}, description="node labels GPU steps are scheduled on"
     )
-    cpu_node_selector: dict[str, str] = Field(default_factory=dict)
+    gpu_tolerations: list[Toleration] = Field(
+        default_factory=lambda: [Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")],
+        description="taints of the GPU pool that GPU steps tolerate",
+    )
+    cpu_node_selector: dict[str, str] = Field(default_factory=dict, description="node labels for CPU-only steps")
     secret_name: str = Field("modelpress-s3", description="Secret holding AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
 
 
 class Workflow(StrictModel):
     name: str = Field(..., pattern=NAME_PATTERN, description="lower-case name; also the DAG id and model name")
-    description: str = ""
-    model: ModelSpec
-    data: DataSpec
-    train: TrainSpec = Field(default_factory=TrainSpec)
-    compress: list[TechniqueSpec] = Field(default_factory=list)
-    targets: list[TargetSpec] = Field(default_factory=lambda: [TargetSpec(format="saved_model")])
-    gates: Gates = Field(default_factory=Gates)
-    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
-    storage: StorageSettings = Field(default_factory=StorageSettings)
-    push: PushSpec | None = None
-    serving: ServingSpec | None = None
+    description: str = Field("", description="free text shown in the DAG and pipeline UIs")
+    model: ModelSpec = Field(..., description="the architecture: a zoo model or your own builder")
+    data: DataSpec = Field(..., description="where the examples come from and how they are split")
+    train: TrainSpec = Field(default_factory=TrainSpec, description="how the model is trained")
+    compress: list[TechniqueSpec] = Field(
+        default_factory=list, description="compression techniques applied in order (prune, cluster, quantize, distill)"
+    )
+    targets: list[TargetSpec] = Field(
+        default_factory=lambda: [TargetSpec(format="saved_model")], description="formats to convert the final model to"
+    )
+    gates: Gates = Field(default_factory=Gates, description="what an artifact must meet to be blessed")
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec, description="how artifacts are measured")
+    storage: StorageSettings = Field(default_factory=StorageSettings, description="S3-compatible object storage settings")
+    push: PushSpec | None = Field(None, description="publish blessed artifacts as a release bundle")
+    serving: ServingSpec | None = Field(None, description="deploy the final model to TensorFlow Serving")
     schedule: str | None = Field(None, description="cron expression or preset (@daily, @weekly) for the Airflow DAG")
-    cluster: ClusterSpec = Field(default_factory=ClusterSpec)
+    cluster: ClusterSpec = Field(default_factory=ClusterSpec, description="where steps run on Kubernetes")
 
     @field_validator("targets")
     @classmethod
