@@ -80,9 +80,8 @@ def cmd_check(args) -> int:
     workflow = load_workflow(args.workflow)
     plan = build_plan(workflow)
     if args.data:
-        from .runner import preflight
-
         from .data import load_dataset
+        from .runner import preflight
 
         preflight(workflow, "/nonexistent-modelpress-check-output", overwrite=True)
         print(f"data: {load_dataset(workflow.data).describe()}")
