@@ -220,7 +220,9 @@ def _npz(spec: NpzData) -> Dataset:
 
 
 def _tfrecord(spec: TfrecordData) -> Dataset:
-    import tensorflow as tf
+    from .tf import import_tf
+
+    tf, _ = import_tf()
 
     size = int(np.prod(spec.shape))
     features = {spec.image_key: tf.io.FixedLenFeature([], tf.string), spec.label_key: tf.io.FixedLenFeature([], tf.int64)}
@@ -326,7 +328,9 @@ def _reshape_images(dataset: Dataset, resize, channels) -> Dataset:
 
     def convert(x: np.ndarray) -> np.ndarray:
         if resize is not None and tuple(x.shape[1:3]) != tuple(resize):
-            import tensorflow as tf
+            from .tf import import_tf
+
+            tf, _ = import_tf()
 
             x = np.concatenate(
                 [tf.image.resize(x[i : i + 1024], resize).numpy() for i in range(0, len(x), 1024)] or [x]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,9 @@ def save_keras_artifact(
     calibration_hash: str | None = None,
 ) -> ArtifactMeta:
     """Save `model` (already stripped of training-only wrappers) into a staged artifact folder and finish it."""
-    model.save(folder / KERAS_FILE, include_optimizer=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*HDF5 file.*legacy", category=UserWarning)
+        model.save(folder / KERAS_FILE, include_optimizer=False)
     model.save(folder / SAVED_MODEL_DIR, save_format="tf", include_optimizer=False)
     meta = ArtifactMeta(
         format="saved_model",

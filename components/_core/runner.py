@@ -38,10 +38,10 @@ def preflight(workflow: Workflow, out: str, overwrite: bool) -> list[Task]:
 
 
 def run_workflow(workflow: Workflow, out: str, overwrite: bool = False) -> dict[str, Any]:
+    started = time.monotonic()
     plan = preflight(workflow, out, overwrite)
     if overwrite and storage.exists(out):
         storage.remove(out)
-    started = time.monotonic()
     uris: dict[str, str] = {}
     results: dict[str, dict] = {}
     skipped: list[dict] = []

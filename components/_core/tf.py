@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import sys
+import tempfile
 
 
 def import_tf():
@@ -11,11 +15,40 @@ def import_tf():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from .errors import require
 
-    tf = require("tensorflow", "tf")
-    import tf_keras as keras
+    if "tensorflow" in sys.modules:
+        import tf_keras as keras
 
+        return sys.modules["tensorflow"], keras
+    with _quiet_native_startup():
+        tf = require("tensorflow", "tf")
+        import tf_keras as keras
+
+        tf.config.list_physical_devices("GPU")  # device discovery logs its "no CUDA driver" lines now, filtered
     tf.get_logger().setLevel("ERROR")
     return tf, keras
+
+
+# Lines TensorFlow's native code prints at start-up before its log level applies (absl is not initialised yet).
+_STARTUP_NOISE = re.compile(r"^(WARNING: All log messages before absl|[IWE]\d{4} .*(port\.cc|cudart_stub|cuda_platform|cpu_feature_guard|cuda_executor)|To enable the following instructions|$)")
+
+
+@contextlib.contextmanager
+def _quiet_native_startup():
+    """Capture fd 2 while TensorFlow loads; replay everything but the known start-up noise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode(errors="replace").splitlines():
+                if not _STARTUP_NOISE.match(line):
+                    print(line, file=sys.stderr)
 
 
 def load_keras_model(path, custom_objects: dict | None = None):
