@@ -33,10 +33,14 @@ DEPENDENCY_SETS: dict[str, tuple[str, ...]] = {
 }
 
 
-def image_for(dependency_set: str, version: str = __version__) -> str:
+def image_for(dependency_set: str, version: str = __version__, repository: str | None = None) -> str:
+    """The image of a dependency set; `repository` (a workflow's cluster.image_repository) overrides the default."""
     if dependency_set not in DEPENDENCY_SETS:
-        raise UserError(f"no image for dependency set '{dependency_set}'; known sets: {', '.join(DEPENDENCY_SETS)}")
-    return f"{IMAGE_REPOSITORY}/modelpress-{dependency_set}:{version}"
+        raise UserError(
+            f"no image for dependency set '{dependency_set}'; known sets: {', '.join(DEPENDENCY_SETS)}"
+            " (add it to DEPENDENCY_SETS in modelpress/_core/registry.py and build it in containers/)"
+        )
+    return f"{(repository or IMAGE_REPOSITORY).rstrip('/')}/modelpress-{dependency_set}:{version}"
 
 
 @dataclass(frozen=True)
