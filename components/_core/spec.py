@@ -250,6 +250,9 @@ class Gates(StrictModel):
     min_agreement: float | None = Field(None, ge=0, le=1, description="share of test predictions equal to the parent's")
     max_size_bytes: int | None = Field(None, gt=0, description="size of the model files, uncompressed")
     max_latency_ms: float | None = Field(None, gt=0, description="batch-1 p95 latency")
+    max_drop_vs_serving: float | None = Field(
+        None, ge=0, le=1, description="accuracy drop allowed vs the currently published model (needs a push section)"
+    )
 
 
 class EvaluationSpec(StrictModel):
@@ -269,15 +272,40 @@ class StorageSettings(StrictModel):
 
 
 class PushSpec(StrictModel):
+    """Where blessed artifacts are published as numbered release bundles (<uri>/<model>/<version>/)."""
+
     uri: str | None = Field(None, description="s3://bucket/prefix or a local folder; default <run>/registry")
     model_name: str | None = Field(None, pattern=NAME_PATTERN, description="default: the workflow name")
+    labels: list[str] = Field(
+        default_factory=lambda: ["current"], description="registry labels moved to the new version once it is complete"
+    )
+    version: int | None = Field(None, ge=1, description="pin the version number (e.g. a CI build); default: next integer")
+    require_all_blessed: bool = Field(False, description="refuse the push when any artifact is unblessed (default: skip those)")
+    part_size_mb: int = Field(8, ge=5, le=512, description="multipart upload part size; memory use is about 10 parts")
+    max_concurrency: int = Field(4, ge=1, le=32, description="parallel part uploads per file")
+    retries: int = Field(5, ge=0, le=20, description="retries of a file upload after a transient error (backoff doubles)")
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, value: list[str]) -> list[str]:
+        for label in value:
+            if not re.fullmatch(NAME_PATTERN, label):
+                raise ValueError(f"label {label!r}: use lower-case letters, digits, '-' or '_'")
+        return value
 
 
 class ServingSpec(StrictModel):
+    """TensorFlow Serving: the model base path it polls and, optionally, its gRPC/REST addresses to reload and test."""
+
     base_path: str | None = Field(None, description="model base path TF Serving polls; default <run>/serving")
+    mount_path: str | None = Field(
+        None, description="the base path as the TF Serving container sees it (e.g. /models); default: base_path"
+    )
+    model_name: str | None = Field(None, pattern=NAME_PATTERN, description="default: push.model_name, else the workflow name")
     grpc_address: str | None = Field(None, description="host:port of TF Serving's gRPC API; unset: write files only")
-    rest_address: str | None = Field(None, description="http://host:port of TF Serving's REST API")
+    rest_address: str | None = Field(None, description="http://host:port of TF Serving's REST API; set: status and Predict use REST")
     timeout_s: float = Field(120.0, gt=0, description="how long to wait for the new version to become AVAILABLE")
+    tolerance: float = Field(1e-4, ge=0, description="largest absolute difference allowed between served and validated outputs")
 
 
 class Toleration(StrictModel):
@@ -306,6 +334,44 @@ class ClusterSpec(StrictModel):
     secret_name: str = Field("modelpress-s3", description="Secret holding AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
 
 
+SCHEDULE_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly", "@annually")
+# Cron fields: name, lowest, highest, names allowed in place of numbers.
+CRON_FIELDS = (
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day of month", 1, 31, ()),
+    ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
+    ("day of week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")),
+)
+
+
+def check_schedule(value: str) -> None:
+    """Accept an Airflow preset or a five-field cron expression; raise ValueError naming the bad part."""
+    if value.startswith("@"):
+        if value not in SCHEDULE_PRESETS:
+            close = difflib.get_close_matches(value, SCHEDULE_PRESETS, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"use one of {', '.join(SCHEDULE_PRESETS)}"
+            raise ValueError(f"unknown schedule preset '{value}'; {hint}")
+        return
+    fields = value.split()
+    if len(fields) != 5:
+        raise ValueError(
+            f"schedule '{value}' has {len(fields)} fields; write a preset (@daily) or cron 'minute hour day month weekday'"
+        )
+    for text, (name, low, high, names) in zip(fields, CRON_FIELDS, strict=True):
+        for part in text.split(","):
+            base, _, step = part.partition("/")
+            if step and not step.isdigit():
+                raise ValueError(f"schedule '{value}': step '{step}' in the {name} field is not a number")
+            bounds = [] if base == "*" else base.split("-", 1)
+            for bound in bounds:
+                number = names.index(bound.lower()) + low if bound.lower() in names else None
+                if number is None and not bound.isdigit():
+                    raise ValueError(f"schedule '{value}': '{part}' is not valid in the {name} field ({low}-{high})")
+                if not low <= (number if number is not None else int(bound)) <= high:
+                    raise ValueError(f"schedule '{value}': {bound} is out of range for the {name} field ({low}-{high})")
+
+
 class Workflow(StrictModel):
     name: str = Field(..., pattern=NAME_PATTERN, description="lower-case name; also the DAG id and model name")
     description: str = Field("", description="free text shown in the DAG and pipeline UIs")
@@ -324,7 +390,35 @@ class Workflow(StrictModel):
     push: PushSpec | None = Field(None, description="publish blessed artifacts as a release bundle")
     serving: ServingSpec | None = Field(None, description="deploy the final model to TensorFlow Serving")
     schedule: str | None = Field(None, description="cron expression or preset (@daily, @weekly) for the Airflow DAG")
+    asset: str | None = Field(
+        None, description="data URI (e.g. s3://bucket/drops/digits) whose updates trigger the Airflow DAG (data-aware scheduling)"
+    )
     cluster: ClusterSpec = Field(default_factory=ClusterSpec, description="where steps run on Kubernetes")
+
+    @model_validator(mode="after")
+    def _publishing_names(self) -> Workflow:
+        """Push and serving name the model after the workflow unless told otherwise; the gate vs serving needs push."""
+        if self.push is not None and self.push.model_name is None:
+            self.push.model_name = self.name
+        if self.serving is not None and self.serving.model_name is None:
+            self.serving.model_name = self.push.model_name if self.push is not None else self.name
+        if self.gates.max_drop_vs_serving is not None and self.push is None:
+            raise ValueError("gates.max_drop_vs_serving compares with the published model; add a push section (push: {})")
+        return self
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_schedule(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_schedule(value)
+        return value
+
+    @field_validator("asset")
+    @classmethod
+    def _asset_uri(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z][a-z0-9+.-]*://\S+", value):
+            raise ValueError(f"asset '{value}' must be a URI like s3://bucket/prefix or file:///data/drops")
+        return value
 
     @field_validator("targets")
     @classmethod
