@@ -1,0 +1,162 @@
+"""A workflow spec -> a Kubeflow pipeline, built from `plan.build_plan` (the same plan `modelpress run` executes).
+
+- each plan task is a task of its step's component, displayed under the plan task id;
+- the conversion targets fan out with `dsl.ParallelFor` (convert + validate per target);
+- a task that reads a validation (push, deploy) runs under `dsl.If` on that validation's blessing;
+- GPU steps request `cluster.gpu_accelerator` x1 and get the GPU pool's node selector and tolerations; every task
+  gets the S3 credentials from `cluster.secret_name`; caching is on;
+- pipeline parameters (PARAMETERS) override the matching config fields at run time; their defaults are the spec's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from pathlib import Path
+from typing import Any
+
+from kfp import compiler, dsl, kubernetes
+
+from modelpress._core.errors import UserError
+from modelpress._core.plan import Task, build_plan
+from modelpress._core.registry import STEPS
+from modelpress._core.spec import Workflow, load_workflow
+
+from .components import PARAMETERS, Parameter, output_name, returns_blessing, step_component
+
+S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+MISSING = object()
+
+
+def config_value(config: Any, path: str) -> Any:
+    """The value at a dotted path of a config instance, or MISSING when the config has no such field."""
+    node = config
+    for key in path.split("."):
+        if node is None or key not in getattr(type(node), "model_fields", {}):
+            return MISSING
+        node = getattr(node, key)
+    return node
+
+
+def applicable_path(parameter: Parameter, task: Task) -> str | None:
+    return next((p for p in parameter.paths if config_value(task.config, p) is not MISSING), None)
+
+
+def pipeline_parameters(plan: list[Task]) -> dict[Parameter, Any]:
+    """Parameters for the fields the spec sets (unset gates stay unset), with the spec's value as the default."""
+    found: dict[Parameter, Any] = {}
+    for parameter in PARAMETERS:
+        for task in plan:
+            path = applicable_path(parameter, task)
+            if path is not None and config_value(task.config, path) is not None:
+                found[parameter] = config_value(task.config, path)
+                break
+    return found
+
+
+def config_json(task: Task) -> str:
+    return task.config.model_dump_json()  # None values kept: a parameter override replaces the key in place
+
+
+def configure_task(kfp_task, task: Task, workflow: Workflow) -> None:
+    step, cluster = STEPS[task.step], workflow.cluster
+    kfp_task.set_display_name(task.id)
+    kfp_task.set_caching_options(True)
+    kubernetes.use_secret_as_env(kfp_task, secret_name=cluster.secret_name, secret_key_to_env=S3_SECRET_KEYS, optional=True)
+    if step.gpu:
+        kfp_task.set_accelerator_type(cluster.gpu_accelerator).set_accelerator_limit(1)
+        for key, value in cluster.gpu_node_selector.items():
+            kubernetes.add_node_selector(kfp_task, label_key=key, label_value=value)
+        for toleration in cluster.gpu_tolerations:
+            kubernetes.add_toleration(kfp_task, **toleration.model_dump(exclude_none=True))
+    else:
+        for key, value in cluster.cpu_node_selector.items():
+            kubernetes.add_node_selector(kfp_task, label_key=key, label_value=value)
+
+
+class PipelineBuilder:
+    """Adds the plan's tasks to the pipeline being defined, in plan order."""
+
+    def __init__(self, workflow: Workflow, plan: list[Task], parameters: dict[str, Any]):
+        self.workflow, self.plan, self.parameters = workflow, plan, parameters
+        self.by_id = {task.id: task for task in plan}
+        self.kfp_tasks: dict[str, Any] = {}
+        repository = workflow.cluster.image_repository
+        self.component = lambda step, lists=frozenset(): step_component(step, lists, repository)
+
+    def output_of(self, task_id: str):
+        return self.kfp_tasks[task_id].outputs[output_name(STEPS[self.by_id[task_id].step])]
+
+    def arguments(self, task: Task, config) -> dict[str, Any]:
+        arguments = {"config": config}
+        for name, source in task.inputs.items():
+            if isinstance(source, list):
+                raise UserError(
+                    f"task {task.id}: list input '{name}' is not supported by the Kubeflow adapter yet; "
+                    "run this workflow with `modelpress run` or the Airflow DAG"
+                )
+            arguments[name] = self.output_of(source)
+        for parameter in pipeline_parameters([task]):
+            if parameter.name in self.parameters:
+                arguments[parameter.name] = self.parameters[parameter.name]
+        return arguments
+
+    def add(self, task: Task, config=None):
+        gates = [
+            self.kfp_tasks[source].output
+            for source in task.inputs.values()
+            if isinstance(source, str) and returns_blessing(STEPS[self.by_id[source].step]) and not returns_blessing(STEPS[task.step])
+        ]
+        with contextlib.ExitStack() as stack:
+            for blessed in gates:
+                stack.enter_context(dsl.If(blessed == True, name=f"{task.id}-if-blessed"))  # noqa: E712 (a KFP condition)
+            kfp_task = self.component(task.step)(**self.arguments(task, config or config_json(task)))
+        configure_task(kfp_task, task, self.workflow)
+        self.kfp_tasks[task.id] = kfp_task
+
+    def add_fan_out(self, converts: list[Task]) -> None:
+        """All conversion targets in one ParallelFor: each item carries its convert and validate configs."""
+        validations = [next(t for t in self.plan if t.step == "validate" and t.inputs.get("model") == c.id) for c in converts]
+        items = [{"convert": config_json(c), "validate": config_json(v)} for c, v in zip(converts, validations, strict=True)]
+        with dsl.ParallelFor(items, name="targets") as item:
+            self.add(converts[0], item.convert)
+            self.add(validations[0], item.validate)
+        for convert, validation in zip(converts[1:], validations[1:], strict=True):  # one task stands for all
+            self.kfp_tasks[convert.id], self.kfp_tasks[validation.id] = self.kfp_tasks[converts[0].id], self.kfp_tasks[validations[0].id]
+
+    def build(self) -> None:
+        converts = [t for t in self.plan if t.group == "convert"]
+        fanned = {t.id for t in converts} | {t.id for t in self.plan if t.step == "validate" and t.inputs.get("model") in {c.id for c in converts}}
+        for task in self.plan:
+            if converts and task.id == converts[0].id:
+                self.add_fan_out(converts)
+            elif task.id not in fanned:
+                self.add(task)
+
+
+def build_pipeline(workflow: Workflow):
+    """The workflow's pipeline (a KFP GraphComponent); its parameters appear in the Kubeflow UI."""
+    plan = build_plan(workflow)
+    defaults = pipeline_parameters(plan)
+
+    def pipeline(*values):
+        PipelineBuilder(workflow, plan, {p.name: v for p, v in zip(defaults, values, strict=True)}).build()
+
+    pipeline.__signature__ = inspect.Signature(
+        [
+            inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=value, annotation=p.type)
+            for p, value in defaults.items()
+        ]
+    )
+    pipeline.__name__ = workflow.name.replace("-", "_")
+    return dsl.pipeline(name=workflow.name, description=workflow.description or f"ModelPress workflow {workflow.name}")(pipeline)
+
+
+def compile_workflow(workflow_path: str | Path, output: str | Path) -> Path:
+    """Compile a workflow YAML to the KFP IR YAML a user uploads in the Kubeflow UI."""
+    workflow = load_workflow(workflow_path)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_pipeline(workflow), str(output))
+    return output
+

@@ -1,0 +1,184 @@
+"""One KFP lightweight component per registered step, generated from `registry.STEPS`.
+
+A component's signature is derived from its StepSpec (so a newly registered step needs no edit here):
+  config: str                      the step config as JSON (from the plan, fixed at compile time)
+  <input>: Input[Model|Artifact]   one per required input; optional inputs default to None
+  output_<kind>: Output[...]       the step's output folder (Model for model artifacts)
+  metrics: Output[Metrics]         the scalar metrics of the step's result
+  validation steps also get confusion_matrix: Output[ClassificationMetrics] and report: Output[HTML],
+  and return the blessing (a bool, what `dsl.If` gates push and deploy on)
+  <parameter>: Optional[type]      pipeline parameters that can override a field of this step's config
+
+The body runs `modelpress step NAME ...` through the CLI's own entry point inside the step's image: no
+packages_to_install and no runtime pip (the images carry modelpress and the kfp executor).
+KFP embeds a component's source text, so the function is generated as source and registered with linecache.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import linecache
+import textwrap
+import typing
+from dataclasses import dataclass
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Input, Metrics, Model, Output
+
+from modelpress._core.registry import StepSpec, get_step, image_for
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A pipeline parameter shown in the Kubeflow UI and the config fields (dotted paths) it overrides."""
+
+    name: str
+    type: type
+    paths: tuple[str, ...]  # the first path a task's config has is set
+    help: str
+
+
+PARAMETERS: tuple[Parameter, ...] = (
+    Parameter("data_uri", str, ("data.path",), "where the training data is (local path or s3://)"),
+    Parameter("epochs", int, ("train.epochs",), "training epochs"),
+    Parameter("sparsity", float, ("target_sparsity", "sparsity"), "pruning: final share of zero weights"),
+    Parameter("clusters", int, ("number_of_clusters", "clusters"), "weight clustering: clusters per layer"),
+    Parameter("min_accuracy", float, ("gates.min_accuracy",), "gate: lowest test accuracy blessed"),
+    Parameter("max_drop", float, ("gates.max_drop",), "gate: accuracy drop allowed vs the trained model"),
+    Parameter("push_uri", str, ("push.uri",), "where blessed artifacts are published"),
+)
+
+
+def model_has_path(model: type, path: str) -> bool:
+    """True when a pydantic model class (or any member of a union) has the dotted field path."""
+    head, _, rest = path.partition(".")
+    fields = getattr(model, "model_fields", None)
+    if fields is None or head not in fields:
+        return False
+    if not rest:
+        return True
+    annotation = fields[head].annotation
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    members = typing.get_args(annotation) or (annotation,)
+    return any(model_has_path(member, rest) for member in members)
+
+
+def step_parameters(step: StepSpec) -> list[Parameter]:
+    return [p for p in PARAMETERS if any(model_has_path(step.config, path) for path in p.paths)]
+
+
+def output_name(step: StepSpec) -> str:
+    return f"output_{step.output}"
+
+
+def returns_blessing(step: StepSpec) -> bool:
+    return step.output == "validation"
+
+
+def input_type(name: str) -> str:
+    """Model-typed when it is a model input; anything else is a generic Artifact (KFP accepts any type for it)."""
+    return "Model" if name == "model" else "Artifact"
+
+
+def _component_body(step_name, config, overrides, inputs, output, metrics, confusion_matrix, report):
+    """Runs inside the step's container: apply parameter overrides, run the step via the CLI, publish metrics."""
+    import json
+    import os
+    import tempfile
+
+    from modelpress._core.cli import main
+
+    values = json.loads(config)
+    for paths, value in overrides:
+        if value is None:
+            continue
+        for path in paths:
+            *parents, leaf = path.split(".")
+            node = values
+            for key in parents:
+                node = node.get(key) if isinstance(node, dict) else None
+            if isinstance(node, dict) and (leaf in node or not parents):
+                node[leaf] = value
+                break
+    argv = ["step", step_name, "--config", json.dumps(values), "--output", output.path]
+    for name, artifacts in inputs.items():
+        for artifact in artifacts if isinstance(artifacts, list) else [artifacts]:
+            if artifact is not None:
+                argv += ["--input", f"{name}={artifact.path}"]
+    with tempfile.TemporaryDirectory() as scratch:
+        result_file = os.path.join(scratch, "result.json")
+        code = main([*argv, "--result", result_file])
+        if code != 0:
+            raise SystemExit(code)
+        with open(result_file) as handle:
+            result = json.load(handle)
+    if result.get("skipped"):
+        os.makedirs(output.path, exist_ok=True)
+        metrics.metadata["skipped"] = result["reason"]
+    for key, value in (result.get("metrics") or {}).items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics.log_metric(key, value)
+    if confusion_matrix is None:
+        return None
+    evaluation_path = os.path.join(output.path, "evaluation.json")
+    if os.path.exists(evaluation_path):
+        with open(evaluation_path) as handle:
+            evaluation = json.load(handle)
+        names = evaluation.get("class_names") or [str(i) for i in range(len(evaluation["confusion_matrix"]))]
+        confusion_matrix.log_confusion_matrix([str(n) for n in names], evaluation["confusion_matrix"])
+        from modelpress._core.report import artifact_rows, html_report
+
+        with open(os.path.join(output.path, "blessing.json")) as handle:
+            blessing = json.load(handle)
+        gates = ", ".join(f"{k} {v}" for k, v in blessing["thresholds"].items()) or "none configured"
+        page = html_report(blessing["name"], {"created": ""}, artifact_rows([blessing], {}, {}), [], gates, b"")
+        with open(report.path, "w") as handle:
+            handle.write(page)
+    return bool(result.get("blessed", False))
+
+
+def component_source(name: str, step: StepSpec, list_inputs: frozenset[str] = frozenset()) -> str:
+    """The Python source of the step's component function (a valid identifier, one nested helper)."""
+
+    def artifact_input(input_name: str) -> str:
+        kind = input_type(input_name)
+        return f"Input[List[{kind}]]" if input_name in list_inputs else f"Input[{kind}]"
+
+    output_type = "Model" if step.output == "model" else "Artifact"
+    required = ["config: str"] + [f"{i}: {artifact_input(i)}" for i in step.inputs]
+    required += [f"{output_name(step)}: Output[{output_type}]", "metrics: Output[Metrics]"]
+    if returns_blessing(step):
+        required += ["confusion_matrix: Output[ClassificationMetrics]", "report: Output[HTML]"]
+    optional = [f"{i}: {artifact_input(i)} = None" for i in step.optional_inputs]
+    parameters = step_parameters(step)
+    optional += [f"{p.name}: Optional[{p.type.__name__}] = None" for p in parameters]
+    returns = " -> bool" if returns_blessing(step) else ""
+    identifier = name.replace("-", "_")
+    inputs = ", ".join(f"{i!r}: {i}" for i in (*step.inputs, *step.optional_inputs))
+    overrides = ", ".join(f"({p.paths!r}, {p.name})" for p in parameters)
+    extra = "confusion_matrix, report" if returns_blessing(step) else "None, None"
+    helper = textwrap.indent(textwrap.dedent(inspect.getsource(_component_body)), "    ")
+    return (
+        f"def {identifier}({', '.join(required + optional)}){returns}:\n"
+        f'    """{step.description or name} (runs `modelpress step {name}`)."""\n'
+        f"{helper}\n"
+        f"    return _component_body({name!r}, config, [{overrides}], {{{inputs}}}, {output_name(step)}, metrics, {extra})\n"
+    )
+
+
+@functools.cache
+def step_component(name: str, list_inputs: frozenset[str] = frozenset(), repository: str | None = None):
+    """The KFP component of a registered step (cached: one per step, list-input shape and image repository)."""
+    step = get_step(name)
+    source = component_source(name, step, list_inputs)
+    filename = f"<modelpress component {name}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)  # KFP reads it back
+    namespace = {
+        "Input": Input, "Output": Output, "Artifact": Artifact, "Model": Model, "Metrics": Metrics,
+        "ClassificationMetrics": ClassificationMetrics, "HTML": HTML, "List": typing.List, "Optional": typing.Optional,  # noqa: UP006 (the names the generated source uses)
+    }  # fmt: skip
+    exec(compile(source, filename, "exec", dont_inherit=True), namespace)  # real annotations: KFP reads them
+    function = namespace[name.replace("-", "_")]
+    return dsl.component(base_image=image_for(step.image, repository=repository), install_kfp_package=False)(function)
