@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from .. import __version__
+from ..convert.config import ConvertConfig
 from ..train.config import TrainConfig
 from ..validate.config import ValidateConfig
 from .errors import UserError
@@ -79,6 +80,15 @@ STEPS: dict[str, StepSpec] = {
         image="tf",
         gpu=False,
         description="evaluate an artifact on the test split, apply the gates, write blessing.json",
+    ),
+    "convert": StepSpec(
+        run="modelpress.convert.step:run",
+        config=ConvertConfig,
+        inputs=("model",),
+        output="model",
+        image="openvino",
+        gpu=False,
+        description="convert a Keras artifact to one target (TFLite, OpenVINO, ONNX, TensorRT), checked against its parent",
     ),
 }
 

@@ -1,0 +1,190 @@
+"""TensorRT engines from the ONNX export, built with the TensorRT builder API on the GPU that will serve them.
+
+- tensorrt_fp16: the float ONNX, built with FP16 kernels allowed.
+- tensorrt_int8: explicit quantization. The ONNX gets QuantizeLinear/DequantizeLinear pairs calibrated on the hashed
+  calibration subset (onnxruntime's static quantizer, symmetric INT8 as TensorRT requires), so the scales are part of
+  the graph, checkable on CPU with onnxruntime, and TensorRT needs no device-side calibrator.
+
+An engine only runs on the GPU model and TensorRT version it was built with, so artifact.json carries an engine tag
+(GPU name, compute capability, TensorRT and CUDA versions, and the node label of that GPU) and the runtime refuses an
+engine whose tag does not match the node. The source ONNX is kept beside the engine to rebuild it for another pool.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .._core.errors import BackendMissing, StepFailed, UserError, require
+from .config import ConvertConfig
+from .onnx import export_onnx
+
+ENGINE_FILE = "model.engine"
+SOURCE_ONNX_FILE = "model.onnx"
+# The label NVIDIA's GPU feature discovery puts on a node: the product name with spaces as dashes.
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+# Tag fields an engine must match on the node that runs it.
+BINDING_FIELDS = ("gpu_name", "compute_capability", "tensorrt_version")
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    compute_capability: str  # e.g. "7.5"
+    cuda_runtime_version: str
+    cuda_driver_version: str
+
+
+def cudart():
+    """CUDA runtime bindings (cuda-python), the library TensorRT's own samples use for device memory."""
+    return require("cuda.bindings.runtime", "tensorrt")
+
+
+def cuda_call(result, what: str):
+    """cuda-python returns (error, *values): raise on error, return the value(s)."""
+    error, *values = result
+    if int(error) != 0:
+        raise StepFailed(f"CUDA {what} failed: {getattr(error, 'name', error)}")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def cuda_version(number: int) -> str:
+    """CUDA's integer version (e.g. 12090) as major.minor."""
+    return f"{number // 1000}.{number % 1000 // 10}"
+
+
+def unavailable_reason() -> str | None:
+    """Why TensorRT engines cannot be built or run on this node, or None when they can."""
+    try:
+        runtime = cudart()
+    except BackendMissing as exc:
+        return str(exc)
+    error, count = runtime.cudaGetDeviceCount()
+    if int(error) != 0 or count == 0:
+        detail = getattr(error, "name", str(error)) if int(error) != 0 else "0 devices"
+        return f"no CUDA GPU on this node ({detail})"
+    try:
+        require("tensorrt", "tensorrt")
+    except BackendMissing as exc:
+        return str(exc)
+    return None
+
+
+def current_gpu() -> Gpu:
+    runtime = cudart()
+    device = cuda_call(runtime.cudaGetDevice(), "cudaGetDevice")
+    properties = cuda_call(runtime.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
+    name = properties.name.decode() if isinstance(properties.name, bytes) else str(properties.name)
+    return Gpu(
+        name=name.rstrip("\x00").strip(),
+        compute_capability=f"{properties.major}.{properties.minor}",
+        cuda_runtime_version=cuda_version(cuda_call(runtime.cudaRuntimeGetVersion(), "cudaRuntimeGetVersion")),
+        cuda_driver_version=cuda_version(cuda_call(runtime.cudaDriverGetVersion(), "cudaDriverGetVersion")),
+    )
+
+
+def engine_tag(gpu: Gpu, tensorrt_version: str) -> dict:
+    """What an engine is bound to, for artifact.json and for scheduling it onto the right node pool."""
+    return {
+        "gpu_name": gpu.name,
+        "compute_capability": gpu.compute_capability,
+        "tensorrt_version": tensorrt_version,
+        "cuda_runtime_version": gpu.cuda_runtime_version,
+        "cuda_driver_version": gpu.cuda_driver_version,
+        "node_selector": {GPU_PRODUCT_LABEL: "-".join(gpu.name.split())},
+    }
+
+
+def check_engine_tag(tag: dict, gpu: Gpu, tensorrt_version: str) -> None:
+    """Refuse to run an engine on a node it was not built for."""
+    here = engine_tag(gpu, tensorrt_version)
+    wrong = [f"{key} {tag.get(key)!r} != {here[key]!r}" for key in BINDING_FIELDS if tag.get(key) != here[key]]
+    if wrong:
+        raise UserError(
+            f"this TensorRT engine was built for another node ({'; '.join(wrong)}); schedule it with node selector "
+            f"{tag.get('node_selector')} or rebuild it from its {SOURCE_ONNX_FILE} on this node pool"
+        )
+
+
+def quantize_qdq(proto, calibration: np.ndarray):
+    """The ONNX with symmetric INT8 Q/DQ pairs (per-channel weights), calibrated on the given rows."""
+    onnx = require("onnx", "tensorrt")
+    quantization = require("onnxruntime.quantization", "tensorrt")
+    input_name = proto.graph.input[0].name
+
+    class Rows(quantization.CalibrationDataReader):
+        def __init__(self):
+            self._rows = iter(calibration)
+
+        def get_next(self):
+            row = next(self._rows, None)
+            return None if row is None else {input_name: row[None]}
+
+    with tempfile.TemporaryDirectory(prefix="modelpress-qdq-") as scratch:
+        source, target = Path(scratch) / "float.onnx", Path(scratch) / "qdq.onnx"
+        source.write_bytes(proto.SerializeToString())
+        quantization.quantize_static(
+            str(source),
+            str(target),
+            Rows(),
+            quant_format=quantization.QuantFormat.QDQ,
+            activation_type=quantization.QuantType.QInt8,
+            weight_type=quantization.QuantType.QInt8,
+            per_channel=True,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        )
+        return onnx.load(str(target))
+
+
+def engine_onnx(model, config: ConvertConfig, calibration: np.ndarray | None):
+    """The ONNX TensorRT builds from: float for FP16 engines, Q/DQ-quantized for INT8 ones."""
+    proto = export_onnx(model, config.opset)
+    return quantize_qdq(proto, calibration) if config.format == "tensorrt_int8" else proto
+
+
+def configure_builder(trt, builder, network, config: ConvertConfig):
+    """Precision flags, workspace limit and a dynamic-batch optimization profile (1 .. max_batch_size)."""
+    builder_config = builder.create_builder_config()
+    builder_config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, config.workspace_mb << 20)
+    builder_config.set_flag(trt.BuilderFlag.FP16)
+    if config.format == "tensorrt_int8":
+        builder_config.set_flag(trt.BuilderFlag.INT8)  # scales come from the graph's Q/DQ nodes: no calibrator
+    tensor = network.get_input(0)
+    shape = tuple(tensor.shape)[1:]
+    profile = builder.create_optimization_profile()
+    profile.set_shape(tensor.name, (1, *shape), (config.max_batch_size, *shape), (config.max_batch_size, *shape))
+    builder_config.add_optimization_profile(profile)
+    return builder_config
+
+
+def build_engine(onnx_bytes: bytes, config: ConvertConfig) -> bytes:
+    trt = require("tensorrt", "tensorrt")
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_bytes):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise StepFailed(f"TensorRT cannot parse the ONNX export: {errors}")
+    serialized = builder.build_serialized_network(network, configure_builder(trt, builder, network, config))
+    if serialized is None:
+        raise StepFailed(f"TensorRT could not build a {config.format} engine for this model (see the TensorRT log above)")
+    return bytes(serialized)
+
+
+def convert(model, config: ConvertConfig, calibration: np.ndarray | None, folder: Path) -> tuple[list[str], dict]:
+    trt = require("tensorrt", "tensorrt")
+    proto = engine_onnx(model, config, calibration)
+    onnx_bytes = proto.SerializeToString()
+    (folder / SOURCE_ONNX_FILE).write_bytes(onnx_bytes)
+    (folder / ENGINE_FILE).write_bytes(build_engine(onnx_bytes, config))
+    details = {
+        "engine_tag": engine_tag(current_gpu(), trt.__version__),
+        "opset": config.opset,
+        "max_batch_size": config.max_batch_size,
+        "source_onnx": SOURCE_ONNX_FILE,
+    }
+    return [ENGINE_FILE], details
