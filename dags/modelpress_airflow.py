@@ -230,3 +230,13 @@ def workflow_dags(folder: Path | None = None) -> dict[str, DAG]:
             dag_id="modelpress_invalid_workflows", description=" | ".join(problems), schedule=None
         )
     return dags
+
+
+def install_workflow(path: Path, folder: Path) -> tuple[DAG, Path]:
+    """Check that a workflow builds its DAG, then copy it into the workflows folder (`modelpress compile airflow`)."""
+    dag = build_dag(load_workflow(path), path.stem)
+    target = folder / f"{path.stem}.yaml"
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (target.exists() and target.resolve() == path.resolve()):
+        target.write_text(path.read_text())
+    return dag, target

@@ -198,8 +198,99 @@ def cmd_steps(args) -> int:
     return 0
 
 
+def add_compile(sub) -> None:
+    parser = sub.add_parser(
+        "compile",
+        help="compile workflows for Kubeflow Pipelines (IR YAML) or Airflow (the DAGs folder)",
+        formatter_class=Formatter,
+        description=textwrap.dedent(
+            """\
+            kfp:     write the pipeline a user uploads in the Kubeflow UI (one IR YAML per workflow).
+            airflow: check that each workflow builds a DAG and copy it into the DAGs folder's workflows/ (the DAG id
+                     is the file name). Both fail on a workflow that does not validate, naming file and key.
+            """
+        ),
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              modelpress compile kfp examples/digits_mlp.yaml -o pipeline.yaml
+              modelpress compile kfp examples/*.yaml -o pipelines/compiled/     refresh the compiled examples
+              modelpress compile airflow my-model.yaml -o dags/workflows/
+            """
+        ),
+    )
+    parser.add_argument("target", choices=["kfp", "airflow"], help="the orchestrator")
+    parser.add_argument("workflows", nargs="+", metavar="WORKFLOW", help="workflow YAML file(s)")
+    parser.add_argument(
+        "-o", "--output", help="kfp: a .yaml file (one workflow) or a folder; airflow: the workflows folder (default: dags/workflows)"
+    )
+    parser.set_defaults(handler=cmd_compile)
+
+
+def cmd_compile(args) -> int:
+    from pathlib import Path
+
+    from .errors import require
+
+    if args.target == "kfp":
+        require("kfp", "kfp")
+        from pipelines.compiler import compile_workflow
+
+        if not args.output:
+            raise UserError("compile kfp needs -o FILE.yaml (one workflow) or -o FOLDER/")
+        output = Path(args.output)
+        single_file = output.suffix in (".yaml", ".yml") and not output.is_dir()
+        if single_file and len(args.workflows) > 1:
+            raise UserError(f"-o {output} is a file but {len(args.workflows)} workflows were given; pass a folder")
+        for workflow in args.workflows:
+            written = compile_workflow(workflow, output if single_file else output / Path(workflow).with_suffix(".yaml").name)
+            print(f"{workflow} -> {written}")
+        return 0
+    require("airflow", "airflow")
+    from dags.modelpress_airflow import install_workflow, workflows_dir
+
+    folder = Path(args.output) if args.output else workflows_dir()
+    from .spec import load_workflow
+
+    for workflow in args.workflows:
+        dag, written = install_workflow(Path(workflow), folder)
+        spec = load_workflow(workflow)
+        triggers = " or ".join(filter(None, [spec.schedule, spec.asset and f"updates of {spec.asset}"])) or "manual"
+        print(f"{workflow} -> {written}: DAG '{dag.dag_id}' ({triggers}), tasks {', '.join(dag.task_ids)}")
+    return 0
+
+
+def add_new(sub) -> None:
+    from .newflow import TEMPLATES
+
+    parser = sub.add_parser(
+        "new",
+        help="write a commented workflow YAML from a template",
+        formatter_class=Formatter,
+        description="Write NAME.yaml from a template: every section commented, valid for `modelpress check`,\n"
+        "and a DAG as soon as it is copied into dags/workflows/. Templates:\n"
+        + "\n".join(f"  {name:<18} {text}" for name, (text, _) in TEMPLATES.items()),
+        epilog="example:\n  modelpress new fraud-detector --from tabular-mlp -o dags/workflows/",
+    )
+    parser.add_argument("name", help="workflow name: lower-case letters, digits, '-' or '_' (also the DAG id)")
+    parser.add_argument("--from", dest="template", default="image-classifier", help="template (default: image-classifier)")
+    parser.add_argument("-o", "--output", default=".", help="folder to write NAME.yaml into (default: .)")
+    parser.add_argument("--overwrite", action="store_true", help="replace NAME.yaml if it exists")
+    parser.set_defaults(handler=cmd_new)
+
+
+def cmd_new(args) -> int:
+    from pathlib import Path
+
+    from .newflow import write_workflow
+
+    path = write_workflow(args.name, args.template, Path(args.output), overwrite=args.overwrite)
+    print(f"wrote {path}; next: modelpress check {path}")
+    return 0
+
+
 # Subcommands other modules add (compile, new, registry, deploy, rollback) register here with the same shape.
-COMMANDS: list[Callable] = [add_run, add_check, add_step, add_steps]
+COMMANDS: list[Callable] = [add_run, add_check, add_step, add_steps, add_compile, add_new]
 
 
 def build_parser() -> argparse.ArgumentParser:
