@@ -289,8 +289,156 @@ def cmd_new(args) -> int:
     return 0
 
 
+def registry_uri(uri: str | None) -> str:
+    import os
+
+    uri = uri or os.environ.get("MODELPRESS_REGISTRY")
+    if not uri:
+        raise UserError("no registry given; pass --uri s3://bucket/prefix (or a folder) or set MODELPRESS_REGISTRY")
+    return uri
+
+
+def add_registry(sub) -> None:
+    parser = sub.add_parser(
+        "registry",
+        help="list a model's published versions or show one version's manifest",
+        formatter_class=Formatter,
+        description="The registry push publishes to: <uri>/<model>/<version>/ release bundles (manifest.json,\n"
+        "MODEL_CARD.md, every blessed artifact) and <uri>/<model>/labels/<label>.json pointers.",
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              modelpress registry list digits-mlp --uri runs/demo/registry
+              modelpress registry show digits-mlp 3 --uri s3://models/registry
+            """
+        ),
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="versions, newest last, with labels and accuracy")
+    listing.add_argument("model")
+    show = actions.add_parser("show", help="one version's manifest (JSON) or model card")
+    show.add_argument("model")
+    show.add_argument("version", type=int)
+    show.add_argument("--card", action="store_true", help="print the model card (markdown) instead of the manifest")
+    for action in (listing, show):
+        action.add_argument("--uri", help="registry: s3://bucket/prefix or folder (default: $MODELPRESS_REGISTRY)")
+    parser.set_defaults(handler=cmd_registry)
+
+
+def cmd_registry(args) -> int:
+    from . import releases, storage
+
+    storage.configure(None)
+    root = registry_uri(args.uri)
+    if args.action == "show":
+        manifest = releases.read_manifest(root, args.model, args.version)
+        if args.card:
+            print(storage.read_bytes(storage.join(releases.version_uri(root, args.model, args.version), releases.MODEL_CARD_FILE)).decode())
+        else:
+            print(json.dumps(manifest, indent=2))
+        return 0
+    versions = releases.list_versions(root, args.model)
+    if not versions:
+        raise UserError(f"model '{args.model}' has no published versions in {root}; run push first or check --uri")
+    labels = releases.labels_by_version(root, args.model)
+    print(f"{'version':>7}  {'created':<20}  {'digest':<12}  {'accuracy':>8}  {'artifacts':<30}  labels")
+    for version in versions:
+        manifest = releases.read_manifest(root, args.model, version)
+        entries = {e["name"]: e for e in manifest["artifacts"]}
+        serving = entries.get(manifest.get("serving_artifact")) or next(iter(entries.values()))
+        accuracy = serving["metrics"].get("accuracy")
+        shown = "-" if accuracy is None else f"{accuracy:.4f}"
+        print(
+            f"{version:>7}  {manifest['created']:<20}  {manifest['digest'][:12]:<12}  {shown:>8}  "
+            f"{', '.join(entries):<30}  {', '.join(labels.get(version, []))}"
+        )
+    return 0
+
+
+def serving_arguments(parser) -> None:
+    parser.add_argument("model", help="model name")
+    parser.add_argument("--base-path", required=True, help="the model base path TF Serving polls (folder or s3://)")
+    parser.add_argument("--mount-path", help="the base path as the TF Serving container sees it (default: --base-path)")
+    parser.add_argument("--grpc-address", help="host:port of TF Serving's gRPC API (unset: write files only)")
+    parser.add_argument("--rest-address", help="http://host:port of TF Serving's REST API (status and Predict)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for a version to be AVAILABLE")
+
+
+def serving_spec(args, **extra):
+    from pydantic import ValidationError
+
+    from .spec import ServingSpec, describe_validation_error
+
+    values = {
+        "model_name": args.model, "base_path": args.base_path, "mount_path": args.mount_path,
+        "grpc_address": args.grpc_address, "rest_address": args.rest_address, "timeout_s": args.timeout, **extra,
+    }
+    try:
+        return ServingSpec.model_validate(values)
+    except ValidationError as exc:
+        raise UserError(describe_validation_error(exc, values, "arguments", None)) from None
+
+
+def add_deploy(sub) -> None:
+    parser = sub.add_parser(
+        "deploy",
+        help="deploy a published release to TF Serving (canary, smoke Predict, then stable)",
+        formatter_class=Formatter,
+        description=textwrap.dedent(
+            """\
+            Copy a release's SavedModel to <base-path>/<model>/<version>/ (the release's number), then, with a
+            server address, reload TF Serving's config, wait for the version to be AVAILABLE, label it canary,
+            compare its Predict answers on the validated golden rows, and move the stable label to it.
+            Without an address, write the base path and models.config for a TF Serving container to mount.
+            """
+        ),
+        epilog="example:\n  modelpress deploy digits-mlp --registry runs/demo/registry --label current \\\n"
+        "      --base-path /srv/models --grpc-address localhost:8500",
+    )
+    serving_arguments(parser)
+    parser.add_argument("--registry", help="registry URI (default: $MODELPRESS_REGISTRY)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--version", type=int, help="release version (default: the newest)")
+    which.add_argument("--label", help="release label, e.g. current")
+    parser.add_argument("--tolerance", type=float, default=1e-4, help="largest difference allowed from the validated outputs")
+    parser.set_defaults(handler=cmd_deploy)
+
+
+def cmd_deploy(args) -> int:
+    from ..deploy.step import deploy_release
+    from . import storage
+
+    storage.configure(None)
+    spec = serving_spec(args, tolerance=args.tolerance)
+    print(json.dumps(deploy_release(spec, args.base_path, registry_uri(args.registry), args.version, args.label), indent=2))
+    return 0
+
+
+def add_rollback(sub) -> None:
+    parser = sub.add_parser(
+        "rollback",
+        help="move a model's stable label back to the version it pointed at before",
+        formatter_class=Formatter,
+        description="Move `stable` back (or --to a version still in the base path). With a server address the\n"
+        "version is loaded and AVAILABLE before the label moves; models.config is rewritten either way.",
+        epilog="example:\n  modelpress rollback digits-mlp --base-path /srv/models --grpc-address localhost:8500",
+    )
+    serving_arguments(parser)
+    parser.add_argument("--to", type=int, help="the version to make stable (default: the previous stable one)")
+    parser.set_defaults(handler=cmd_rollback)
+
+
+def cmd_rollback(args) -> int:
+    from ..deploy.step import rollback
+    from . import storage
+
+    storage.configure(None)
+    print(json.dumps(rollback(serving_spec(args), args.base_path, args.to), indent=2))
+    return 0
+
+
 # Subcommands other modules add (compile, new, registry, deploy, rollback) register here with the same shape.
-COMMANDS: list[Callable] = [add_run, add_check, add_step, add_steps, add_compile, add_new]
+COMMANDS: list[Callable] = [add_run, add_check, add_step, add_steps, add_compile, add_new, add_registry, add_deploy, add_rollback]
 
 
 def build_parser() -> argparse.ArgumentParser:

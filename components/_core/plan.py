@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from .errors import UserError
 from .registry import STEPS, get_step
-from .spec import Workflow
+from .spec import Workflow, spec_hash
 
 # Workflow sections a step config receives when it has a field of the same name.
 SHARED_SECTIONS = ("model", "data", "train", "gates", "evaluation", "storage", "push", "serving")
@@ -86,6 +86,14 @@ def build_plan(workflow: Workflow) -> list[Task]:
         if parent is not None:
             inputs.update(parent=f"validate_{parent}", baseline="validate_train")
         tasks.append(Task(f"validate_{task_id}", "validate", config, inputs, artifact=artifact, group="validate"))
+    validations = [t.id for t in tasks if t.step == "validate"]
+    if workflow.push is not None:
+        config = step_config("push", workflow, {"workflow_hash": spec_hash(workflow)}, "push")
+        tasks.append(Task("push", "push", config, {"validations": validations}))
+    if workflow.serving is not None:
+        # The final Keras model (after every compress step) is what TF Serving runs; with push, its version number.
+        inputs = {"model": last, "validation": f"validate_{last}", **({"release": "push"} if workflow.push else {})}
+        tasks.append(Task("deploy", "deploy", step_config("deploy", workflow, {}, "deploy"), inputs))
     check_acyclic(tasks)
     return tasks
 

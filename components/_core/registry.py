@@ -19,6 +19,8 @@ from pydantic import BaseModel
 
 from .. import __version__
 from ..convert.config import ConvertConfig
+from ..deploy.config import DeployConfig
+from ..push.config import PushConfig
 from ..train.config import TrainConfig
 from ..validate.config import ValidateConfig
 from .errors import UserError
@@ -50,6 +52,7 @@ class StepSpec:
     config: type[BaseModel]
     inputs: tuple[str, ...]  # input names, in order
     optional_inputs: tuple[str, ...] = ()
+    list_inputs: tuple[str, ...] = ()  # inputs that take several URIs (a list; repeat --input NAME=URI)
     output: str = "model"  # what the output folder holds: "model" (an artifact) or "validation", "release", ...
     image: str = "tf"  # dependency set, see DEPENDENCY_SETS
     gpu: bool = False  # request a GPU on the cluster
@@ -89,6 +92,26 @@ STEPS: dict[str, StepSpec] = {
         image="openvino",
         gpu=False,
         description="convert a Keras artifact to one target (TFLite, OpenVINO, ONNX, TensorRT), checked against its parent",
+    ),
+    "push": StepSpec(
+        run="modelpress.push.step:run",
+        config=PushConfig,
+        inputs=("validations",),
+        list_inputs=("validations",),
+        output="release",
+        image="base",
+        gpu=False,
+        description="publish the blessed artifacts as a numbered release bundle (manifest, model card) in the registry",
+    ),
+    "deploy": StepSpec(
+        run="modelpress.deploy.step:run",
+        config=DeployConfig,
+        inputs=("model", "validation"),
+        optional_inputs=("release",),
+        output="deployment",
+        image="base",
+        gpu=False,
+        description="copy the blessed SavedModel into TF Serving's base path; reload, smoke-test, move the stable label",
     ),
 }
 

@@ -1,6 +1,6 @@
 from pydantic import Field
 
-from .._core.spec import DataSpec, EvaluationSpec, Gates, StepConfig
+from .._core.spec import DataSpec, EvaluationSpec, Gates, PushSpec, StepConfig
 
 
 class ValidateConfig(StepConfig):
@@ -8,3 +8,4 @@ class ValidateConfig(StepConfig):
     data: DataSpec
     gates: Gates = Field(default_factory=Gates)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    push: PushSpec | None = Field(None, description="the registry gates.max_drop_vs_serving compares with")

@@ -1,8 +1,9 @@
 """validate: evaluate an artifact in its own runtime on the test split, apply the gates, write the blessing.
 
 Output folder: `blessing.json` (blessed, metrics, baseline, thresholds, every failed gate), `evaluation.json`
-(per-class accuracy, confusion matrix, latency samples) and `predictions.npy` (the test predictions, so children
-can report agreement with this artifact without running it again).
+(per-class accuracy, confusion matrix, latency samples), `predictions.npy` (the test predictions, so children
+can report agreement with this artifact without running it again) and `golden.npz` (a few test rows and this
+artifact's outputs for them: deploy's smoke test compares TF Serving's answers with these).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import time
 
 import numpy as np
 
-from .._core import storage
+from .._core import releases, storage
 from .._core.artifacts import open_artifact
 from .._core.data import load_dataset
+from .._core.errors import UserError
 from .._core.progress import log
 from .._core.spec import Gates
 from .config import ValidateConfig
@@ -24,6 +26,8 @@ from .runtimes import load_runner
 BLESSING_FILE = "blessing.json"
 EVALUATION_FILE = "evaluation.json"
 PREDICTIONS_FILE = "predictions.npy"
+GOLDEN_FILE = "golden.npz"
+GOLDEN_ROWS = 8
 
 
 def predict_all(runner, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
@@ -59,7 +63,7 @@ def per_class_accuracy(matrix: np.ndarray) -> list[float | None]:
     return [float(matrix[i, i] / totals[i]) if totals[i] else None for i in range(len(matrix))]
 
 
-def apply_gates(gates: Gates, metrics: dict, baseline: dict | None) -> list[dict]:
+def apply_gates(gates: Gates, metrics: dict, baseline: dict | None, serving: dict | None = None) -> list[dict]:
     """One entry per configured gate: name, threshold, measured value, passed, and a reason when it failed."""
     checks = []
 
@@ -94,7 +98,33 @@ def apply_gates(gates: Gates, metrics: dict, baseline: dict | None) -> list[dict
         p95 = metrics["latency_ms_p95"]
         check("max_latency_ms", p95, gates.max_latency_ms, p95 <= gates.max_latency_ms,
               f"batch-1 p95 latency {p95:.3f} ms exceeds max_latency_ms {gates.max_latency_ms}")
+    if gates.max_drop_vs_serving is not None and serving is not None:
+        drop = serving["accuracy"] - accuracy
+        check("max_drop_vs_serving", drop, gates.max_drop_vs_serving, drop <= gates.max_drop_vs_serving + 1e-12,
+              f"accuracy drop {drop * 100:.2f} pp vs published {serving['name']} version {serving['version']} "
+              f"({serving['source']}) exceeds max_drop_vs_serving {gates.max_drop_vs_serving * 100:.2f} pp")
     return checks
+
+
+def published_reference(config: ValidateConfig, output: str, data) -> dict | None:
+    """The published model this artifact would replace: its accuracy on this test split when its artifact can be
+    run here, else the accuracy its release recorded. None when nothing is published yet."""
+    if config.push is None or config.push.model_name is None:
+        raise UserError("gates.max_drop_vs_serving needs the registry: set push.uri and push.model_name in the config")
+    root = config.push.uri or releases.default_registry_uri(output)
+    label = config.push.labels[0] if config.push.labels else "current"
+    published = releases.published_artifact(root, config.push.model_name, label, config.name)
+    if published is None:
+        log(f"max_drop_vs_serving: nothing published as {config.push.model_name}:{label} yet; the gate does not apply")
+        return None
+    reference = {"version": published["version"], "name": published["name"], "predictions": None}
+    try:
+        with open_artifact(published["uri"]) as (folder, meta):
+            predicted, _ = predict_all(load_runner(folder, meta), data.x_test, config.evaluation.batch_size)
+        return {**reference, "accuracy": float(np.mean(predicted == data.y_test)), "source": "measured", "predictions": predicted}
+    except UserError as exc:
+        log(f"published {published['name']} v{published['version']} cannot be run here ({exc}); using its recorded accuracy")
+        return {**reference, "accuracy": published["metrics"]["accuracy"], "source": "recorded"}
 
 
 def _read_reference(uri: str | None) -> tuple[dict | None, np.ndarray | None]:
@@ -116,6 +146,9 @@ def run(config: ValidateConfig, inputs: dict[str, str], output: str, overwrite: 
         log(f"validate {config.name} ({meta.format}, {getattr(runner, 'runtime', '?')}) on {len(data.x_test)} test examples")
         predicted, throughput = predict_all(runner, data.x_test, config.evaluation.batch_size)
         latencies = batch1_latency(runner, data.x_test, config.evaluation.latency_runs, config.evaluation.warmup_runs)
+        golden_inputs = data.x_test[:GOLDEN_ROWS]
+        golden_outputs = runner.predict(golden_inputs)
+    serving = published_reference(config, output, data) if config.gates.max_drop_vs_serving is not None else None
     matrix = confusion(data.y_test, predicted, data.num_classes)
     metrics = {
         "accuracy": float(np.mean(predicted == data.y_test)),
@@ -131,7 +164,11 @@ def run(config: ValidateConfig, inputs: dict[str, str], output: str, overwrite: 
     }
     if baseline is not None:
         metrics["drop"] = baseline["accuracy"] - metrics["accuracy"]
-    checks = apply_gates(config.gates, metrics, baseline)
+    if serving is not None:
+        metrics["serving_accuracy"] = serving["accuracy"]
+        if serving["predictions"] is not None:
+            metrics["agreement_with_serving"] = float(np.mean(predicted == serving["predictions"]))
+    checks = apply_gates(config.gates, metrics, baseline, serving)
     reasons = [c["reason"] for c in checks if not c["passed"]]
     blessing = {
         "name": config.name,
@@ -143,6 +180,7 @@ def run(config: ValidateConfig, inputs: dict[str, str], output: str, overwrite: 
         "metrics": metrics,
         "baseline": {"name": baseline["name"], "accuracy": baseline["accuracy"]} if baseline else None,
         "parent": parent["name"] if parent else None,
+        "serving": {k: v for k, v in serving.items() if k != "predictions"} if serving else None,
         "thresholds": config.gates.model_dump(exclude_none=True),
         "gates": checks,
         "data_hash": data.hash,
@@ -156,6 +194,7 @@ def run(config: ValidateConfig, inputs: dict[str, str], output: str, overwrite: 
     with storage.staged_output(output, overwrite=overwrite, marker=BLESSING_FILE) as folder:
         (folder / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2))
         np.save(folder / PREDICTIONS_FILE, predicted)
+        np.savez(folder / GOLDEN_FILE, inputs=golden_inputs, outputs=golden_outputs)
         (folder / BLESSING_FILE).write_text(json.dumps(blessing, indent=2))
     verdict = "BLESSED" if not reasons else "NOT blessed: " + "; ".join(reasons)
     log(f"{config.name}: accuracy {metrics['accuracy']:.4f}, p50 {metrics['latency_ms_p50']:.3f} ms -> {verdict}")

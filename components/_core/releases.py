@@ -1,0 +1,268 @@
+"""The model registry on a bucket (or a local folder): numbered release bundles, manifests and labels.
+
+Layout under the registry URI:
+    <model>/<version>/artifacts/<name>/...      every blessed artifact, verbatim (with its artifact.json)
+    <model>/<version>/validation/<name>/...     its blessing, golden examples and test predictions
+    <model>/<version>/MODEL_CARD.md             the comparison table, gates, lineage
+    <model>/<version>/manifest.json             written last: a version without it does not exist
+    <model>/labels/<label>.json                 {"version": N, ...}: one PUT, so a label moves atomically
+
+Versions are integers and never change once their manifest exists. A bundle's digest covers the model files
+(artifacts/**), so pushing the same models again finds the existing version instead of making a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from . import storage
+from .errors import UserError
+from .progress import log
+
+MANIFEST_FILE = "manifest.json"
+MODEL_CARD_FILE = "MODEL_CARD.md"
+LABELS_DIR = "labels"
+ARTIFACTS_DIR = "artifacts"
+VALIDATION_DIR = "validation"
+# Libraries whose versions a manifest records when they are installed.
+LINEAGE_LIBRARIES = (
+    "modelpress", "tensorflow", "tf-keras", "tensorflow-model-optimization", "numpy", "openvino", "onnxruntime",
+    "tf2onnx", "tensorrt", "boto3",
+)
+
+
+def run_folder(output: str) -> str:
+    """The run folder of a step output: `modelpress run` writes outputs to <run>/<kind>/<name>."""
+    if storage.is_s3(output):
+        return output.rstrip("/").rsplit("/", 2)[0]
+    return str(Path(output).parent.parent)
+
+
+def default_registry_uri(output: str) -> str:
+    return storage.join(run_folder(output), "registry")
+
+
+def version_uri(root: str, model: str, version: int) -> str:
+    return storage.join(root, model, str(version))
+
+
+def label_uri(root: str, model: str, label: str) -> str:
+    return storage.join(root, model, LABELS_DIR, f"{label}.json")
+
+
+# --------------------------------------------------------------------------------------------------- listing
+def child_names(uri: str) -> list[str]:
+    """Names of the immediate sub-folders (S3: common prefixes) of a folder or prefix."""
+    if not storage.is_s3(uri):
+        path = Path(uri)
+        return sorted(p.name for p in path.iterdir() if p.is_dir()) if path.is_dir() else []
+    loc = storage.S3Location.parse(uri)
+    prefix = f"{loc.key}/" if loc.key else ""
+    names: list[str] = []
+    with storage.s3_errors(uri):
+        pages = storage.s3_client().get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=prefix, Delimiter="/")
+        for page in pages:
+            names.extend(p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", []))
+    return sorted(names)
+
+
+def list_versions(root: str, model: str) -> list[int]:
+    """Complete versions (those with a manifest), oldest first. Half-written versions are invisible."""
+    numbers = sorted(int(name) for name in child_names(storage.join(root, model)) if name.isdigit())
+    return [v for v in numbers if storage.exists(storage.join(version_uri(root, model, v), MANIFEST_FILE))]
+
+
+def read_manifest(root: str, model: str, version: int) -> dict[str, Any]:
+    uri = storage.join(version_uri(root, model, version), MANIFEST_FILE)
+    if not storage.exists(uri):
+        known = list_versions(root, model)
+        listing = f"its versions: {', '.join(map(str, known))}" if known else "it has no published versions"
+        raise UserError(f"model '{model}' has no version {version} in {root}; {listing}")
+    return json.loads(storage.read_bytes(uri))
+
+
+def read_label(root: str, model: str, label: str) -> dict[str, Any] | None:
+    uri = label_uri(root, model, label)
+    return json.loads(storage.read_bytes(uri)) if storage.exists(uri) else None
+
+
+def labels_by_version(root: str, model: str) -> dict[int, list[str]]:
+    names = []
+    folder = storage.join(root, model, LABELS_DIR)
+    if storage.is_s3(folder):
+        loc = storage.S3Location.parse(folder)
+        with storage.s3_errors(folder):
+            listing = storage.s3_client().list_objects_v2(Bucket=loc.bucket, Prefix=f"{loc.key}/")
+        names = [obj["Key"].rsplit("/", 1)[-1] for obj in listing.get("Contents", [])]
+    elif Path(folder).is_dir():
+        names = [p.name for p in Path(folder).iterdir()]
+    out: dict[int, list[str]] = {}
+    for name in sorted(n for n in names if n.endswith(".json") and not n.startswith(".")):
+        label = name[: -len(".json")]
+        pointer = read_label(root, model, label)
+        if pointer:
+            out.setdefault(pointer["version"], []).append(label)
+    return out
+
+
+def set_label(root: str, model: str, label: str, version: int, digest: str) -> None:
+    """Point `label` at a complete version: one atomic write, keeping where it pointed before."""
+    previous = read_label(root, model, label)
+    if previous and previous["version"] == version:
+        return
+    history = ([*previous.get("history", []), previous["version"]] if previous else [])[-50:]
+    pointer = {"label": label, "version": version, "digest": digest, "updated": _now(), "history": history}
+    storage.write_bytes(label_uri(root, model, label), json.dumps(pointer, indent=2).encode())
+
+
+def find_by_digest(root: str, model: str, digest: str) -> int | None:
+    for version in reversed(list_versions(root, model)):
+        if read_manifest(root, model, version).get("digest") == digest:
+            return version
+    return None
+
+
+def resolve_version(root: str, model: str, version: int | None, label: str | None) -> int:
+    """An explicit version, a label's version, or the newest version."""
+    if version is not None:
+        read_manifest(root, model, version)
+        return version
+    if label is not None:
+        pointer = read_label(root, model, label)
+        if pointer is None:
+            raise UserError(f"model '{model}' has no label '{label}' in {root}; push with that label or pass --version")
+        return int(pointer["version"])
+    versions = list_versions(root, model)
+    if not versions:
+        raise UserError(f"model '{model}' has no published versions in {root}; run push first or check --uri")
+    return versions[-1]
+
+
+def published_artifact(root: str, model: str, label: str, name: str) -> dict[str, Any] | None:
+    """The published artifact a new one is compared with: same name if the release has it, else its serving model.
+
+    None when nothing is published under `label` yet.
+    """
+    pointer = read_label(root, model, label)
+    if pointer is None:
+        return None
+    version = int(pointer["version"])
+    manifest = read_manifest(root, model, version)
+    entries = {entry["name"]: entry for entry in manifest["artifacts"]}
+    entry = entries.get(name) or entries[manifest["serving_artifact"]]
+    return {
+        "version": version,
+        "name": entry["name"],
+        "metrics": entry["metrics"],
+        "uri": storage.join(version_uri(root, model, version), ARTIFACTS_DIR, entry["name"]),
+    }
+
+
+# --------------------------------------------------------------------------------------------------- writing
+def bundle_digest(files: dict[str, str]) -> str:
+    """sha256 over the sorted (path, sha256) pairs of the model files: the identity of a release's content."""
+    lines = "".join(f"{path}\t{sha}\n" for path, sha in sorted(files.items()) if path.startswith(f"{ARTIFACTS_DIR}/"))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+TRANSIENT_CODES = {
+    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed", "InternalError",
+    "ServiceUnavailable", "500", "502", "503", "504",
+}
+T = TypeVar("T")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Throttling, 5xx and dropped connections: worth another try. Credentials or a missing bucket are not."""
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
+
+    if isinstance(exc, ClientError):
+        return exc.response.get("Error", {}).get("Code", "") in TRANSIENT_CODES
+    if isinstance(exc, (ConnectionClosedError, EndpointConnectionError, ReadTimeoutError, ConnectionError)):
+        return True
+    if isinstance(exc, S3UploadFailedError):  # s3transfer wraps the last error in its message
+        return any(code in str(exc) for code in TRANSIENT_CODES) or "reset" in str(exc).lower()
+    return False
+
+
+def with_retries(action: Callable[[], T], what: str, retries: int, first_delay: float = 0.5) -> T:
+    """Run `action`, retrying transient S3 errors with exponential backoff and jitter (0.5 s, 1 s, 2 s, ...)."""
+    for attempt in range(retries + 1):
+        try:
+            return action()
+        except Exception as exc:  # noqa: BLE001 - filtered by is_transient, anything else is re-raised
+            if attempt == retries or not is_transient(exc):
+                raise
+            delay = first_delay * 2**attempt * (0.5 + random.random())
+            log(f"{what}: transient error ({str(exc).splitlines()[0][:120]}); retry {attempt + 1}/{retries} in {delay:.1f}s")
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def transfer_config(part_size_mb: int, max_concurrency: int):
+    """Multipart settings that bound memory: at most ~(concurrency + io queue) parts in flight."""
+    from boto3.s3.transfer import TransferConfig
+
+    part = part_size_mb * 1024 * 1024
+    config = TransferConfig(multipart_threshold=part, multipart_chunksize=part, max_concurrency=max_concurrency)
+    config.max_in_memory_upload_chunks = max_concurrency * 2  # s3transfer's read-ahead; its default is 10 parts
+    return config
+
+
+def put_file(path: Path, uri: str, transfer, retries: int) -> None:
+    """Copy one local file to a path or an S3 key (multipart above the part size), retrying transient errors."""
+    if storage.is_s3(uri):
+        loc = storage.S3Location.parse(uri)
+        with storage.s3_errors(uri):
+            with_retries(
+                lambda: storage.s3_client().upload_file(str(path), loc.bucket, loc.key, Config=transfer),
+                f"upload {loc.key}",
+                retries,
+            )
+        return
+    target = Path(uri)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    shutil.copyfile(path, tmp)
+    os.replace(tmp, target)
+
+
+# --------------------------------------------------------------------------------------------------- lineage
+def library_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {}
+    for name in LINEAGE_LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_commit() -> str | None:
+    """MODELPRESS_GIT_COMMIT (set by CI or the image build), else the commit of the working directory, if any."""
+    if os.environ.get("MODELPRESS_GIT_COMMIT"):
+        return os.environ["MODELPRESS_GIT_COMMIT"]
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = result.stdout.strip()
+    return commit if result.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", commit) else None
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -1,0 +1,257 @@
+"""deploy: put a blessed SavedModel in front of TensorFlow Serving, test it there, then move the `stable` label.
+
+1. Refuse an unblessed model; check that the artifact reproduces the outputs its validation recorded (golden.npz).
+2. Copy its SavedModel to <base>/<model>/<version>/ (saved_model.pb last on S3; a staged rename locally), where
+   the version is the release's number when push ran, the existing version holding the same files, or the next one.
+3. With a server: reload its config through gRPC with the new version beside `stable`, wait for GetModelStatus
+   AVAILABLE, label it `canary`, send the golden rows through Predict on the `canary` label and compare, then move
+   `stable` to it. Anything failing puts the server back as it was: `stable` never points at an untested version.
+   Without a server address: write the base path and `models.config` and say that no server was reloaded.
+`rollback` moves `stable` back to the version it pointed at before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from .._core import releases, storage
+from .._core.artifacts import open_artifact, sha256_file
+from .._core.errors import StepFailed, UserError
+from .._core.progress import log
+from .._core.spec import ServingSpec
+from . import serving
+from .config import DeployConfig
+
+DEPLOYMENT_FILE = "deployment.json"
+PB_FILE = "saved_model.pb"  # TF Serving loads a version once this file is there: it is written last
+
+
+def read_validation(uri: str) -> tuple[dict, np.ndarray, np.ndarray]:
+    marker = storage.join(uri, "blessing.json")
+    if not storage.exists(marker):
+        raise UserError(f"{uri} is not a validate output (no blessing.json); pass the folder the validate step wrote")
+    blessing = json.loads(storage.read_bytes(marker))
+    golden_uri = storage.join(uri, "golden.npz")
+    if not storage.exists(golden_uri):
+        raise UserError(f"{uri} has no golden.npz (validated outputs for the smoke test); validate the model again")
+    golden = np.load(io.BytesIO(storage.read_bytes(golden_uri)))
+    return blessing, golden["inputs"], golden["outputs"]
+
+
+def compare_outputs(actual: np.ndarray, expected: np.ndarray, tolerance: float, what: str) -> float:
+    """Largest absolute difference; StepFailed when it exceeds the tolerance or the shapes differ."""
+    if actual.shape != expected.shape:
+        raise StepFailed(f"{what} have shape {actual.shape}, the validated outputs {expected.shape}")
+    worst = float(np.max(np.abs(actual.astype(np.float64) - expected.astype(np.float64)))) if actual.size else 0.0
+    if worst > tolerance:
+        raise StepFailed(f"{what} differ from the validated outputs by up to {worst:.3g} (serving.tolerance {tolerance:g})")
+    return worst
+
+
+# ------------------------------------------------------------------------------------------- the base path
+def tree_digest(folder: Path) -> str:
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    lines = "".join(f"{p.relative_to(folder).as_posix()}\t{sha256_file(p)}\n" for p in files)
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def complete_versions(base: str, model: str) -> list[int]:
+    """Version folders TF Serving would load: integer names holding saved_model.pb."""
+    model_uri = storage.join(base, model)
+    numbers = sorted(int(n) for n in releases.child_names(model_uri) if n.isdigit())
+    return [v for v in numbers if storage.exists(storage.join(model_uri, str(v), PB_FILE))]
+
+
+def version_digest(base: str, model: str, version: int) -> str:
+    with storage.local_copy(storage.join(base, model, str(version))) as folder:
+        return tree_digest(folder)
+
+
+def copy_version(saved_model: Path, uri: str) -> None:
+    if storage.is_s3(uri):
+        storage.remove(uri)  # leftovers of a killed copy (no saved_model.pb, so never loaded)
+        storage.upload_folder(saved_model, uri, last=PB_FILE)
+        return
+    final = Path(uri)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.with_name(f".{final.name}.staging-{uuid.uuid4().hex[:8]}")  # not an integer: TF Serving ignores it
+    try:
+        shutil.copytree(saved_model, staging, ignore=shutil.ignore_patterns(PB_FILE))
+        shutil.copyfile(saved_model / PB_FILE, staging / PB_FILE)
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def place_version(base: str, model: str, saved_model: Path, pinned: int | None) -> tuple[int, bool]:
+    """(version, already there): the pinned number, the version holding the same files, or the next number."""
+    digest = tree_digest(saved_model)
+    existing = complete_versions(base, model)
+    if pinned is not None:
+        if pinned in existing:
+            if version_digest(base, model, pinned) != digest:
+                raise UserError(
+                    f"version {pinned} of '{model}' already exists in {base} with different files; versions never "
+                    "change: publish a new release, or deploy to another base path"
+                )
+            return pinned, True
+        candidates = []
+    else:
+        candidates = [v for v in reversed(existing) if version_digest(base, model, v) == digest]
+    if candidates:
+        return candidates[0], True
+    version = pinned if pinned is not None else (existing[-1] + 1 if existing else 1)
+    copy_version(saved_model, storage.join(base, model, str(version)))
+    return version, False
+
+
+# ----------------------------------------------------------------------------------------------- the rollout
+def promote(state: dict, version: int) -> None:
+    state["stable"] = version
+    if not state["history"] or state["history"][-1] != version:
+        state["history"].append(version)
+    state["updated"] = releases._now()
+
+
+def roll_out(client: serving.ServingClient, base: str, spec: ServingSpec, model: str, new: int, state: dict, golden) -> dict:
+    """Load `new` beside stable, smoke-test it as canary, then promote. On failure the server is put back."""
+    old = state["stable"]
+    kept = sorted({v for v in (old, new) if v is not None})
+    stable_label = {serving.STABLE: old} if old is not None else {}
+
+    def reload(labels: dict) -> None:
+        client.reload(serving.server_config(base, spec.mount_path, {model: (kept, labels)}))
+
+    reload(stable_label)
+    try:
+        seconds = client.wait_available(model, new, spec.timeout_s)
+        log(f"{model} version {new} AVAILABLE after {seconds:.1f}s; labelled canary, smoke Predict with {len(golden[0])} golden rows")
+        reload({**stable_label, serving.CANARY: new})
+        served = client.predict(model, golden[0], label=serving.CANARY)
+        worst = compare_outputs(served, golden[1], spec.tolerance, f"TF Serving's outputs from version {new} (canary)")
+    except StepFailed as exc:
+        client.reload(serving.server_config(base, spec.mount_path, {model: serving.entry_for(state)}))
+        where = f"stable stays at version {old}" if old is not None else "no version is labelled stable"
+        raise StepFailed(f"{exc}; {where}") from None
+    promote(state, new)
+    client.reload(serving.server_config(base, spec.mount_path, {model: serving.entry_for(state)}))
+    return {"max_abs_diff": worst, "rows": int(len(golden[0])), "seconds_to_available": round(seconds, 2)}
+
+
+def client_for(spec: ServingSpec) -> serving.ServingClient | None:
+    if spec.grpc_address is None and spec.rest_address is None:
+        return None
+    client = serving.ServingClient(spec.grpc_address, spec.rest_address)
+    client.check_reachable()
+    return client
+
+
+def deploy(spec: ServingSpec, base: str, model_uri: str, validation_uri: str, pinned: int | None = None) -> dict:
+    """Everything but the step's own output record; shared by the step and `modelpress deploy`."""
+    model = spec.model_name
+    if model is None:
+        raise UserError("serving.model_name is not set; set it (a workflow defaults it to push.model_name or its name)")
+    storage.check_bucket(base)
+    blessing, *golden = read_validation(validation_uri)
+    if not blessing["blessed"]:
+        raise UserError(f"refusing to deploy {blessing['name']}: it is not blessed ({'; '.join(blessing['reasons'])}); fix it and validate again")
+    client = client_for(spec)  # an unreachable server fails here, before anything is written
+    from ..validate.runtimes import SavedModelRunner
+
+    with open_artifact(model_uri) as (folder, meta):
+        if meta.format != "saved_model":
+            raise UserError(f"{model_uri} is a {meta.format} artifact; TF Serving deploys a saved_model artifact")
+        local = SavedModelRunner(folder / meta.model_path).predict(golden[0])
+        try:
+            compare_outputs(local, golden[1], spec.tolerance, f"the outputs of {model_uri}")
+        except StepFailed as exc:
+            raise UserError(f"{exc}: {validation_uri} validated another model; pass the validation of this model") from None
+        version, reused = place_version(base, model, folder / meta.model_path, pinned)
+    log(f"{model} version {version} {'already in' if reused else 'written to'} {storage.join(base, model, str(version))}")
+    state = serving.load_state(base, model)
+    previous = state["stable"]
+    smoke = None
+    if client is None:
+        promote(state, version)
+    else:
+        smoke = roll_out(client, base, spec, model, version, state, golden)
+    serving.save_state(base, state)
+    config_uri = serving.write_config_file(base, serving.server_config(base, spec.mount_path, {}))
+    if client is None:
+        log(f"no TF Serving address configured: wrote {config_uri} (stable -> version {version}); no server was reloaded")
+    else:
+        log(f"{model}: stable moved {previous} -> {version} on {spec.grpc_address}; config saved to {config_uri}")
+    return {
+        "model": model, "version": version, "reused": reused, "stable": version, "previous_stable": previous,
+        "base_path": base, "config_file": config_uri, "reloaded": client is not None, "smoke": smoke,
+    }
+
+
+def run(config: DeployConfig, inputs: dict[str, str], output: str, overwrite: bool = False) -> dict:
+    storage.check_output(output, overwrite)
+    spec = config.serving
+    base = spec.base_path or storage.join(releases.run_folder(output), "serving")
+    pinned = None
+    if inputs.get("release"):
+        pinned = int(json.loads(storage.read_bytes(storage.join(inputs["release"], "release.json")))["version"])
+    result = deploy(spec, base, inputs["model"], inputs["validation"], pinned)
+    with storage.staged_output(output, overwrite=overwrite, marker=DEPLOYMENT_FILE) as folder:
+        (folder / DEPLOYMENT_FILE).write_text(json.dumps(result, indent=2))
+    return {"uri": output, **result}
+
+
+def deploy_release(spec: ServingSpec, base: str, registry: str, version: int | None, label: str | None) -> dict:
+    """`modelpress deploy`: deploy a published release's serving artifact under the release's version number."""
+    number = releases.resolve_version(registry, spec.model_name, version, label)
+    manifest = releases.read_manifest(registry, spec.model_name, number)
+    name = manifest["serving_artifact"]
+    if name is None:
+        raise UserError(f"release {number} of '{spec.model_name}' holds no saved_model artifact; TF Serving cannot run it")
+    root = releases.version_uri(registry, spec.model_name, number)
+    return deploy(spec, base, storage.join(root, releases.ARTIFACTS_DIR, name), storage.join(root, releases.VALIDATION_DIR, name), number)
+
+
+def rollback(spec: ServingSpec, base: str, to: int | None = None) -> dict:
+    """Move `stable` back to the version it pointed at before (or to `to`), loading it first when a server is given."""
+    model = spec.model_name
+    state = serving.load_state(base, model)
+    current = state["stable"]
+    if current is None:
+        raise UserError(f"'{model}' has no deployment in {base}; deploy it first (or check --base-path)")
+    earlier = [v for v in state["history"] if v != current]
+    target = to if to is not None else (earlier[-1] if earlier else None)
+    if target is None:
+        raise UserError(f"'{model}' has had only version {current} as stable in {base}; there is nothing to roll back to")
+    if target == current:
+        raise UserError(f"version {target} of '{model}' is already stable")
+    if target not in complete_versions(base, model):
+        raise UserError(f"version {target} of '{model}' is not in {base}; choose one of {complete_versions(base, model)}")
+    client = client_for(spec)
+    if client is not None:
+        loading = serving.server_config(base, spec.mount_path, {model: (sorted({target, current}), {serving.STABLE: current})})
+        client.reload(loading)
+        try:
+            client.wait_available(model, target, spec.timeout_s)
+        except StepFailed as exc:
+            client.reload(serving.server_config(base, spec.mount_path, {model: serving.entry_for(state)}))
+            raise StepFailed(f"{exc}; stable stays at version {current}") from None
+    history = state["history"]
+    state["history"] = history[: len(history) - history[::-1].index(target)] if target in history else [*history, target]
+    state["stable"], state["updated"] = target, releases._now()
+    final = serving.server_config(base, spec.mount_path, {model: serving.entry_for(state)})
+    if client is not None:
+        client.reload(final)
+    serving.save_state(base, state)
+    serving.write_config_file(base, final)
+    log(f"{model}: stable moved back {current} -> {target}{'' if client else '; no server was reloaded (no address)'}")
+    return {"model": model, "stable": target, "previous_stable": current, "reloaded": client is not None}
