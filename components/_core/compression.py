@@ -1,0 +1,96 @@
+"""What every compression step (prune, cluster, quantize, distill) shares: open the parent Keras model, measure its
+weights layer by layer, and save the result as an artifact whose metrics and details say what the step did."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from . import storage
+from .artifacts import ArtifactMeta, open_artifact
+from .errors import UserError
+from .keras_artifact import KERAS_FILE, save_keras_artifact
+from .progress import log
+
+
+def kernel_weights(layer) -> list:
+    """The weights compression acts on: kernels (Dense, Conv), not biases or normalisation statistics."""
+    return [w for w in layer.weights if w.name.split("/")[-1].split(":")[0] in ("kernel", "depthwise_kernel")]
+
+
+def weight_stats(model) -> dict[str, Any]:
+    """Per layer with a kernel: parameters, share of exact zeros, number of distinct values; and the totals."""
+    layers, zeros, total = {}, 0, 0
+    for layer in model.layers:
+        for weight in kernel_weights(layer):
+            values = np.asarray(weight.numpy())
+            layer_zeros = int(np.count_nonzero(values == 0))
+            layers[layer.name] = {
+                "params": int(values.size),
+                "sparsity": round(layer_zeros / values.size, 4),
+                "unique": int(np.unique(values).size),
+            }
+            zeros, total = zeros + layer_zeros, total + values.size
+    return {"layers": layers, "kernel_params": int(total), "sparsity": round(zeros / total, 4) if total else 0.0}
+
+
+def layer_names(model, names: list[str] | None, what: str) -> list[str]:
+    """Check that every requested layer exists; the error lists the layers that do."""
+    known = [layer.name for layer in model.layers if kernel_weights(layer)]
+    if not names:
+        return known
+    unknown = [name for name in names if name not in {layer.name for layer in model.layers}]
+    if unknown:
+        raise UserError(f"{what}: no layer named {', '.join(map(repr, unknown))} in the model; layers with weights: {', '.join(known)}")
+    return list(names)
+
+
+@contextlib.contextmanager
+def parent_model(uri: str, technique: str) -> Iterator[tuple[Any, ArtifactMeta, Any]]:
+    """The parent artifact's Keras model (training wrappers stripped by the step that saved it), its metadata and the
+    local folder it was read from (e.g. for the initial weights a lottery-ticket rewind needs)."""
+    from .tf import load_keras_model
+
+    with open_artifact(uri) as (folder, meta):
+        if not (folder / KERAS_FILE).exists():
+            raise UserError(
+                f"{technique} needs a Keras model artifact (from train or another compression step); {uri} is {meta.format}"
+            )
+        yield load_keras_model(folder / KERAS_FILE), meta, folder
+
+
+def save_compressed(
+    model,
+    *,
+    technique: str,
+    config,
+    parent_uri: str,
+    data,
+    output: str,
+    overwrite: bool,
+    metrics: dict[str, Any] | None = None,
+    details: dict[str, Any] | None = None,
+    calibration_hash: str | None = None,
+) -> dict[str, Any]:
+    """Measure test accuracy and weights of an already-stripped model, save it, and return the step result."""
+    from ..train.step import test_accuracy
+
+    accuracy = test_accuracy(model, data)
+    stats = weight_stats(model)
+    log(f"{technique}: test accuracy {accuracy:.4f}, {model.count_params():,} parameters, kernel sparsity {stats['sparsity']:.1%}")
+    with storage.staged_output(output, overwrite=overwrite) as folder:
+        meta = save_keras_artifact(
+            model,
+            folder,
+            step=technique,
+            config=config,
+            parent=parent_uri,
+            data_hash=data.hash,
+            metrics={"accuracy": accuracy, "sparsity": stats["sparsity"], **(metrics or {})},
+            details={"weights": stats, **(details or {})},
+            calibration_hash=calibration_hash,
+        )
+    return {"uri": output, "format": meta.format, "metrics": meta.metrics}
