@@ -45,6 +45,9 @@ def layer_names(model, names: list[str] | None, what: str) -> list[str]:
     unknown = [name for name in names if name not in {layer.name for layer in model.layers}]
     if unknown:
         raise UserError(f"{what}: no layer named {', '.join(map(repr, unknown))} in the model; layers with weights: {', '.join(known)}")
+    weightless = [name for name in names if name not in known]
+    if weightless:
+        raise UserError(f"{what}: layer {', '.join(map(repr, weightless))} has no kernel to act on; layers with weights: {', '.join(known)}")
     return list(names)
 
 

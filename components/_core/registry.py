@@ -21,6 +21,7 @@ from .. import __version__
 from ..convert.config import ConvertConfig
 from ..deploy.config import DeployConfig
 from ..push.config import PushConfig
+from ..prune.config import PruneConfig
 from ..train.config import TrainConfig
 from ..validate.config import ValidateConfig
 from .errors import UserError
@@ -73,6 +74,15 @@ STEPS: dict[str, StepSpec] = {
         image="tf",
         gpu=True,
         description="build the model, train it on the workflow's data, save a Keras model and a SavedModel",
+    ),
+    "prune": StepSpec(
+        run="modelpress.prune.step:run",
+        config=PruneConfig,
+        inputs=("model",),
+        output="model",
+        image="tf",
+        gpu=True,
+        description="prune a Keras model: magnitude (tfmot, N:M patterns), structured (fewer neurons/filters) or lottery rewind",
     ),
     "validate": StepSpec(
         run="modelpress.validate.step:run",

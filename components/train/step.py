@@ -42,15 +42,16 @@ def apply_mixed_precision(enabled: bool) -> str:
     return "mixed_float16"
 
 
-def fit(model, data, train: TrainSpec, label: str = "train", loss=None):
-    """Compile and fit with progress lines and optional early stopping; shared by every step that trains."""
+def fit(model, data, train: TrainSpec, label: str = "train", loss=None, callbacks: list | None = None):
+    """Compile and fit with progress lines and optional early stopping; shared by every step that trains.
+    `callbacks` come first: they run before the progress line and early stopping see the epoch (e.g. re-masking)."""
     _, keras = import_tf()
     model.compile(
         optimizer=make_optimizer(train),
         loss=loss or keras.losses.SparseCategoricalCrossentropy(),
         metrics=["accuracy"],
     )
-    callbacks = [epoch_callback(train.epochs, label)]
+    callbacks = [*(callbacks or []), epoch_callback(train.epochs, label)]
     if train.early_stopping_patience:
         callbacks.append(
             keras.callbacks.EarlyStopping("val_accuracy", patience=train.early_stopping_patience, restore_best_weights=True)
