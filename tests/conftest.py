@@ -106,3 +106,43 @@ def tiny_workflow(tmp_path) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY_WORKFLOW)
     return path
+
+
+RELEASE_WORKFLOW = """\
+name: tiny
+model:
+  zoo: mlp
+  params: {{hidden: [32]}}
+data:
+  source: digits
+train:
+  epochs: {epochs}
+  batch_size: 64
+  seed: {seed}
+targets: [saved_model, tflite_fp32]
+evaluation:
+  latency_runs: 5
+  warmup_runs: 1
+"""
+
+
+@pytest.fixture(scope="session")
+def trained_runs(tmp_path_factory) -> dict[str, Path]:
+    """Two validated runs of a tiny model with different weights (`a`: 6 epochs, `b`: 1 epoch), each with a
+    SavedModel and a TFLite artifact, plus `a`'s SavedModel validated again against an unreachable gate
+    (`unblessed`). Shared by the push, deploy and fault tests: train once per test process."""
+    root = tmp_path_factory.mktemp("trained")
+    runs = {"a": (6, 0), "b": (1, 1)}
+    processes = []
+    for name, (epochs, seed) in runs.items():
+        (root / f"{name}.yaml").write_text(RELEASE_WORKFLOW.format(epochs=epochs, seed=seed))
+        command = [sys.executable, "-m", "modelpress._core.cli", "run", str(root / f"{name}.yaml"), "--out", str(root / name)]
+        processes.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT))
+    for process in processes:
+        output, _ = process.communicate(timeout=600)
+        assert process.returncode == 0, output
+    config = '{"name": "train", "data": {"source": "digits"}, "gates": {"min_accuracy": 0.999}, "evaluation": {"latency_runs": 5}}'
+    result = run_cli("step", "validate", "--config", config, "--input", f"model={root / 'a/artifacts/train'}",
+                     "--output", str(root / "unblessed"))
+    assert result.returncode == 0, result.stderr
+    return {**{name: root / name for name in runs}, "unblessed": root / "unblessed"}

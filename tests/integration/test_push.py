@@ -1,0 +1,193 @@
+"""push and the registry on a real S3 endpoint (moto's server over HTTP), driven through the `modelpress` CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+import boto3
+import pytest
+
+from modelpress._core import releases
+from tests.conftest import free_port
+
+
+def push_config(registry: str, **push) -> str:
+    return json.dumps({"push": {"uri": registry, "model_name": "tiny", **push}, "workflow_hash": "f" * 64})
+
+
+def push(cli, registry: str, validations: list, output: str, env: dict | None = None, **settings):
+    inputs = [arg for uri in validations for arg in ("--input", f"validations={uri}")]
+    return cli("step", "push", "--config", push_config(registry, **settings), *inputs, "--output", output, env=env)
+
+
+def objects(bucket: str, prefix: str = "") -> dict[str, tuple[str, object]]:
+    """key -> (ETag, LastModified) of every object under the prefix."""
+    listing = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return {o["Key"]: (o["ETag"], o["LastModified"]) for o in listing.get("Contents", [])}
+
+
+def read_json(bucket: str, key: str) -> dict:
+    return json.loads(boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def validations_of(run) -> list[str]:
+    return [str(run / "validation" / "train"), str(run / "validation" / "tflite_fp32")]
+
+
+def test_push_uploads_a_complete_bundle_that_the_registry_lists(s3, trained_runs, cli):
+    registry = f"s3://{s3}/registry"
+    result = push(cli, registry, validations_of(trained_runs["a"]), f"s3://{s3}/runs/1/push")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert (record["version"], record["reused"], record["published"]) == (1, False, ["train", "tflite_fp32"])
+
+    manifest = read_json(s3, "registry/tiny/1/manifest.json")
+    keys = objects(s3, "registry/tiny/1/")
+    assert set(keys) == {f"registry/tiny/1/{p}" for p in manifest["files"]} | {
+        "registry/tiny/1/manifest.json", "registry/tiny/1/MODEL_CARD.md"}
+    assert {"artifacts/train/saved_model/saved_model.pb", "artifacts/tflite_fp32/model.tflite",
+            "validation/train/golden.npz", "validation/train/blessing.json"} <= set(manifest["files"])
+    client = boto3.client("s3")
+    for path, entry in manifest["files"].items():
+        body = client.get_object(Bucket=s3, Key=f"registry/tiny/1/{path}")["Body"].read()
+        assert (hashlib.sha256(body).hexdigest(), len(body)) == (entry["sha256"], entry["size"]), path
+
+    blessing = json.loads((trained_runs["a"] / "validation" / "train" / "blessing.json").read_text())
+    train = next(e for e in manifest["artifacts"] if e["name"] == "train")
+    assert train["metrics"]["accuracy"] == blessing["metrics"]["accuracy"]
+    assert (train["format"], manifest["serving_artifact"], manifest["rejected"]) == ("saved_model", "train", [])
+    lineage = manifest["lineage"]
+    assert lineage["data_hash"] == blessing["data_hash"]
+    assert lineage["workflow_hash"] == "f" * 64
+    assert lineage["parents"]["tflite_fp32"] == str(trained_runs["a"] / "artifacts" / "train")
+    assert {"modelpress", "tensorflow", "boto3"} <= set(lineage["libraries"])
+    assert len(lineage["git_commit"]) == 40
+    assert read_json(s3, "registry/tiny/labels/current.json")["version"] == 1
+
+    card = client.get_object(Bucket=s3, Key="registry/tiny/1/MODEL_CARD.md")["Body"].read().decode()
+    assert f"| train | saved_model | {blessing['metrics']['accuracy']:.4f} |" in card
+    assert "| tflite_fp32 | tflite_fp32 |" in card
+
+    listing = cli("registry", "list", "tiny", "--uri", registry)
+    assert listing.returncode == 0, listing.stderr
+    (row,) = listing.stdout.splitlines()[1:]
+    assert row.split()[0] == "1" and row.endswith("current") and f"{blessing['metrics']['accuracy']:.4f}" in row
+    shown = cli("registry", "show", "tiny", "1", "--uri", registry)
+    assert json.loads(shown.stdout) == manifest
+    missing = cli("registry", "show", "tiny", "7", "--uri", registry)
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == f"modelpress: error: model 'tiny' has no version 7 in {registry}; its versions: 1"
+
+
+def test_same_bundle_is_a_no_op_new_content_is_the_next_version_and_versions_never_change(s3, trained_runs, cli):
+    registry = f"s3://{s3}/registry"
+    assert push(cli, registry, validations_of(trained_runs["a"]), f"s3://{s3}/runs/1/push").returncode == 0
+    first = objects(s3, "registry/tiny/1/")
+
+    again = push(cli, registry, validations_of(trained_runs["a"]), f"s3://{s3}/runs/2/push")
+    assert again.returncode == 0, again.stderr
+    assert (json.loads(again.stdout)["version"], json.loads(again.stdout)["reused"]) == (1, True)
+    assert "already version 1" in again.stderr
+    assert objects(s3, "registry/tiny/1/") == first  # not one object rewritten
+
+    other = push(cli, registry, validations_of(trained_runs["b"]), f"s3://{s3}/runs/3/push")
+    assert other.returncode == 0, other.stderr
+    assert json.loads(other.stdout)["version"] == 2
+    assert releases.list_versions(registry, "tiny") == [1, 2]
+    current = read_json(s3, "registry/tiny/labels/current.json")
+    assert (current["version"], current["history"]) == (2, [1])
+
+    before = objects(s3)
+    pinned = push(cli, registry, validations_of(trained_runs["b"])[:1], f"s3://{s3}/runs/4/push", version=1)
+    assert pinned.returncode == 2
+    assert "modelpress: error: version 1 of 'tiny' already exists with different content" in pinned.stderr
+    assert "versions never change: unset push.version" in pinned.stderr
+    assert objects(s3) == before
+
+
+def test_unblessed_artifacts_are_never_pushed(s3, trained_runs, cli):
+    registry = f"s3://{s3}/registry"
+    unblessed = str(trained_runs["unblessed"])
+    alone = push(cli, registry, [unblessed], f"s3://{s3}/runs/1/push")
+    assert alone.returncode == 2
+    assert alone.stderr.strip().startswith("modelpress: error: nothing to push: no artifact is blessed (train: accuracy ")
+    assert "is below min_accuracy 0.9990" in alone.stderr
+    assert objects(s3) == {}
+
+    strict = push(cli, registry, [unblessed, str(trained_runs["b"] / "validation" / "tflite_fp32")],
+                  f"s3://{s3}/runs/2/push", require_all_blessed=True)
+    assert strict.returncode == 2
+    assert "push refused: not every artifact is blessed (train: accuracy" in strict.stderr
+    assert objects(s3) == {}
+
+    mixed = push(cli, registry, [unblessed, str(trained_runs["b"] / "validation" / "tflite_fp32")], f"s3://{s3}/runs/3/push")
+    assert mixed.returncode == 0, mixed.stderr
+    assert "not pushing train: accuracy" in mixed.stderr
+    manifest = read_json(s3, "registry/tiny/1/manifest.json")
+    assert [e["name"] for e in manifest["artifacts"]] == ["tflite_fp32"]
+    assert manifest["rejected"][0]["name"] == "train" and "min_accuracy" in manifest["rejected"][0]["reasons"][0]
+    assert manifest["serving_artifact"] is None
+    assert not [k for k in objects(s3, "registry/tiny/1/") if "/train/" in k]
+
+
+def test_missing_bucket_is_one_clear_line(s3, trained_runs, cli):
+    result = push(cli, "s3://no-such-bucket-mp/registry", validations_of(trained_runs["a"]), f"s3://{s3}/runs/1/push")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "modelpress: error: bucket 'no-such-bucket-mp' does not exist (s3://no-such-bucket-mp/registry); create it or fix the URI")
+    assert objects(s3) == {}
+
+
+@pytest.fixture(scope="module")
+def authenticating_s3():
+    """A second moto server that checks credentials from the first request on (no IAM user exists: every key is bad)."""
+    port = free_port()
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").list_buckets()
+        except Exception as exc:  # noqa: BLE001 - waiting for the server to answer at all
+            if "InvalidAccessKeyId" in str(exc) or "AccessDenied" in str(exc) or "403" in str(exc):
+                break
+            time.sleep(0.1)
+    yield endpoint
+    process.terminate()
+    process.wait(10)
+
+
+def test_bad_credentials_are_one_clear_line(s3, trained_runs, cli, authenticating_s3, tmp_path):
+    env = {"AWS_ENDPOINT_URL": authenticating_s3, "AWS_ACCESS_KEY_ID": "AKIAWRONGWRONGWRONG1", "AWS_SECRET_ACCESS_KEY": "wrong"}
+    result = push(cli, "s3://models/registry", validations_of(trained_runs["a"]), str(tmp_path / "push"), env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("modelpress: error: S3 refused access to s3://models/registry (")
+    assert result.stderr.strip().endswith("check the credentials and the bucket policy")
+    assert not (tmp_path / "push").exists()
+
+
+def test_validate_gates_a_new_model_against_the_published_one(s3, trained_runs, cli, tmp_path):
+    registry = f"s3://{s3}/registry"
+    assert push(cli, registry, validations_of(trained_runs["a"]), f"s3://{s3}/runs/1/push").returncode == 0
+    published = json.loads((trained_runs["a"] / "validation" / "train" / "blessing.json").read_text())["metrics"]
+    weaker = json.loads((trained_runs["b"] / "validation" / "train" / "blessing.json").read_text())["metrics"]
+    assert published["accuracy"] - weaker["accuracy"] > 0.05
+    config = {"name": "train", "data": {"source": "digits"}, "gates": {"max_drop_vs_serving": 0.05},
+              "evaluation": {"latency_runs": 5}, "push": {"uri": registry, "model_name": "tiny"}}
+    result = cli("step", "validate", "--config", json.dumps(config), "--input", f"model={trained_runs['b'] / 'artifacts/train'}",
+                 "--output", str(tmp_path / "validation"))
+    assert result.returncode == 0, result.stderr
+    blessing = json.loads((tmp_path / "validation" / "blessing.json").read_text())
+    assert not blessing["blessed"]
+    assert blessing["metrics"]["serving_accuracy"] == pytest.approx(published["accuracy"])
+    assert blessing["serving"] == {"version": 1, "name": "train", "accuracy": pytest.approx(published["accuracy"]), "source": "measured"}
+    drop = published["accuracy"] - weaker["accuracy"]
+    assert blessing["reasons"] == [
+        f"accuracy drop {drop * 100:.2f} pp vs published train version 1 (measured) exceeds max_drop_vs_serving 5.00 pp"]
