@@ -9,13 +9,14 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install demo test test-fast bench bench-techniques lint clean help
+.PHONY: install demo test test-fast bench bench-techniques lint images clean help
 
 help:
 	@echo "make demo    run examples/digits_mlp.yaml end to end into runs/demo"
 	@echo "make test    run the whole test suite"
 	@echo "make bench   run the reference benchmark (bench/)"
 	@echo "make lint    ruff over the project"
+	@echo "make images  build the container images (containers/; needs a Docker engine)"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +42,9 @@ bench-techniques: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+images: $(STAMP)
+	$(BIN)/python containers/build.py
 
 clean:
 	rm -rf runs .pytest_cache
