@@ -1,0 +1,96 @@
+"""Lottery-ticket rewind (Frankle & Carbin): from the trained parent, prune the smallest-magnitude weights of each
+layer, reset the survivors (and every bias) to their values before training, retrain with the pruned weights held at
+zero, and repeat. Each round removes the same share of the weights still alive, so after `rounds` rounds the target
+sparsity is reached; each round's test accuracy is recorded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._core.compression import layer_names
+from .._core.errors import UserError
+from .._core.keras_artifact import INITIAL_WEIGHTS_FILE
+from .._core.progress import log
+from .._core.tf import import_tf
+from ..train.step import fit, test_accuracy
+from .config import PruneConfig
+
+
+def magnitude_mask(kernel: np.ndarray, mask: np.ndarray, sparsity: float) -> np.ndarray:
+    """A mask zeroing the `sparsity` share of the kernel with the smallest |weight|; pruned weights stay pruned."""
+    score = np.where(mask > 0, np.abs(kernel), -1.0).ravel()  # already pruned: always ranked lowest
+    pruned = np.argsort(score, kind="stable")[: round(kernel.size * sparsity)]
+    new = np.ones(kernel.size, dtype=kernel.dtype)
+    new[pruned] = 0
+    return new.reshape(kernel.shape)
+
+
+def initial_weights(model, folder: Path) -> list[np.ndarray]:
+    """The parent's weights before training, which the train step keeps next to the model."""
+    _, keras = import_tf()
+    path = folder / INITIAL_WEIGHTS_FILE
+    if not path.exists():
+        raise UserError(
+            f"prune: method lottery rewinds to the weights before training ({INITIAL_WEIGHTS_FILE}), which only a train "
+            "artifact holds; put the lottery prune first in compress, right after train"
+        )
+    untrained = keras.models.clone_model(model)
+    try:
+        untrained.load_weights(path)
+    except ValueError as exc:
+        raise UserError(f"prune: the initial weights do not fit this model ({exc}); use a train artifact as input") from None
+    return untrained.get_weights()
+
+
+def keep_masks(masks: dict):
+    """A callback that holds pruned weights at zero after every optimizer step."""
+    _, keras = import_tf()
+
+    class KeepMasks(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            for kernel, mask in masks.values():
+                kernel.assign(kernel * mask)
+
+    return KeepMasks()
+
+
+def find_ticket(model, folder: Path, config: PruneConfig, data) -> tuple[Any, dict[str, Any]]:
+    names = layer_names(model, config.layers, "prune")
+    rewind = initial_weights(model, folder)
+    train = config.fine_tuning()
+    keep_per_round = (1 - config.sparsity) ** (1 / config.rounds)
+    kernels = {name: model.get_layer(name).kernel for name in names}
+    masks = {name: np.ones(kernel.shape, dtype=kernel.dtype.as_numpy_dtype) for name, kernel in kernels.items()}
+    rounds = [{"round": 0, "sparsity": 0.0, "accuracy": test_accuracy(model, data)}]  # the trained, dense parent
+    for number in range(1, config.rounds + 1):
+        sparsity = 1 - keep_per_round**number
+        masks = {name: magnitude_mask(kernels[name].numpy(), masks[name], sparsity) for name in names}
+        model.set_weights(rewind)
+        for name, kernel in kernels.items():
+            kernel.assign(kernel * masks[name])
+        log(f"prune: lottery round {number}/{config.rounds}: sparsity {sparsity:.1%}, rewound to the initial weights")
+        history = fit(
+            model,
+            data,
+            train,
+            label=f"lottery round {number}",
+            callbacks=[keep_masks({name: (kernels[name], masks[name]) for name in names})],
+        )
+        accuracy = test_accuracy(model, data)
+        zeros = sum(int(np.count_nonzero(mask == 0)) for mask in masks.values())
+        size = sum(mask.size for mask in masks.values())
+        rounds.append(
+            {"round": number, "sparsity": round(zeros / size, 4), "accuracy": accuracy, "epochs": len(history.history["loss"])}
+        )
+        log(f"prune: lottery round {number}: test accuracy {accuracy:.4f}")
+    details = {
+        "target_sparsity": config.sparsity,
+        "rounds": rounds,
+        "pruned_per_round": round(1 - keep_per_round, 4),
+        "pruned_layers": names,
+        "learning_rate": train.learning_rate,
+    }
+    return model, details
