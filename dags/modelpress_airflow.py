@@ -88,7 +88,7 @@ class LocalStepOperator(BaseOperator):
 
 def step_arguments(task: Task, plan: dict[str, Task]) -> list[str]:
     """The `modelpress step` arguments of a plan task, with outputs under the run's prefix."""
-    arguments = ["step", task.step, "--config", task.config.model_dump_json(), "--output", output_uri(RUN_PREFIX, task)]
+    arguments = ["step", task.step, "--config", task.config.model_dump_json(exclude_unset=True), "--output", output_uri(RUN_PREFIX, task)]
     for name, source in task.inputs.items():
         for source_id in [source] if isinstance(source, str) else source:
             arguments += ["--input", f"{name}={output_uri(RUN_PREFIX, plan[source_id])}"]

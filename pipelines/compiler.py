@@ -17,7 +17,6 @@ from typing import Any
 
 from kfp import compiler, dsl, kubernetes
 
-from modelpress._core.errors import UserError
 from modelpress._core.plan import Task, build_plan
 from modelpress._core.registry import STEPS
 from modelpress._core.spec import Workflow, load_workflow
@@ -55,7 +54,7 @@ def pipeline_parameters(plan: list[Task]) -> dict[Parameter, Any]:
 
 
 def config_json(task: Task) -> str:
-    return task.config.model_dump_json()  # None values kept: a parameter override replaces the key in place
+    return task.config.model_dump_json(exclude_unset=True)  # what the plan set; the step fills its own defaults
 
 
 def configure_task(kfp_task, task: Task, workflow: Workflow) -> None:
@@ -82,35 +81,46 @@ class PipelineBuilder:
         self.by_id = {task.id: task for task in plan}
         self.kfp_tasks: dict[str, Any] = {}
         repository = workflow.cluster.image_repository
-        self.component = lambda step, lists=frozenset(): step_component(step, lists, repository)
+        self.component = lambda step, shapes=(): step_component(step, shapes, repository)
+        converts = [t for t in plan if t.group == "convert"]
+        self.converts = converts
+        self.fanned = {t.id for t in converts} | {
+            t.id for t in plan if t.step == "validate" and t.inputs.get("model") in {c.id for c in converts}
+        }
 
     def output_of(self, task_id: str):
         return self.kfp_tasks[task_id].outputs[output_name(STEPS[self.by_id[task_id].step])]
 
-    def arguments(self, task: Task, config) -> dict[str, Any]:
-        arguments = {"config": config}
+    def arguments(self, task: Task, config) -> tuple[dict[str, Any], tuple[tuple[str, int, bool], ...]]:
+        """The task's component arguments, and the shape of its list inputs (see components.list_input_names)."""
+        arguments, shapes = {"config": config}, []
         for name, source in task.inputs.items():
-            if isinstance(source, list):
-                raise UserError(
-                    f"task {task.id}: list input '{name}' is not supported by the Kubeflow adapter yet; "
-                    "run this workflow with `modelpress run` or the Airflow DAG"
-                )
-            arguments[name] = self.output_of(source)
+            if isinstance(source, str):
+                arguments[name] = self.output_of(source)
+                continue
+            collected = [s for s in source if s in self.fanned]
+            singles = [s for s in source if s not in self.fanned]
+            if collected:
+                arguments[name] = dsl.Collected(self.output_of(collected[0]))
+            for number, single in enumerate(singles, start=1):
+                arguments[f"{name}_{number}"] = self.output_of(single)
+            shapes.append((name, len(singles), bool(collected)))
         for parameter in pipeline_parameters([task]):
             if parameter.name in self.parameters:
                 arguments[parameter.name] = self.parameters[parameter.name]
-        return arguments
+        return arguments, tuple(shapes)
 
     def add(self, task: Task, config=None):
         gates = [
-            self.kfp_tasks[source].output
+            self.kfp_tasks[source].outputs["Output"]  # the blessing a validation component returns
             for source in task.inputs.values()
             if isinstance(source, str) and returns_blessing(STEPS[self.by_id[source].step]) and not returns_blessing(STEPS[task.step])
         ]
+        arguments, shapes = self.arguments(task, config or config_json(task))
         with contextlib.ExitStack() as stack:
             for blessed in gates:
                 stack.enter_context(dsl.If(blessed == True, name=f"{task.id}-if-blessed"))  # noqa: E712 (a KFP condition)
-            kfp_task = self.component(task.step)(**self.arguments(task, config or config_json(task)))
+            kfp_task = self.component(task.step, shapes)(**arguments)
         configure_task(kfp_task, task, self.workflow)
         self.kfp_tasks[task.id] = kfp_task
 
@@ -125,13 +135,18 @@ class PipelineBuilder:
             self.kfp_tasks[convert.id], self.kfp_tasks[validation.id] = self.kfp_tasks[converts[0].id], self.kfp_tasks[validations[0].id]
 
     def build(self) -> None:
-        converts = [t for t in self.plan if t.group == "convert"]
-        fanned = {t.id for t in converts} | {t.id for t in self.plan if t.step == "validate" and t.inputs.get("model") in {c.id for c in converts}}
+        """Plan order, with the fan-out added as soon as everything it reads exists (it reads validate_train,
+        which the plan lists after the conversions)."""
+        needs = {s for t in self.plan if t.id in self.fanned for s in t.sources()} - self.fanned
+        pending = bool(self.converts)
         for task in self.plan:
-            if converts and task.id == converts[0].id:
-                self.add_fan_out(converts)
-            elif task.id not in fanned:
+            if pending and needs <= self.kfp_tasks.keys():
+                self.add_fan_out(self.converts)
+                pending = False
+            if task.id not in self.fanned:
                 self.add(task)
+        if pending:
+            self.add_fan_out(self.converts)
 
 
 def build_pipeline(workflow: Workflow):

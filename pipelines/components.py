@@ -94,19 +94,23 @@ def _component_body(step_name, config, overrides, inputs, output, metrics, confu
     for paths, value in overrides:
         if value is None:
             continue
-        for path in paths:
+        for path in paths:  # the compiler passes a parameter only to tasks whose config has one of its paths
             *parents, leaf = path.split(".")
             node = values
             for key in parents:
                 node = node.get(key) if isinstance(node, dict) else None
-            if isinstance(node, dict) and (leaf in node or not parents):
+            if isinstance(node, dict):
                 node[leaf] = value
                 break
     argv = ["step", step_name, "--config", json.dumps(values), "--output", output.path]
     for name, artifacts in inputs.items():
-        for artifact in artifacts if isinstance(artifacts, list) else [artifacts]:
-            if artifact is not None:
-                argv += ["--input", f"{name}={artifact.path}"]
+        for item in artifacts if isinstance(artifacts, list) else [artifacts]:
+            for artifact in item if isinstance(item, list) else [item]:  # a collected ParallelFor output is a list
+                if artifact is not None:
+                    # An s3:// URI is readable from every pod (push opens artifacts named in blessings); a local
+                    # path exists only in this pod, which is all kfp.local has.
+                    where = artifact.uri if artifact.uri.startswith("s3://") else artifact.path
+                    argv += ["--input", f"{name}={where}"]
     with tempfile.TemporaryDirectory() as scratch:
         result_file = os.path.join(scratch, "result.json")
         code = main([*argv, "--result", result_file])
@@ -139,40 +143,56 @@ def _component_body(step_name, config, overrides, inputs, output, metrics, confu
     return bool(result.get("blessed", False))
 
 
-def component_source(name: str, step: StepSpec, list_inputs: frozenset[str] = frozenset()) -> str:
-    """The Python source of the step's component function (a valid identifier, one nested helper)."""
+def list_input_names(name: str, singles: int, collected: bool) -> list[str]:
+    """KFP has no list of separate tasks' artifacts: a list input becomes the ParallelFor's collected outputs
+    (`name`) plus one optional input per other source (`name_1`, `name_2`, ...); the body joins them again."""
+    return ([name] if collected else []) + [f"{name}_{i}" for i in range(1, singles + 1)]
 
-    def artifact_input(input_name: str) -> str:
+
+def component_source(name: str, step: StepSpec, list_shapes: tuple[tuple[str, int, bool], ...] = ()) -> str:
+    """The Python source of the step's component function (a valid identifier, one nested helper).
+
+    `list_shapes`: for each list input, (name, number of single sources, whether a ParallelFor feeds it).
+    """
+    shapes = {shape[0]: shape for shape in list_shapes}
+    required, optional, inputs = ["config: str"], [], []
+    for input_name in (*step.inputs, *step.optional_inputs):
         kind = input_type(input_name)
-        return f"Input[List[{kind}]]" if input_name in list_inputs else f"Input[{kind}]"
-
+        if input_name in shapes:
+            _, singles, collected = shapes[input_name]
+            names = list_input_names(*shapes[input_name])
+            optional += [f"{input_name}: Input[List[{kind}]] = None"] if collected else []
+            optional += [f"{n}: Input[{kind}] = None" for n in names if n != input_name]
+            inputs.append(f"{input_name!r}: [{', '.join(names)}]")
+        elif input_name in step.inputs:
+            required.append(f"{input_name}: Input[{kind}]")
+            inputs.append(f"{input_name!r}: {input_name}")
+        else:
+            optional.append(f"{input_name}: Input[{kind}] = None")
+            inputs.append(f"{input_name!r}: {input_name}")
     output_type = "Model" if step.output == "model" else "Artifact"
-    required = ["config: str"] + [f"{i}: {artifact_input(i)}" for i in step.inputs]
     required += [f"{output_name(step)}: Output[{output_type}]", "metrics: Output[Metrics]"]
     if returns_blessing(step):
         required += ["confusion_matrix: Output[ClassificationMetrics]", "report: Output[HTML]"]
-    optional = [f"{i}: {artifact_input(i)} = None" for i in step.optional_inputs]
     parameters = step_parameters(step)
     optional += [f"{p.name}: Optional[{p.type.__name__}] = None" for p in parameters]
     returns = " -> bool" if returns_blessing(step) else ""
-    identifier = name.replace("-", "_")
-    inputs = ", ".join(f"{i!r}: {i}" for i in (*step.inputs, *step.optional_inputs))
     overrides = ", ".join(f"({p.paths!r}, {p.name})" for p in parameters)
     extra = "confusion_matrix, report" if returns_blessing(step) else "None, None"
     helper = textwrap.indent(textwrap.dedent(inspect.getsource(_component_body)), "    ")
     return (
-        f"def {identifier}({', '.join(required + optional)}){returns}:\n"
+        f"def {name.replace('-', '_')}({', '.join(required + optional)}){returns}:\n"
         f'    """{step.description or name} (runs `modelpress step {name}`)."""\n'
         f"{helper}\n"
-        f"    return _component_body({name!r}, config, [{overrides}], {{{inputs}}}, {output_name(step)}, metrics, {extra})\n"
+        f"    return _component_body({name!r}, config, [{overrides}], {{{', '.join(inputs)}}}, {output_name(step)}, metrics, {extra})\n"
     )
 
 
 @functools.cache
-def step_component(name: str, list_inputs: frozenset[str] = frozenset(), repository: str | None = None):
+def step_component(name: str, list_shapes: tuple[tuple[str, int, bool], ...] = (), repository: str | None = None):
     """The KFP component of a registered step (cached: one per step, list-input shape and image repository)."""
     step = get_step(name)
-    source = component_source(name, step, list_inputs)
+    source = component_source(name, step, list_shapes)
     filename = f"<modelpress component {name}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)  # KFP reads it back
     namespace = {
