@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from .. import __version__
 from ..convert.config import ConvertConfig
 from ..deploy.config import DeployConfig
+from ..distill.config import DistillConfig
 from ..push.config import PushConfig
 from ..prune.config import PruneConfig
 from ..train.config import TrainConfig
@@ -83,6 +84,15 @@ STEPS: dict[str, StepSpec] = {
         image="tf",
         gpu=True,
         description="prune a Keras model: magnitude (tfmot, N:M patterns), structured (fewer neurons/filters) or lottery rewind",
+    ),
+    "distill": StepSpec(
+        run="modelpress.distill.step:run",
+        config=DistillConfig,
+        inputs=("model",),
+        output="model",
+        image="tf",
+        gpu=True,
+        description="distil the model (teacher) into a smaller student on softened logits; also trains the student from scratch to measure the gain",
     ),
     "validate": StepSpec(
         run="modelpress.validate.step:run",
