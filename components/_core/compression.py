@@ -14,6 +14,7 @@ from .artifacts import ArtifactMeta, open_artifact
 from .errors import UserError
 from .keras_artifact import KERAS_FILE, save_keras_artifact
 from .progress import log
+from .spec import TrainSpec
 
 
 def kernel_weights(layer) -> list:
@@ -22,19 +23,41 @@ def kernel_weights(layer) -> list:
 
 
 def weight_stats(model) -> dict[str, Any]:
-    """Per layer with a kernel: parameters, share of exact zeros, number of distinct values; and the totals."""
+    """Per layer with a kernel: parameters, share of exact zeros, number of distinct values; and the totals.
+
+    A quantization-aware model's QuantizeWrapper holds the real float kernel; it is reported under the wrapped
+    layer's own name (`dense_1`, not `quant_dense_1`), so parent and child compare layer by layer."""
     layers, zeros, total = {}, 0, 0
     for layer in model.layers:
         for weight in kernel_weights(layer):
             values = np.asarray(weight.numpy())
             layer_zeros = int(np.count_nonzero(values == 0))
-            layers[layer.name] = {
+            layers[wrapped_name(layer)] = {
                 "params": int(values.size),
                 "sparsity": round(layer_zeros / values.size, 4),
                 "unique": int(np.unique(values).size),
             }
             zeros, total = zeros + layer_zeros, total + values.size
     return {"layers": layers, "kernel_params": int(total), "sparsity": round(zeros / total, 4) if total else 0.0}
+
+
+def wrapped_name(layer) -> str:
+    """The name of the layer a tfmot wrapper (QuantizeWrapper, ClusterWeights, PruneLowMagnitude) holds, else its own."""
+    from .tf import import_tf
+
+    _, keras = import_tf()
+    return layer.layer.name if isinstance(layer, keras.layers.Wrapper) else layer.name
+
+
+def fine_tune(model, data, train: TrainSpec, epochs: int, learning_rate: float, label: str):
+    """Fit a model wrapped for compression a few epochs at a low learning rate, with the workflow's batch size,
+    optimizer and seed (train.epochs and train.learning_rate are for training from scratch)."""
+    from ..train.step import fit
+    from .tf import import_tf
+
+    _, keras = import_tf()
+    keras.utils.set_random_seed(train.seed)
+    return fit(model, data, train.model_copy(update={"epochs": epochs, "learning_rate": learning_rate}), label=label)
 
 
 def layer_names(model, names: list[str] | None, what: str) -> list[str]:

@@ -3,6 +3,7 @@ Airflow DAG are all built from this one plan, so they cannot disagree about what
 
 train -> compress techniques in order (each feeds the next) -> convert per target -> validate every model artifact
 (gated against the trained model) -> push the blessed ones -> deploy the final SavedModel.
+A post-training quantize entry (mode dynamic, int8, fp16) is not a Keras step: it adds a TFLite conversion target.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from ..quantize.config import POST_TRAINING_TARGETS
 from .errors import UserError
 from .registry import STEPS, get_step
-from .spec import Workflow, spec_hash
+from .spec import TargetSpec, Workflow, spec_hash
 
 # Workflow sections a step config receives when it has a field of the same name.
 SHARED_SECTIONS = ("model", "data", "train", "gates", "evaluation", "storage", "push", "serving")
@@ -60,17 +62,21 @@ def build_plan(workflow: Workflow) -> list[Task]:
     tasks: list[Task] = [Task("train", "train", step_config("train", workflow, {}, "train"), artifact="train")]
     models: list[tuple[str, str | None]] = [("train", None)]  # (task id, parent task id)
     last = "train"
+    targets = list(workflow.targets)
     for index, technique in enumerate(workflow.compress):
         name = technique.technique
         if name not in STEPS:
             raise UserError(f"compress[{index}]: technique '{name}' is not available in this ModelPress version")
+        if name == "quantize" and technique.params.get("mode") in POST_TRAINING_TARGETS:
+            targets = with_post_training_target(workflow, index, targets)
+            continue
         task_id = name if all(t.id != name for t in tasks) else f"{name}_{index + 1}"
         config = step_config(name, workflow, technique.params, f"compress[{index}] ({name})")
         input_name = STEPS[name].inputs[0]
         tasks.append(Task(task_id, name, config, {input_name: last}, artifact=task_id))
         models.append((task_id, last))
         last = task_id
-    for target in workflow.targets:
+    for target in targets:
         if target.format == "saved_model":
             continue  # every Keras artifact already carries its SavedModel
         if "convert" not in STEPS:
@@ -96,6 +102,26 @@ def build_plan(workflow: Workflow) -> list[Task]:
         tasks.append(Task("deploy", "deploy", step_config("deploy", workflow, {}, "deploy"), inputs))
     check_acyclic(tasks)
     return tasks
+
+
+def with_post_training_target(workflow: Workflow, index: int, targets: list[TargetSpec]) -> list[TargetSpec]:
+    """Post-training quantization (quantize mode dynamic, int8, fp16) is the TFLite conversion of the final Keras
+    model, not a Keras step: the entry adds that target, its other parameters become the target's options."""
+    options = dict(workflow.compress[index].params)
+    mode = options.pop("mode")
+    target = POST_TRAINING_TARGETS[mode]
+    later = [t.technique for t in workflow.compress[index + 1 :]]
+    if later:
+        raise UserError(
+            f"compress[{index}]: quantize mode {mode} is the {target} conversion of the final model; "
+            f"move it after {', '.join(later)}"
+        )
+    if any(t.format == target for t in targets):
+        if options:
+            raise UserError(f"compress[{index}]: {target} is also listed in targets; set its options ({', '.join(options)}) there")
+        return targets
+    step_config("convert", workflow, {"format": target, **options}, f"compress[{index}] (quantize mode {mode})")  # errors say where
+    return [*targets, TargetSpec(format=target, options=options)]
 
 
 def check_acyclic(tasks: list[Task]) -> None:

@@ -18,11 +18,13 @@ from typing import Any
 from pydantic import BaseModel
 
 from .. import __version__
+from ..cluster.config import ClusterConfig
 from ..convert.config import ConvertConfig
 from ..deploy.config import DeployConfig
 from ..distill.config import DistillConfig
-from ..push.config import PushConfig
 from ..prune.config import PruneConfig
+from ..push.config import PushConfig
+from ..quantize.config import QuantizeConfig
 from ..train.config import TrainConfig
 from ..validate.config import ValidateConfig
 from .errors import UserError
@@ -84,6 +86,24 @@ STEPS: dict[str, StepSpec] = {
         image="tf",
         gpu=True,
         description="prune a Keras model: magnitude (tfmot, N:M patterns), structured (fewer neurons/filters) or lottery rewind",
+    ),
+    "cluster": StepSpec(
+        run="modelpress.cluster.step:run",
+        config=ClusterConfig,
+        inputs=("model",),
+        output="model",
+        image="tf",
+        gpu=True,
+        description="cluster a Keras model's kernels to k shared values (tfmot; keeps a pruned parent's zeros), fine-tune, strip",
+    ),
+    "quantize": StepSpec(
+        run="modelpress.quantize.step:run",
+        config=QuantizeConfig,
+        inputs=("model",),
+        output="model",
+        image="tf",
+        gpu=True,
+        description="quantization-aware training (QAT, or PQAT/CQAT/PCQAT keeping sparsity and clusters); saved with its INT8 ranges",
     ),
     "distill": StepSpec(
         run="modelpress.distill.step:run",

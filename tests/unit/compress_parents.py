@@ -1,0 +1,46 @@
+"""Tiny parent artifacts for the compression step tests: a trained MLP and a copy pruned with tfmot directly (so
+these tests do not depend on the prune step), and a reader of an artifact's kernels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from modelpress._core.compression import kernel_weights, parent_model, save_compressed, wrapped_name
+from modelpress._core.data import load_dataset
+from modelpress._core.spec import DigitsData, ModelSpec, TrainSpec
+from modelpress._core.tf import import_tf, load_keras_model
+from modelpress.train import step as train
+from modelpress.train.config import TrainConfig
+
+DATA = {"source": "digits"}
+TINY_TRAIN = TrainSpec(epochs=3, batch_size=64)
+
+
+def train_tiny(uri: str) -> str:
+    train.run(TrainConfig(model=ModelSpec(zoo="mlp", params={"hidden": [32]}), data=DATA, train=TINY_TRAIN), {}, uri)
+    return uri
+
+
+def prune_with_tfmot(parent: str, uri: str, sparsity: float = 0.5) -> str:
+    """Half of every kernel set to zero by tfmot's magnitude pruning, stripped and saved as an artifact."""
+    import tensorflow_model_optimization as tfmot
+
+    _, keras = import_tf()
+    data = load_dataset(DigitsData(source="digits"))
+    with parent_model(parent, "prune") as (model, _, _):
+        pass
+    pruning = tfmot.sparsity.keras
+    wrapped = pruning.prune_low_magnitude(model, pruning_schedule=pruning.ConstantSparsity(sparsity, 0, frequency=1))
+    wrapped.compile("adam", keras.losses.SparseCategoricalCrossentropy())
+    wrapped.fit(data.x_train, data.y_train, epochs=1, batch_size=64, verbose=0, callbacks=[pruning.UpdatePruningStep()])
+    config = TrainConfig(model=ModelSpec(zoo="mlp"), data=DATA)
+    save_compressed(pruning.strip_pruning(wrapped), technique="prune", config=config, parent_uri=parent, data=data, output=uri, overwrite=False)
+    return uri
+
+
+def kernels(uri: str) -> dict[str, np.ndarray]:
+    """Every kernel of an artifact's Keras model by layer name (a QAT wrapper's kernel under the wrapped layer's name)."""
+    model = load_keras_model(Path(uri) / "model.h5")
+    return {wrapped_name(layer): w.numpy() for layer in model.layers for w in kernel_weights(layer)}
