@@ -46,7 +46,6 @@ from tensorflow_serving.apis import (  # noqa: E402
 from tensorflow_serving.config import model_server_config_pb2  # noqa: E402
 
 State = get_model_status_pb2.ModelVersionStatus.State
-OK, NOT_FOUND_CODE, INVALID_ARGUMENT_CODE, FAILED_PRECONDITION_CODE = 0, 5, 3, 9
 
 
 class ServingError(Exception):
@@ -78,6 +77,7 @@ class ServingTestServer:
         self.lock = threading.RLock()
         self.configured = False
         self.reloads: list[model_server_config_pb2.ModelServerConfig] = []  # every config received, for tests
+        self.rest_requests: list[str] = []  # "GET /v1/models/x" for every REST call, for tests
         self._stop = threading.Event()
 
     # ------------------------------------------------------------------------------------------- lifecycle
@@ -131,7 +131,7 @@ class ServingTestServer:
             for name, model_config in wanted.items():
                 model = self.models[name]
                 labels = dict(model_config.version_labels)
-                for label, number in labels.items():
+                for number in labels.values():
                     version = model.versions.get(number)
                     if version is None or version.state != State.AVAILABLE:
                         raise ServingError(
@@ -226,13 +226,14 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         self.server = server
 
     def HandleReloadConfigRequest(self, request, context):
-        response = model_management_pb2.ReloadConfigResponse()
+        if request.config.WhichOneof("config") != "model_config_list":
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "ServerModelConfig type not supported by "
+                          "HandleReloadConfigRequest. Only ModelConfigList is currently supported")
         try:
             self.server.reload(request.config)
-        except ServingError as exc:
-            response.status.error_code = exc.code.value[0]
-            response.status.error_message = str(exc)
-        return response
+        except ServingError as exc:  # TF Serving returns the reload's error as the call's status
+            context.abort(exc.code, str(exc))
+        return model_management_pb2.ReloadConfigResponse()
 
     def GetModelStatus(self, request, context):
         try:
@@ -308,6 +309,7 @@ def rest_handler(server: ServingTestServer):
             self.wfile.write(body)
 
         def _route(self, method: str):
+            server.rest_requests.append(f"{method} {self.path}")
             match = REST_PATH.match(self.path)
             if match is None:
                 return self._send(404, {"error": f"Malformed request: {method} {self.path}"})
