@@ -23,6 +23,9 @@ from modelpress._core.spec import Workflow, load_workflow
 
 from .components import PARAMETERS, Parameter, output_name, returns_blessing, step_component
 
+# The fan-out tasks' names, the same as the Airflow DAG's mapped task ids: step -> name.
+FAN_OUT_NAMES = {"convert": "convert", "validate": "validate_convert"}
+CACHED_OUTPUTS = ("model", "validation")
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
 MISSING = object()
 
@@ -57,10 +60,12 @@ def config_json(task: Task) -> str:
     return task.config.model_dump_json(exclude_unset=True)  # what the plan set; the step fills its own defaults
 
 
-def configure_task(kfp_task, task: Task, workflow: Workflow) -> None:
+def configure_task(kfp_task, task: Task, workflow: Workflow, name: str) -> None:
     step, cluster = STEPS[task.step], workflow.cluster
-    kfp_task.set_display_name(task.id)
-    kfp_task.set_caching_options(True)
+    kfp_task.set_display_name(name)
+    # A model or a validation is a function of its inputs and config: cached. Publishing (push, deploy) acts on
+    # the world outside the pipeline root, so it runs every time.
+    kfp_task.set_caching_options(step.output in CACHED_OUTPUTS)
     kubernetes.use_secret_as_env(kfp_task, secret_name=cluster.secret_name, secret_key_to_env=S3_SECRET_KEYS, optional=True)
     if step.gpu:
         kfp_task.set_accelerator_type(cluster.gpu_accelerator).set_accelerator_limit(1)
@@ -82,11 +87,10 @@ class PipelineBuilder:
         self.kfp_tasks: dict[str, Any] = {}
         repository = workflow.cluster.image_repository
         self.component = lambda step, shapes=(): step_component(step, shapes, repository)
-        converts = [t for t in plan if t.group == "convert"]
-        self.converts = converts
-        self.fanned = {t.id for t in converts} | {
-            t.id for t in plan if t.step == "validate" and t.inputs.get("model") in {c.id for c in converts}
-        }
+        self.converts = [t for t in plan if t.group == "convert"]
+        converted = {c.id for c in self.converts}
+        self.validations = [t for t in plan if t.step == "validate" and t.inputs.get("model") in converted]
+        self.fanned = converted | {t.id for t in self.validations}
 
     def output_of(self, task_id: str):
         return self.kfp_tasks[task_id].outputs[output_name(STEPS[self.by_id[task_id].step])]
@@ -110,7 +114,7 @@ class PipelineBuilder:
                 arguments[parameter.name] = self.parameters[parameter.name]
         return arguments, tuple(shapes)
 
-    def add(self, task: Task, config=None):
+    def add(self, task: Task, config=None, name: str | None = None):
         gates = [
             self.kfp_tasks[source].outputs["Output"]  # the blessing a validation component returns
             for source in task.inputs.values()
@@ -121,18 +125,19 @@ class PipelineBuilder:
             for blessed in gates:
                 stack.enter_context(dsl.If(blessed == True, name=f"{task.id}-if-blessed"))  # noqa: E712 (a KFP condition)
             kfp_task = self.component(task.step, shapes)(**arguments)
-        configure_task(kfp_task, task, self.workflow)
+        configure_task(kfp_task, task, self.workflow, name or task.id)
         self.kfp_tasks[task.id] = kfp_task
 
-    def add_fan_out(self, converts: list[Task]) -> None:
-        """All conversion targets in one ParallelFor: each item carries its convert and validate configs."""
-        validations = [next(t for t in self.plan if t.step == "validate" and t.inputs.get("model") == c.id) for c in converts]
-        items = [{"convert": config_json(c), "validate": config_json(v)} for c, v in zip(converts, validations, strict=True)]
+    def add_fan_out(self) -> None:
+        """All conversion targets in one ParallelFor: each item carries its convert and validate configs. The two
+        tasks are named like Airflow's mapped tasks (FAN_OUT_NAMES) and stand for every target's task."""
+        pairs = list(zip(self.converts, self.validations, strict=True))
+        items = [{"convert": config_json(c), "validate": config_json(v)} for c, v in pairs]
         with dsl.ParallelFor(items, name="targets") as item:
-            self.add(converts[0], item.convert)
-            self.add(validations[0], item.validate)
-        for convert, validation in zip(converts[1:], validations[1:], strict=True):  # one task stands for all
-            self.kfp_tasks[convert.id], self.kfp_tasks[validation.id] = self.kfp_tasks[converts[0].id], self.kfp_tasks[validations[0].id]
+            self.add(pairs[0][0], item.convert, FAN_OUT_NAMES["convert"])
+            self.add(pairs[0][1], item.validate, FAN_OUT_NAMES["validate"])
+        for convert, validation in pairs[1:]:
+            self.kfp_tasks[convert.id], self.kfp_tasks[validation.id] = self.kfp_tasks[pairs[0][0].id], self.kfp_tasks[pairs[0][1].id]
 
     def build(self) -> None:
         """Plan order, with the fan-out added as soon as everything it reads exists (it reads validate_train,
@@ -141,12 +146,12 @@ class PipelineBuilder:
         pending = bool(self.converts)
         for task in self.plan:
             if pending and needs <= self.kfp_tasks.keys():
-                self.add_fan_out(self.converts)
+                self.add_fan_out()
                 pending = False
             if task.id not in self.fanned:
                 self.add(task)
         if pending:
-            self.add_fan_out(self.converts)
+            self.add_fan_out()
 
 
 def build_pipeline(workflow: Workflow):
