@@ -1,7 +1,7 @@
 """From a workflow spec to the ordered list of step invocations. The local runner, the Kubeflow pipeline and the
 Airflow DAG are all built from this one plan, so they cannot disagree about what runs and in which order.
 
-train -> compress techniques in order (each feeds the next) -> convert per target -> validate every model artifact
+[tune ->] train -> compress techniques in order (each feeds the next) -> convert per target -> validate every model artifact
 (gated against the trained model) -> push the blessed ones -> deploy the final SavedModel.
 A post-training quantize entry (mode dynamic, int8, fp16) is not a Keras step: it adds a TFLite conversion target.
 """
@@ -19,7 +19,7 @@ from .registry import STEPS, get_step
 from .spec import TargetSpec, Workflow, spec_hash
 
 # Workflow sections a step config receives when it has a field of the same name.
-SHARED_SECTIONS = ("model", "data", "train", "gates", "evaluation", "storage", "push", "serving")
+SHARED_SECTIONS = ("model", "data", "train", "tune", "gates", "evaluation", "storage", "push", "serving")
 
 
 @dataclass
@@ -59,7 +59,11 @@ def step_config(step: str, workflow: Workflow, params: dict[str, Any], where: st
 
 
 def build_plan(workflow: Workflow) -> list[Task]:
-    tasks: list[Task] = [Task("train", "train", step_config("train", workflow, {}, "train"), artifact="train")]
+    tasks: list[Task] = []
+    if workflow.tune is not None:  # the search runs first; train reads its best.json
+        tasks.append(Task("tune", "tune", step_config("tune", workflow, {}, "tune")))
+    train_inputs = {"hyperparameters": "tune"} if workflow.tune is not None else {}
+    tasks.append(Task("train", "train", step_config("train", workflow, {}, "train"), train_inputs, artifact="train"))
     models: list[tuple[str, str | None]] = [("train", None)]  # (task id, parent task id)
     last = "train"
     targets = list(workflow.targets)

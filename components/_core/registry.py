@@ -26,6 +26,7 @@ from ..prune.config import PruneConfig
 from ..push.config import PushConfig
 from ..quantize.config import QuantizeConfig
 from ..train.config import TrainConfig
+from ..tune.config import TuneConfig
 from ..validate.config import ValidateConfig
 from .errors import UserError
 
@@ -68,6 +69,15 @@ class StepSpec:
 
 
 STEPS: dict[str, StepSpec] = {
+    "tune": StepSpec(
+        run="modelpress.tune.step:run",
+        config=TuneConfig,
+        inputs=(),
+        output="hyperparameters",
+        image="tf",
+        gpu=True,
+        description="search train's hyperparameters (random, Bayesian, Hyperband with keras-tuner); write best.json for train",
+    ),
     "train": StepSpec(
         run="modelpress.train.step:run",
         config=TrainConfig,

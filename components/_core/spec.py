@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .errors import UserError
 
@@ -179,6 +179,91 @@ class TrainSpec(StrictModel):
     mixed_precision: bool = Field(False, description="mixed_float16 where the hardware supports it")
     early_stopping_patience: int | None = Field(None, ge=1, description="stop when val accuracy stalls this many epochs")
     workers: int = Field(1, ge=1, description="> 1 trains with MultiWorkerMirroredStrategy (a TFJob on the cluster)")
+
+
+# ----------------------------------------------------------------------------------------------------------- tune
+TUNABLE_TRAIN = ("learning_rate", "batch_size", "optimizer")
+MODEL_PARAM_PREFIX = "model.params."
+
+
+class SearchRange(StrictModel):
+    """A numeric range to search; whole-number bounds on an integer hyperparameter give integers."""
+
+    min: float = Field(..., description="lowest value")
+    max: float = Field(..., description="highest value (> min)")
+    sampling: Literal["linear", "log"] = Field("linear", description="log: even in log space (learning rates)")
+    step: float | None = Field(None, gt=0, description="spacing between values, e.g. 16 for batch sizes")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SearchRange:
+        if self.min >= self.max:
+            raise ValueError(f"min {self.min:g} >= max {self.max:g}; give min < max, or a list to fix one value")
+        if self.sampling == "log" and self.min <= 0:
+            raise ValueError(f"log sampling needs min > 0 (got {self.min:g})")
+        return self
+
+
+class TuneSpec(StrictModel):
+    """Hyperparameter search run before training (keras-tuner locally, Katib on the cluster); train uses the best."""
+
+    algorithm: Literal["random", "bayesian", "hyperband"] = Field("random", description="the search strategy")
+    max_trials: int | None = Field(
+        None, ge=1, description="random, bayesian: configurations tried (default 10); hyperband's brackets set its own"
+    )
+    epochs: int = Field(5, ge=1, description="training epochs per trial (hyperband: the most any trial gets)")
+    factor: int | None = Field(None, ge=2, description="hyperband: 1/factor of the trials go on to the next round (default 3)")
+    objective: Literal["val_accuracy", "val_loss"] = Field("val_accuracy", description="the validation metric trials are ranked by")
+    seed: int = Field(0, description="seeds the search; every trial's model starts from train.seed")
+    space: dict[str, Any] = Field(
+        ...,
+        description="hyperparameter -> {min, max, sampling, step} or a list of choices; names: "
+        f"{', '.join(TUNABLE_TRAIN)} or {MODEL_PARAM_PREFIX}<name>",
+    )
+
+    @field_validator("space")
+    @classmethod
+    def _valid_space(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not value:
+            raise ValueError("no hyperparameters to search; add one, e.g. learning_rate: {min: 1.0e-4, max: 1.0e-2, sampling: log}")
+        return {name: check_search_entry(name, entry) for name, entry in value.items()}
+
+    @model_validator(mode="after")
+    def _algorithm_options(self) -> TuneSpec:
+        if self.algorithm == "hyperband" and self.max_trials is not None:
+            raise ValueError("max_trials does not apply to hyperband: its brackets set the trials from epochs and factor")
+        if self.algorithm != "hyperband" and self.factor is not None:
+            raise ValueError(f"factor applies to hyperband only, not to {self.algorithm}")
+        return self
+
+
+def check_search_entry(name: str, entry: Any) -> SearchRange | list[Any]:
+    """One hyperparameter of a search space: a known name, a non-empty list or a valid range, values a train accepts."""
+    if name not in TUNABLE_TRAIN and not re.fullmatch(re.escape(MODEL_PARAM_PREFIX) + r"[A-Za-z_]\w*", name):
+        valid = [*TUNABLE_TRAIN, f"{MODEL_PARAM_PREFIX}<name>"]
+        close = difflib.get_close_matches(name, [*TUNABLE_TRAIN, MODEL_PARAM_PREFIX], n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'? " if close and close[0] in TUNABLE_TRAIN else ""
+        raise ValueError(f"unknown hyperparameter '{name}'; {hint}tunable: {', '.join(valid)}")
+    if isinstance(entry, list):
+        if not entry:
+            raise ValueError(f"{name}: no choices; list at least one value, e.g. {name}: [a, b]")
+        values = entry
+    elif isinstance(entry, dict):
+        try:
+            entry = SearchRange.model_validate(entry)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(k) for k in first["loc"])
+            raise ValueError(f"{name}{'.' + where if where else ''}: {first['msg'].removeprefix('Value error, ')}") from None
+        values = [entry.min, entry.max]
+    else:
+        raise ValueError(f"{name}: give a range {{min: ..., max: ...}} or a list of choices, not {entry!r}")
+    if name in TUNABLE_TRAIN:
+        for candidate in values:  # each choice (or both bounds) must be a value train accepts
+            try:
+                TrainSpec.model_validate({name: candidate})
+            except ValidationError as exc:
+                raise ValueError(f"{name}: {candidate!r} is not a valid {name} ({exc.errors()[0]['msg']})") from None
+    return entry
 
 
 # ------------------------------------------------------------------------------------------- compress and targets
@@ -378,6 +463,7 @@ class Workflow(StrictModel):
     model: ModelSpec = Field(..., description="the architecture: a zoo model or your own builder")
     data: DataSpec = Field(..., description="where the examples come from and how they are split")
     train: TrainSpec = Field(default_factory=TrainSpec, description="how the model is trained")
+    tune: TuneSpec | None = Field(None, description="search train's hyperparameters first; train uses the best trial")
     compress: list[TechniqueSpec] = Field(
         default_factory=list, description="compression techniques applied in order (prune, cluster, quantize, distill)"
     )
@@ -405,6 +491,25 @@ class Workflow(StrictModel):
         if self.gates.max_drop_vs_serving is not None and self.push is None:
             raise ValueError("gates.max_drop_vs_serving compares with the published model; add a push section (push: {})")
         return self
+
+    @field_validator("tune")
+    @classmethod
+    def _tune_fits_model_and_data(cls, value: TuneSpec | None, info: ValidationInfo) -> TuneSpec | None:
+        """Trials are ranked on the validation split; tuned model parameters must be ones the zoo model takes."""
+        if value is None:
+            return value
+        data, model = info.data.get("data"), info.data.get("model")
+        if data is not None and data.split.val == 0:
+            raise ValueError("tune ranks trials on the validation split, which is empty; set data.split.val > 0, e.g. 0.1")
+        if model is not None and model.zoo is not None:  # a builder's parameters are checked when it is built
+            from .models import ZOO, _check_params
+
+            tuned = {n.removeprefix(MODEL_PARAM_PREFIX): None for n in value.space if n.startswith(MODEL_PARAM_PREFIX)}
+            try:
+                _check_params(ZOO[model.zoo], tuned, model.zoo)
+            except UserError as exc:
+                raise ValueError(f"space: {exc}") from None
+        return value
 
     @field_validator("schedule")
     @classmethod

@@ -16,7 +16,7 @@ from .._core.data import load_dataset
 from .._core.keras_artifact import INITIAL_WEIGHTS_FILE, save_keras_artifact
 from .._core.models import build_model
 from .._core.progress import epoch_callback, log
-from .._core.spec import TrainSpec
+from .._core.spec import ModelSpec, TrainSpec
 from .._core.tf import import_tf
 from .config import TrainConfig
 
@@ -75,24 +75,27 @@ def test_accuracy(model, data) -> float:
     return float(np.mean(np.argmax(predictions, axis=1) == data.y_test))
 
 
-def apply_hyperparameters(train: TrainSpec, uri: str | None) -> TrainSpec:
-    """A tune step's best configuration (`best.json`: {"train": {...}}) overrides the spec's train settings."""
+def apply_hyperparameters(config: TrainConfig, uri: str | None) -> tuple[TrainSpec, ModelSpec]:
+    """A tune step's best configuration (`best.json`: {"train": {...}, "model": {"params": {...}}}) overrides the
+    spec's train settings and model parameters."""
     if not uri:
-        return train
+        return config.train, config.model
     best = json.loads(storage.read_bytes(storage.join(uri, "best.json")))
-    log(f"using tuned hyperparameters: {best.get('train', {})}")
-    return train.model_copy(update=best.get("train", {}))
+    tuned_params = best.get("model", {}).get("params", {})
+    log(f"using tuned hyperparameters: {best.get('train', {})}" + (f", model params {tuned_params}" if tuned_params else ""))
+    model = config.model.model_copy(update={"params": {**config.model.params, **tuned_params}})
+    return config.train.model_copy(update=best.get("train", {})), model
 
 
 def run(config: TrainConfig, inputs: dict[str, str], output: str, overwrite: bool = False) -> dict:
     tf, keras = import_tf()
     storage.check_output(output, overwrite)
-    train = apply_hyperparameters(config.train, inputs.get("hyperparameters"))
+    train, model_spec = apply_hyperparameters(config, inputs.get("hyperparameters"))
     data = load_dataset(config.data)
     log(f"data {data.describe()}")
     keras.utils.set_random_seed(train.seed)
     policy = apply_mixed_precision(train.mixed_precision)
-    model = build_model(config.model, data.input_shape, data.num_classes)
+    model = build_model(model_spec, data.input_shape, data.num_classes)
     log(f"model {model.name}: {model.count_params():,} parameters, policy {policy}")
     with tempfile.TemporaryDirectory(prefix="modelpress-train-") as scratch:
         initial = Path(scratch) / INITIAL_WEIGHTS_FILE
@@ -118,6 +121,7 @@ def run(config: TrainConfig, inputs: dict[str, str], output: str, overwrite: boo
                     "history": {k: [round(float(v), 5) for v in vs] for k, vs in history.history.items()},
                     "precision_policy": policy,
                     "train": train.model_dump(),
+                    "model": model_spec.model_dump(),
                     "input_shape": list(data.input_shape),
                     "num_classes": data.num_classes,
                     "class_names": data.class_names,
