@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .._core import storage
 from .._core.data import load_dataset
+from .._core.errors import UserError
 from .._core.keras_artifact import INITIAL_WEIGHTS_FILE, save_keras_artifact
 from .._core.models import build_model
 from .._core.progress import epoch_callback, log
@@ -40,6 +41,17 @@ def apply_mixed_precision(enabled: bool) -> str:
         return "float32"
     keras.mixed_precision.set_global_policy("mixed_float16")
     return "mixed_float16"
+
+
+def check_output_precision(model, policy: str) -> None:
+    """Under mixed_float16 the final softmax must compute in float32 (in float16 it overflows and underflows). The zoo
+    models' `probabilities` layer does; a builder's model that ends in float16 is refused with the fix."""
+    if policy == "mixed_float16" and model.output.dtype != "float32":
+        import_tf()[1].mixed_precision.set_global_policy("float32")  # callers in this process build in float32 again
+        raise UserError(
+            f"model {model.name} outputs {model.output.dtype.name} under mixed precision; give its last layer "
+            "dtype='float32' (e.g. keras.layers.Activation('softmax', dtype='float32')) or set train.mixed_precision: false"
+        )
 
 
 def fit(model, data, train: TrainSpec, label: str = "train", loss=None, callbacks: list | None = None):
@@ -96,6 +108,7 @@ def run(config: TrainConfig, inputs: dict[str, str], output: str, overwrite: boo
     keras.utils.set_random_seed(train.seed)
     policy = apply_mixed_precision(train.mixed_precision)
     model = build_model(model_spec, data.input_shape, data.num_classes)
+    check_output_precision(model, policy)
     log(f"model {model.name}: {model.count_params():,} parameters, policy {policy}")
     with tempfile.TemporaryDirectory(prefix="modelpress-train-") as scratch:
         initial = Path(scratch) / INITIAL_WEIGHTS_FILE
