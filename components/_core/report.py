@@ -25,6 +25,7 @@ SUMMARY_METRICS = (
     "latency_ms_p50",
     "latency_ms_p95",
     "throughput_per_s",
+    "threads",
 )
 
 
@@ -76,6 +77,7 @@ COLUMNS = (
     ("p50 ms", "latency_ms_p50", "ms"),
     ("p95 ms", "latency_ms_p95", "ms"),
     ("ex/s", "throughput_per_s", "rate"),
+    ("threads", "threads", "int"),
     ("blessed", "blessed", None),
 )
 

@@ -344,6 +344,12 @@ class EvaluationSpec(StrictModel):
     latency_runs: int = Field(100, ge=5, description="timed batch-1 runs (after warm-up) for p50/p95")
     warmup_runs: int = Field(10, ge=0, description="untimed batch-1 runs before timing")
     batch_size: int = Field(256, ge=1, description="batch size for accuracy and throughput")
+    threads: int = Field(
+        1,
+        ge=1,
+        description="CPU threads every runtime computes with (TF intra/inter-op, TFLite, OpenVINO, onnxruntime), so "
+        "latencies compare across runtimes and nodes; 1 = single-core, the edge-device case",
+    )
 
 
 # ----------------------------------------------------------------------------------------- storage, push, serving

@@ -70,9 +70,10 @@ def convert_model(model, config: ConvertConfig, calibration: np.ndarray | None, 
         return CONVERTERS[family(config.format)](model, config, calibration, folder)
     except UserError:
         raise
-    except Exception as exc:  # converters raise anything from ValueError to ConverterError with pages of context
-        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise StepFailed(f"{config.format} conversion failed: {first[:300]}") from exc
+    except Exception as exc:  # converters raise anything from ValueError to native errors with pages of context
+        # Native runtimes (OpenVINO) put source locations first and the reason last: keep the last line.
+        reason = next((line.strip() for line in reversed(str(exc).splitlines()) if line.strip()), type(exc).__name__)
+        raise StepFailed(f"{config.format} conversion failed: {reason[:300]}") from exc
 
 
 def judge_agreement(target: str, predicted: np.ndarray, reference: np.ndarray) -> float:

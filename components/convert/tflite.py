@@ -38,12 +38,12 @@ def build_converter(model, config: ConvertConfig, calibration: np.ndarray | None
     return converter
 
 
-def interpreter(model_content: bytes | None = None, model_path: str | None = None):
+def interpreter(model_content: bytes | None = None, model_path: str | None = None, num_threads: int | None = None):
     """tf.lite.Interpreter without its deprecation warning (the LiteRT package is the same runtime)."""
     tf, _ = import_tf()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return tf.lite.Interpreter(model_content=model_content, model_path=model_path)
+        return tf.lite.Interpreter(model_content=model_content, model_path=model_path, num_threads=num_threads)
 
 
 def op_dtypes(model_content: bytes) -> dict[str, list[str]]:

@@ -2,6 +2,11 @@
 
 A runner takes float32 inputs in the data's layout and returns class probabilities (or scores) as numpy, and names
 its `runtime`. The convert step runs the same runners to check a conversion before writing it.
+
+Threads: every CPU runner computes with the thread count it is given (`threads`, the workflow's evaluation.threads),
+so latencies of different runtimes compare; None leaves the runtime's own default (convert's checks, not timed).
+A runner's `threads` attribute is the count it really runs with: None when that is the runtime's default or, for
+TensorFlow, when its thread pools were sized earlier in the process (they cannot change once TensorFlow runs).
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ class SavedModelRunner:
 
     runtime = "tensorflow"
 
-    def __init__(self, model_path: Path):
+    def __init__(self, model_path: Path, threads: int | None = None):
         tf, _ = import_tf()
+        self.threads = threads if threads is not None and fix_tf_threads(tf, threads) else None
         loaded = tf.saved_model.load(str(model_path))
         if "serving_default" not in loaded.signatures:
             raise UserError(f"{model_path} has no serving_default signature; export it with a serving signature")
@@ -36,16 +42,27 @@ class SavedModelRunner:
         return next(iter(outputs.values())).numpy()
 
 
+def fix_tf_threads(tf, threads: int) -> bool:
+    """Size TensorFlow's intra- and inter-op pools; False when TensorFlow already runs with other sizes."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # "cannot be modified after initialization": this process already ran TensorFlow
+        return False
+    return True
+
+
 class TFLiteRunner:
     """The TFLite interpreter (the LiteRT runtime). Integer I/O is quantized and dequantized with the model's own
     scale and zero point, so callers always pass and get floats."""
 
     runtime = "tflite"
 
-    def __init__(self, model_path: Path):
+    def __init__(self, model_path: Path, threads: int | None = None):
         from ..convert.tflite import interpreter
 
-        self._interpreter = interpreter(model_path=str(model_path))
+        self.threads = threads
+        self._interpreter = interpreter(model_path=str(model_path), num_threads=threads)
         self._interpreter.allocate_tensors()
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
@@ -83,9 +100,12 @@ class OpenVINORunner:
 
     runtime = "openvino"
 
-    def __init__(self, model_path: Path):
+    def __init__(self, model_path: Path, threads: int | None = None):
         ov = require("openvino", "openvino")
-        self._compiled = ov.Core().compile_model(str(model_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        self.threads = threads
+        # One stream: the synchronous request below uses one; more streams would only split the threads.
+        settings = {"INFERENCE_PRECISION_HINT": "f32"} | ({"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1} if threads else {})
+        self._compiled = ov.Core().compile_model(str(model_path), "CPU", settings)
         self._request = self._compiled.create_infer_request()
         self._output = self._compiled.output(0)
 
@@ -98,9 +118,13 @@ class OnnxRunner:
 
     runtime = "onnxruntime"
 
-    def __init__(self, model_path: Path):
+    def __init__(self, model_path: Path, threads: int | None = None):
         ort = require("onnxruntime", "onnx")
-        self._session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+        self.threads = threads
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = options.inter_op_num_threads = threads
+        self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         self._input_name = self._session.get_inputs()[0].name
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
@@ -109,9 +133,10 @@ class OnnxRunner:
 
 class TensorRTRunner:
     """A serialized TensorRT engine on the node's GPU, refused when the node is not the one it was built for.
-    Batches larger than the engine's profile allows are run in chunks."""
+    Batches larger than the engine's profile allows are run in chunks. It computes on the GPU: no CPU thread count."""
 
     runtime = "tensorrt"
+    threads = None
 
     def __init__(self, model_path: Path, meta: ArtifactMeta):
         from ..convert import tensorrt as engines
@@ -163,18 +188,19 @@ class TensorRTRunner:
             self._cuda.cudaFree(pointer)
 
 
-RUNNERS: dict[str, Callable[[Path, ArtifactMeta], object]] = {
-    "saved_model": lambda folder, meta: SavedModelRunner(folder / meta.model_path),
-    "tflite": lambda folder, meta: TFLiteRunner(folder / meta.model_path),
-    "openvino": lambda folder, meta: OpenVINORunner(folder / meta.model_path),
-    "onnx": lambda folder, meta: OnnxRunner(folder / meta.model_path),
-    "tensorrt": lambda folder, meta: TensorRTRunner(folder / meta.model_path, meta),
+# format (or family) -> runner(folder, meta, threads)
+RUNNERS: dict[str, Callable[[Path, ArtifactMeta, int | None], object]] = {
+    "saved_model": lambda folder, meta, threads: SavedModelRunner(folder / meta.model_path, threads),
+    "tflite": lambda folder, meta, threads: TFLiteRunner(folder / meta.model_path, threads),
+    "openvino": lambda folder, meta, threads: OpenVINORunner(folder / meta.model_path, threads),
+    "onnx": lambda folder, meta, threads: OnnxRunner(folder / meta.model_path, threads),
+    "tensorrt": lambda folder, meta, threads: TensorRTRunner(folder / meta.model_path, meta),
 }
 
 
-def load_runner(folder: Path, meta: ArtifactMeta):
+def load_runner(folder: Path, meta: ArtifactMeta, threads: int | None = None):
     """The runner for an artifact's format: the exact format first, then its family (the text before '_')."""
     factory = RUNNERS.get(meta.format) or RUNNERS.get(meta.format.split("_")[0])
     if factory is None:
         raise UserError(f"no runtime to validate format '{meta.format}'; known: {', '.join(sorted(RUNNERS))}")
-    return factory(folder, meta)
+    return factory(folder, meta, threads)

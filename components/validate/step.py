@@ -1,25 +1,34 @@
 """validate: evaluate an artifact in its own runtime on the test split, apply the gates, write the blessing.
 
 Output folder: `blessing.json` (blessed, metrics, baseline, thresholds, every failed gate), `evaluation.json`
-(per-class accuracy, confusion matrix, latency samples), `predictions.npy` (the test predictions, so children
-can report agreement with this artifact without running it again) and `golden.npz` (a few test rows and this
-artifact's outputs for them: deploy's smoke test compares TF Serving's answers with these).
+(per-class accuracy, confusion matrix, latency samples and how they were taken), `predictions.npy` (the test
+predictions, so children can report agreement with this artifact without running it again) and `golden.npz` (a few
+test rows and this artifact's outputs for them: deploy's smoke test compares TF Serving's answers with these).
+
+Timing is the same for every runtime, so their latencies compare: evaluation.threads CPU threads, untimed warm-up
+runs first, then evaluation.latency_runs timed batch-1 calls (p50/p95) and timed full batches (throughput). TensorFlow
+cannot resize its thread pools once it has run in a process (a local `modelpress run` trains first), so a SavedModel
+is then measured in a worker process started for that thread count (kept for the next SavedModel of the run).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from .._core import releases, storage
-from .._core.artifacts import open_artifact
+from .._core.artifacts import ArtifactMeta, open_artifact
 from .._core.data import load_dataset
 from .._core.errors import UserError
 from .._core.progress import log
-from .._core.spec import Gates
+from .._core.spec import EvaluationSpec, Gates
 from .config import ValidateConfig
 from .runtimes import load_runner
 
@@ -28,15 +37,25 @@ EVALUATION_FILE = "evaluation.json"
 PREDICTIONS_FILE = "predictions.npy"
 GOLDEN_FILE = "golden.npz"
 GOLDEN_ROWS = 8
+# Throughput: full batches timed until both are reached (one batch of a small model takes well under a millisecond).
+THROUGHPUT_MIN_RUNS = 3
+THROUGHPUT_MIN_SECONDS = 0.2
 
 
-def predict_all(runner, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
-    """Predicted classes for every row, and the throughput in examples per second."""
-    started, classes = time.perf_counter(), []
-    for start in range(0, len(x), batch_size):
-        classes.append(np.argmax(runner.predict(x[start : start + batch_size]), axis=1))
-    seconds = time.perf_counter() - started
-    return np.concatenate(classes), len(x) / max(seconds, 1e-9)
+def predict_all(runner, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """Predicted classes for every row."""
+    return np.concatenate([np.argmax(runner.predict(x[start : start + batch_size]), axis=1) for start in range(0, len(x), batch_size)])
+
+
+def batched_throughput(runner, x: np.ndarray, batch_size: int) -> float:
+    """Examples per second on full batches of real test rows (cycled when there are fewer), after one untimed batch."""
+    batch = x[np.arange(batch_size) % len(x)]
+    runner.predict(batch)
+    runs, started = 0, time.perf_counter()
+    while runs < THROUGHPUT_MIN_RUNS or time.perf_counter() - started < THROUGHPUT_MIN_SECONDS:
+        runner.predict(batch)
+        runs += 1
+    return runs * batch_size / (time.perf_counter() - started)
 
 
 def batch1_latency(runner, x: np.ndarray, runs: int, warmup: int) -> list[float]:
@@ -50,6 +69,54 @@ def batch1_latency(runner, x: np.ndarray, runs: int, warmup: int) -> list[float]
         runner.predict(row)
         samples.append((time.perf_counter() - started) * 1000.0)
     return samples
+
+
+@dataclass
+class Measurement:
+    """What validate measures of an artifact in its runtime."""
+
+    runtime: str
+    threads: int | None  # CPU threads it computed with; None: the runtime's default or a GPU
+    predicted: np.ndarray  # class per test row
+    latencies: list[float]  # batch-1 milliseconds
+    throughput: float  # examples per second on full batches
+    golden_outputs: np.ndarray  # outputs for the first GOLDEN_ROWS test rows
+
+
+def measure(runner, x: np.ndarray, evaluation: EvaluationSpec) -> Measurement:
+    return Measurement(
+        runtime=runner.runtime,
+        threads=runner.threads,
+        predicted=predict_all(runner, x, evaluation.batch_size),
+        latencies=batch1_latency(runner, x, evaluation.latency_runs, evaluation.warmup_runs),
+        throughput=batched_throughput(runner, x, evaluation.batch_size),
+        golden_outputs=runner.predict(x[:GOLDEN_ROWS]),
+    )
+
+
+# thread count -> a worker process whose TensorFlow runs with that many threads (started once: importing TF takes seconds)
+_TF_WORKERS: dict[int, ProcessPoolExecutor] = {}
+
+
+def measure_in_tf_worker(folder: Path, meta: ArtifactMeta, x: np.ndarray, evaluation: EvaluationSpec) -> Measurement:
+    """measure() in a process where TensorFlow started with evaluation.threads."""
+    if evaluation.threads not in _TF_WORKERS:
+        _TF_WORKERS[evaluation.threads] = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    return _TF_WORKERS[evaluation.threads].submit(_measure_artifact, folder, meta, x, evaluation).result()
+
+
+def _measure_artifact(folder: Path, meta: ArtifactMeta, x: np.ndarray, evaluation: EvaluationSpec) -> Measurement:
+    return measure(load_runner(folder, meta, evaluation.threads), x, evaluation)
+
+
+def measure_artifact(folder: Path, meta: ArtifactMeta, x: np.ndarray, evaluation: EvaluationSpec) -> Measurement:
+    runner = load_runner(folder, meta, evaluation.threads)
+    if runner.runtime == "tensorflow" and runner.threads != evaluation.threads:
+        log(f"TensorFlow already runs with other thread pools in this process; measuring {meta.format} in a worker process "
+            f"with {evaluation.threads} thread(s)")
+        del runner
+        return measure_in_tf_worker(folder, meta, x, evaluation)
+    return measure(runner, x, evaluation)
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -120,7 +187,7 @@ def published_reference(config: ValidateConfig, output: str, data) -> dict | Non
     reference = {"version": published["version"], "name": published["name"], "predictions": None}
     try:
         with open_artifact(published["uri"]) as (folder, meta):
-            predicted, _ = predict_all(load_runner(folder, meta), data.x_test, config.evaluation.batch_size)
+            predicted = predict_all(load_runner(folder, meta), data.x_test, config.evaluation.batch_size)
         return {**reference, "accuracy": float(np.mean(predicted == data.y_test)), "source": "measured", "predictions": predicted}
     except UserError as exc:
         log(f"published {published['name']} v{published['version']} cannot be run here ({exc}); using its recorded accuracy")
@@ -142,12 +209,9 @@ def run(config: ValidateConfig, inputs: dict[str, str], output: str, overwrite: 
     parent, parent_predictions = _read_reference(inputs.get("parent"))
     baseline, _ = _read_reference(inputs.get("baseline") or inputs.get("parent"))
     with open_artifact(inputs["model"]) as (folder, meta):
-        runner = load_runner(folder, meta)
-        log(f"validate {config.name} ({meta.format}, {getattr(runner, 'runtime', '?')}) on {len(data.x_test)} test examples")
-        predicted, throughput = predict_all(runner, data.x_test, config.evaluation.batch_size)
-        latencies = batch1_latency(runner, data.x_test, config.evaluation.latency_runs, config.evaluation.warmup_runs)
-        golden_inputs = data.x_test[:GOLDEN_ROWS]
-        golden_outputs = runner.predict(golden_inputs)
+        log(f"validate {config.name} ({meta.format}) on {len(data.x_test)} test examples, {config.evaluation.threads} thread(s)")
+        measured = measure_artifact(folder, meta, data.x_test, config.evaluation)
+    predicted, latencies = measured.predicted, measured.latencies
     serving = published_reference(config, output, data) if config.gates.max_drop_vs_serving is not None else None
     matrix = confusion(data.y_test, predicted, data.num_classes)
     metrics = {
@@ -159,7 +223,8 @@ def run(config: ValidateConfig, inputs: dict[str, str], output: str, overwrite: 
         "params": meta.metrics.get("params"),
         "latency_ms_p50": float(np.percentile(latencies, 50)),
         "latency_ms_p95": float(np.percentile(latencies, 95)),
-        "throughput_per_s": float(throughput),
+        "throughput_per_s": float(measured.throughput),
+        "threads": measured.threads,
         "test_examples": int(len(data.y_test)),
     }
     if baseline is not None:
@@ -174,7 +239,7 @@ def run(config: ValidateConfig, inputs: dict[str, str], output: str, overwrite: 
         "name": config.name,
         "artifact": inputs["model"],
         "format": meta.format,
-        "runtime": getattr(runner, "runtime", None),
+        "runtime": measured.runtime,
         "blessed": not reasons,
         "reasons": reasons,
         "metrics": metrics,
@@ -189,12 +254,17 @@ def run(config: ValidateConfig, inputs: dict[str, str], output: str, overwrite: 
     evaluation = {
         "confusion_matrix": matrix.tolist(),
         "class_names": data.class_names,
+        "runtime": measured.runtime,
+        "threads": measured.threads,
+        "warmup_runs": config.evaluation.warmup_runs,
+        "latency_runs": config.evaluation.latency_runs,
+        "throughput_batch_size": config.evaluation.batch_size,
         "latency_ms_samples": [round(v, 4) for v in latencies],
     }
     with storage.staged_output(output, overwrite=overwrite, marker=BLESSING_FILE) as folder:
         (folder / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2))
         np.save(folder / PREDICTIONS_FILE, predicted)
-        np.savez(folder / GOLDEN_FILE, inputs=golden_inputs, outputs=golden_outputs)
+        np.savez(folder / GOLDEN_FILE, inputs=data.x_test[:GOLDEN_ROWS], outputs=measured.golden_outputs)
         (folder / BLESSING_FILE).write_text(json.dumps(blessing, indent=2))
     verdict = "BLESSED" if not reasons else "NOT blessed: " + "; ".join(reasons)
     log(f"{config.name}: accuracy {metrics['accuracy']:.4f}, p50 {metrics['latency_ms_p50']:.3f} ms -> {verdict}")
