@@ -67,6 +67,8 @@ def reference() -> str:
         ("Top level", spec.Workflow, ()),
         ("`model`", spec.ModelSpec, ()),
         ("`train`", spec.TrainSpec, ()),
+        ("`tune`", spec.TuneSpec, ()),
+        ("`tune.space` ranges (`name: {min, max}`; a list instead gives the choices)", spec.SearchRange, ()),
         ("`gates`", spec.Gates, ()),
         ("`evaluation`", spec.EvaluationSpec, ()),
         ("`storage`", spec.StorageSettings, ()),
