@@ -1,0 +1,62 @@
+"""Per-layer time of an OpenVINO artifact from OpenVINO's own performance counters, measured in this process alone.
+
+    python -m bench.profile MODEL_XML --data '{"source": "digits"}' [--threads 1] [--runs 100]
+
+Prints JSON: the median time of every executed layer over the runs, their sum, and the wall time per call measured
+around the same calls, so the share of a call that is not layer compute (runtime overhead) shows too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+
+def profile_openvino(model_xml: str, rows: np.ndarray, threads: int, runs: int, warmup: int = 10) -> dict:
+    import openvino as ov
+
+    # The settings the validate step's OpenVINO runner times with, plus the performance counters.
+    settings = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERF_COUNT": True}
+    request = ov.Core().compile_model(model_xml, "CPU", settings).create_infer_request()
+    for i in range(warmup):
+        request.infer({0: rows[i % len(rows)][None]})
+    layer_us: dict[tuple[str, str, str], list[float]] = {}
+    walls = []
+    for i in range(runs):
+        started = time.perf_counter()
+        request.infer({0: rows[i % len(rows)][None]})
+        walls.append((time.perf_counter() - started) * 1e6)
+        for info in request.profiling_info:
+            if info.status == info.Status.EXECUTED:
+                key = (info.node_name, info.node_type, info.exec_type)
+                layer_us.setdefault(key, []).append(info.real_time.total_seconds() * 1e6)
+    # Medians, like the latency p50: a call the shared machine preempted must not make a layer look slow.
+    layers = sorted(
+        ({"layer": name, "type": kind, "exec_type": exec_type, "us": round(float(np.median(times)), 2)} for (name, kind, exec_type), times in layer_us.items()),
+        key=lambda layer: -layer["us"],
+    )
+    return {"layers": layers, "layer_us_total": round(sum(layer["us"] for layer in layers), 2),
+            "wall_us_p50": round(float(np.percentile(walls, 50)), 2), "runs": runs, "threads": threads}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from modelpress._core.data import load_dataset
+    from modelpress._core.spec import Workflow
+
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.splitlines()[0])
+    parser.add_argument("model_xml")
+    parser.add_argument("--data", required=True, help="the workflow's data section as JSON (the test rows fed)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=100)
+    args = parser.parse_args(argv)
+    data_spec = Workflow.model_validate({"name": "profile", "model": {"zoo": "mlp"}, "data": json.loads(args.data)}).data
+    rows = np.asarray(load_dataset(data_spec).x_test, dtype=np.float32)
+    print(json.dumps(profile_openvino(args.model_xml, rows, args.threads, args.runs)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
