@@ -146,6 +146,16 @@ def rebuild(model, layers, kept_units: dict[str, np.ndarray]):
     return keras.Model(inputs, x, name=model.name)
 
 
+def multiply_adds(model) -> int:
+    """Multiply-accumulates of one example through the Dense and Conv2D kernels: the arithmetic pruning removes."""
+    total = 0
+    for layer in model.layers:
+        if type(layer).__name__ in SHRINKABLE:
+            positions = int(np.prod(layer.output_shape[1:-1], dtype=np.int64))  # 1 for Dense, H x W for Conv2D
+            total += positions * int(np.prod(layer.kernel.shape))
+    return total
+
+
 def prune_structure(model, config: PruneConfig, data) -> tuple[Any, dict[str, Any]]:
     layers = check_chain(model)
     names = target_layers(layers, config, model)
@@ -166,6 +176,8 @@ def prune_structure(model, config: PruneConfig, data) -> tuple[Any, dict[str, An
         "units": units,
         "params_before": int(model.count_params()),
         "params_after": int(smaller.count_params()),
+        "multiply_adds_before": multiply_adds(model),
+        "multiply_adds_after": multiply_adds(smaller),
         "epochs": train.epochs,
         "learning_rate": train.learning_rate,
     }

@@ -136,6 +136,9 @@ def test_structured_pruning_builds_a_smaller_model(work, cnn_parent):
     # conv 3x3x1x2+2, conv 3x3x2x4+4, flatten 2x2x4 -> dense 16x8+8, logits 8x10+10
     assert meta["metrics"]["params"] == 20 + 76 + 136 + 90 == meta["details"]["params_after"]
     assert meta["details"]["params_before"] == 40 + 296 + 528 + 170
+    # conv_1 on 8x8 positions, conv_2 on 4x4 (after pooling), then dense_1 and logits
+    assert meta["details"]["multiply_adds_before"] == 64 * 9 * 4 + 16 * 9 * 4 * 8 + 32 * 16 + 16 * 10
+    assert meta["details"]["multiply_adds_after"] == 64 * 9 * 2 + 16 * 9 * 2 * 4 + 16 * 8 + 8 * 10
     assert meta["metrics"]["accuracy"] > 0.5
     served = tf.saved_model.load(str(work / "structured" / "saved_model"))
     shapes = {variable.name: tuple(variable.shape) for variable in served.variables}
