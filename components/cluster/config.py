@@ -18,7 +18,7 @@ class ClusterConfig(StepConfig):
         None, description="keep zero weights zero; default: on when the parent is sparse (pruned)"
     )
     epochs: int = Field(3, ge=0, description="fine-tuning epochs with the clusters in place")
-    learning_rate: float = Field(1e-4, gt=0, description="fine-tuning learning rate (lower than training's)")
+    learning_rate: float = Field(3e-4, gt=0, description="fine-tuning learning rate (lower than training's)")
 
     @field_validator("clusters")
     @classmethod

@@ -25,7 +25,7 @@ class QuantizeConfig(StepConfig):
         "done by the TFLite conversion)",
     )
     epochs: int = Field(2, ge=1, description="quantization-aware fine-tuning epochs")
-    learning_rate: float = Field(1e-4, gt=0, description="fine-tuning learning rate (lower than training's)")
+    learning_rate: float = Field(1e-5, gt=0, description="fine-tuning learning rate: low, the INT8 ranges are learnt from activations, not by gradient")
 
     @field_validator("mode")
     @classmethod
