@@ -124,3 +124,10 @@ def test_distill_workflow_plans_validation_against_the_trained_model(cli, tmp_pa
     assert result.returncode == 0, result.stderr
     assert "distill" in result.stdout and "reads train" in result.stdout
     assert "validate_distill" in result.stdout
+
+
+def test_step_command_rejects_a_bad_temperature_before_reading_the_teacher(cli, tmp_path):
+    config = {"student": {"zoo": "mlp"}, "data": DATA, "temperature": 0}
+    result = cli("step", "distill", "--config", json.dumps(config), "--input", "model=/nonexistent", "--output", str(tmp_path / "out"))
+    assert_one_line_error(result, "step distill --config", "temperature must be > 0 (got 0.0)")
+    assert not (tmp_path / "out").exists()
