@@ -10,6 +10,9 @@ from .._core.data import load_dataset
 from .._core.progress import log
 from .._core.tf import import_tf
 from .config import PruneConfig
+from .lottery import find_ticket
+from .magnitude import prune_magnitude
+from .structural import prune_structure
 
 
 def run(config: PruneConfig, inputs: dict[str, str], output: str, overwrite: bool = False) -> dict:
@@ -21,19 +24,11 @@ def run(config: PruneConfig, inputs: dict[str, str], output: str, overwrite: boo
         log(f"prune ({config.method}): {model.name}, {model.count_params():,} parameters, parent accuracy "
             f"{meta.metrics.get('accuracy', float('nan')):.4f}")
         if config.method == "magnitude":
-            from .magnitude import prune_magnitude
-
             pruned, details = prune_magnitude(model, config, data)
         elif config.method == "structured":
-            from .structural import prune_structure
-
             pruned, details = prune_structure(model, config, data)
         else:
-            from .lottery import find_ticket
-
             pruned, details = find_ticket(model, folder, config, data)
-    details = {"method": config.method, "parent_params": meta.metrics.get("params"), **details}
-    parent_accuracy = meta.metrics.get("accuracy")
     return save_compressed(
         pruned,
         technique="prune",
@@ -42,5 +37,10 @@ def run(config: PruneConfig, inputs: dict[str, str], output: str, overwrite: boo
         data=data,
         output=output,
         overwrite=overwrite,
-        details={"parent_accuracy": parent_accuracy, **details},
+        details={
+            "method": config.method,
+            "parent_accuracy": meta.metrics.get("accuracy"),
+            "parent_params": meta.metrics.get("params"),
+            **details,
+        },
     )

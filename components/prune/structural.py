@@ -34,27 +34,30 @@ CHANNELWISE = (
     "GlobalAveragePooling2D",
     "GlobalMaxPooling2D",
 )
-SUPPORTED = ("InputLayer", "Flatten", *SHRINKABLE, *CHANNELWISE)
+SUPPORTED = ("Flatten", *SHRINKABLE, *CHANNELWISE)
 
 
 def check_chain(model) -> list:
-    """The model's layers in order, each feeding the next; anything else cannot be rebuilt by this method."""
-    layers = model.layers
+    """The model's layers after its input (functional or Sequential), each reading the one before; anything else
+    cannot be rebuilt by this method."""
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise UserError("prune: structured pruning needs a model with one input and one output; use method magnitude")
-    for previous, layer in zip(layers, layers[1:], strict=False):
+    layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
+    previous = model.inputs[0]
+    for layer in layers:
         kind = type(layer).__name__
         if kind not in SUPPORTED:
             raise UserError(
-                f"prune: structured pruning rebuilds chains of {', '.join(SUPPORTED[1:])}; layer '{layer.name}' is a "
+                f"prune: structured pruning rebuilds chains of {', '.join(SUPPORTED)}; layer '{layer.name}' is a "
                 f"{kind}: use method magnitude for this model"
             )
-        if layer.input is not previous.output:
+        if layer.input is not previous:
             raise UserError(f"prune: layer '{layer.name}' does not read the layer before it; structured pruning needs a chain")
         if kind == "Conv2D" and layer.data_format != "channels_last":
             raise UserError(f"prune: layer '{layer.name}' is channels_first; structured pruning needs channels_last")
         if kind == "BatchNormalization" and list(layer.axis) != [len(layer.input_shape) - 1]:
             raise UserError(f"prune: layer '{layer.name}' normalises axis {layer.axis}; structured pruning needs the last axis")
+        previous = layer.output
     return layers
 
 
@@ -115,9 +118,9 @@ def surviving_units(scores: dict[str, np.ndarray], ratio: float) -> dict[str, np
 def rebuild(model, layers, kept_units: dict[str, np.ndarray]):
     """A new model of the same layers with fewer units, holding the surviving weights."""
     _, keras = import_tf()
-    x = inputs = keras.Input(shape=model.input_shape[1:], name=layers[0].name, dtype=model.inputs[0].dtype)
+    x = inputs = keras.Input(shape=model.input_shape[1:], name=model.input_names[0], dtype=model.inputs[0].dtype)
     channels = None  # indices of the incoming tensor's last axis that survive; None: all of them
-    for layer in layers[1:]:
+    for layer in layers:
         kind, config, weights = type(layer).__name__, layer.get_config(), layer.get_weights()
         if channels is not None and weights:
             if kind == "Dense":

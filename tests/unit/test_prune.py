@@ -186,6 +186,26 @@ def test_rebuilt_model_computes_what_the_surviving_units_computed():
     assert smaller.get_layer("bn_1").moving_variance.shape == (3,)
 
 
+def test_a_sequential_model_is_rebuilt_too():
+    _, keras = import_tf()
+    model = keras.Sequential(
+        [
+            keras.Input((4, 4, 1)),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(6, activation="relu", name="dense_1"),
+            keras.layers.Dense(3, name="logits"),
+            keras.layers.Activation("softmax", name="probabilities"),
+        ]
+    )
+    smaller = rebuild(model, check_chain(model), {"dense_1": np.array([1, 2, 5])})
+    kernel, bias = model.get_layer("logits").get_weights()
+    kernel[[0, 3, 4]] = 0
+    model.get_layer("logits").set_weights([kernel, bias])
+    x = np.random.default_rng(2).uniform(size=(5, 4, 4, 1)).astype("float32")
+    np.testing.assert_allclose(smaller.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    assert smaller.get_layer("dense_1").kernel.shape == (16, 3)
+
+
 def test_units_are_ranked_by_kernel_norm_or_by_activation():
     model = mlp((8, 8, 1), 10, hidden=[8])
     kernel, bias = model.get_layer("dense_1").get_weights()
