@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-# The digits_cnn example cut down: a 4-filter CNN, 2 epochs, three of its targets, few latency runs.
+# The digits_cnn example cut down: an 8-filter CNN (4,538 parameters), 2 epochs, three of its targets, few latency runs.
 TINY_CNN = {
     "name": "tiny-cnn",
     "model": {"zoo": "small_cnn", "params": {"filters": [8], "dense": 32}},
