@@ -9,7 +9,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install demo test test-fast bench bench-techniques lint images clean help
+.PHONY: install demo test test-fast bench bench-techniques bench-push lint images clean help
 
 help:
 	@echo "make demo    run examples/digits_mlp.yaml end to end into runs/demo"
@@ -39,6 +39,9 @@ bench: $(STAMP)
 
 bench-techniques: $(STAMP)
 	$(BIN)/python -m bench.techniques
+
+bench-push: $(STAMP)
+	$(BIN)/python -m bench.push_memory
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
