@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-from airflow.providers.standard.operators.python import ShortCircuitOperator
+from airflow.providers.standard.operators.python import PythonOperator, ShortCircuitOperator
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, BaseOperator, CronTriggerTimetable, Param
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from kubernetes.client import models as k8s
@@ -31,6 +31,7 @@ from modelpress._core.plan import Task, build_plan
 from modelpress._core.registry import STEPS, image_for
 from modelpress._core.runner import output_uri
 from modelpress._core.spec import Workflow, load_workflow
+from modelpress._core.tfjob import OUTPUT_PLACEHOLDER, run_training_job, tfjob_manifest, training_workers
 
 MODE_ENV = "MODELPRESS_AIRFLOW_MODE"  # "kubernetes" (default) or "local"
 WORKFLOWS_ENV = "MODELPRESS_WORKFLOWS_DIR"  # default: dags/workflows next to this file
@@ -123,6 +124,13 @@ def step_operator(task_id: str, task: Task, workflow: Workflow, arguments: list[
         if mapped:
             return LocalStepOperator.partial(task_id=task_id).expand(arguments=arguments)
         return LocalStepOperator(task_id=task_id, arguments=arguments)
+    workers = training_workers(task.step, task.config)
+    if workers > 1:  # multi-worker training: this task creates a TFJob (chief + workers) and waits for it
+        output = arguments[arguments.index("--output") + 1]
+        command = [OUTPUT_PLACEHOLDER if a == output else a for a in arguments]
+        image = image_for(STEPS[task.step].image, repository=workflow.cluster.image_repository)
+        manifest = tfjob_manifest(f"{workflow.name}-{task_id}", workers=workers, image=image, arguments=command, cluster=workflow.cluster)
+        return PythonOperator(task_id=task_id, python_callable=run_training_job, op_kwargs={"manifest": manifest, "output": output})
     settings = pod_settings(task, workflow)
     if mapped:
         with_result = [[*a, "--result", POD_RESULT] for a in arguments]

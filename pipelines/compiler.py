@@ -20,8 +20,10 @@ from kfp import compiler, dsl, kubernetes
 from modelpress._core.plan import Task, build_plan
 from modelpress._core.registry import STEPS
 from modelpress._core.spec import Workflow, load_workflow
+from modelpress._core.tfjob import training_workers
 
 from .components import PARAMETERS, Parameter, output_name, returns_blessing, step_component
+from .training_job import training_job_task
 
 # The fan-out tasks' names, the same as the Airflow DAG's mapped task ids: step -> name.
 FAN_OUT_NAMES = {"convert": "convert", "validate": "validate_convert"}
@@ -67,7 +69,7 @@ def configure_task(kfp_task, task: Task, workflow: Workflow, name: str) -> None:
     # the world outside the pipeline root, so it runs every time.
     kfp_task.set_caching_options(step.output in CACHED_OUTPUTS)
     kubernetes.use_secret_as_env(kfp_task, secret_name=cluster.secret_name, secret_key_to_env=S3_SECRET_KEYS, optional=True)
-    if step.gpu:
+    if step.gpu and training_workers(task.step, task.config) == 1:  # a TFJob's replicas hold the GPUs, not its launcher
         kfp_task.set_accelerator_type(cluster.gpu_accelerator).set_accelerator_limit(1)
         for key, value in cluster.gpu_node_selector.items():
             kubernetes.add_node_selector(kfp_task, label_key=key, label_value=value)
@@ -124,7 +126,11 @@ class PipelineBuilder:
         with contextlib.ExitStack() as stack:
             for blessed in gates:
                 stack.enter_context(dsl.If(blessed == True, name=f"{task.id}-if-blessed"))  # noqa: E712 (a KFP condition)
-            kfp_task = self.component(task.step, shapes)(**arguments)
+            workers = training_workers(task.step, task.config)
+            if workers > 1:  # multi-worker training: a task that runs a TFJob (pipelines/training_job.py)
+                kfp_task = training_job_task(self.workflow, workers, arguments)
+            else:
+                kfp_task = self.component(task.step, shapes)(**arguments)
         configure_task(kfp_task, task, self.workflow, name or task.id)
         self.kfp_tasks[task.id] = kfp_task
 

@@ -1,0 +1,138 @@
+"""Multi-worker training on Kubernetes: a Kubeflow Training Operator TFJob, built as plain dicts.
+
+PS-less: one Chief and `train.workers - 1` Workers run the same `modelpress step train ...` command in the train
+step's image, each with a GPU. The operator gives every replica its TF_CONFIG; train builds a
+MultiWorkerMirroredStrategy from it, and only the chief writes the artifact, so the output must be on object storage
+(every replica is its own pod). Both adapters emit this manifest for `train.workers > 1`: Kubeflow as a task that
+creates the TFJob and waits for it, Airflow as a Python task doing the same (`run_training_job`).
+This module imports neither kfp nor airflow; the kubernetes client (a kfp dependency, so in every image) is
+imported only by `run_tfjob`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import time
+from typing import Any
+
+from . import storage
+from .errors import StepFailed, UserError
+from .progress import log
+from .registry import STEPS
+from .spec import ClusterSpec
+
+GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "tfjobs"
+CONTAINER = "tensorflow"  # the container the operator adds TF_CONFIG and the replica port to
+OUTPUT_PLACEHOLDER = "<modelpress-output>"  # replaced by the run's output URI (known only when the task runs)
+
+
+def training_workers(step: str, config: Any) -> int:
+    """How many workers a plan task trains with: train.workers for the train step, 1 for anything else."""
+    return config.train.workers if step == "train" else 1
+
+
+def tfjob_manifest(name: str, *, workers: int, image: str, arguments: list[str], cluster: ClusterSpec) -> dict[str, Any]:
+    """The TFJob running `modelpress <arguments>` on `workers` replicas: Chief x1 + Worker x(workers - 1)."""
+    if workers < 2:
+        raise ValueError(f"a TFJob trains with at least 2 workers, not {workers}; one worker is a plain step pod")
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": image,
+        "command": ["modelpress"],
+        "args": list(arguments),
+        "envFrom": [{"secretRef": {"name": cluster.secret_name, "optional": True}}],  # the S3 keys
+    }
+    pod: dict[str, Any] = {"serviceAccountName": cluster.service_account, "containers": [container]}
+    if STEPS["train"].gpu:
+        container["resources"] = {"limits": {cluster.gpu_resource: "1"}}
+        pod["nodeSelector"] = dict(cluster.gpu_node_selector)
+        pod["tolerations"] = [t.model_dump(exclude_none=True) for t in cluster.gpu_tolerations]
+    elif cluster.cpu_node_selector:
+        pod["nodeSelector"] = dict(cluster.cpu_node_selector)
+
+    def replicas(count: int) -> dict[str, Any]:
+        return {"replicas": count, "restartPolicy": "OnFailure", "template": {"spec": copy.deepcopy(pod)}}
+
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TFJob",
+        "metadata": {
+            "generateName": re.sub(r"[^a-z0-9-]", "-", name.lower())[:50].strip("-") + "-",  # a run gets a fresh name
+            "namespace": cluster.namespace,
+            "labels": {"app.kubernetes.io/part-of": "modelpress", "modelpress.io/step": "train"},
+        },
+        "spec": {
+            # Replicas that are still running when the job ends are removed; the job itself after a day.
+            "runPolicy": {"cleanPodPolicy": "Running", "backoffLimit": 3, "ttlSecondsAfterFinished": 86400},
+            "tfReplicaSpecs": {"Chief": replicas(1), "Worker": replicas(workers - 1)},
+        },
+    }
+
+
+def with_run_values(manifest: dict[str, Any], output: str, overrides: dict[str, Any], inputs: dict[str, str]) -> dict[str, Any]:
+    """The manifest with what only the run knows: the output URI, pipeline-parameter values (dotted config paths,
+    None = keep) and input URIs, in every replica's command."""
+    if not storage.is_s3(output):
+        raise UserError(
+            f"multi-worker training writes from the TFJob's chief pod, so its output must be on object storage, not {output}; "
+            "use an s3:// pipeline root (Kubeflow) or run root (Airflow), or set train.workers: 1"
+        )
+    manifest = copy.deepcopy(manifest)
+    for replica in manifest["spec"]["tfReplicaSpecs"].values():
+        (container,) = replica["template"]["spec"]["containers"]
+        arguments = container["args"]
+        arguments[arguments.index(OUTPUT_PLACEHOLDER)] = output
+        config_at = arguments.index("--config") + 1
+        config = json.loads(arguments[config_at])
+        for path, value in overrides.items():
+            if value is not None:
+                *parents, leaf = path.split(".")
+                node = config
+                for key in parents:
+                    node = node.setdefault(key, {})
+                node[leaf] = value
+        arguments[config_at] = json.dumps(config)
+        for name, uri in inputs.items():
+            arguments += ["--input", f"{name}={uri}"]
+    return manifest
+
+
+def job_state(job: dict[str, Any]) -> tuple[str | None, str]:
+    """('Succeeded' | 'Failed' | None while running, the condition's message) from a TFJob's status."""
+    for condition in reversed(job.get("status", {}).get("conditions") or []):
+        if condition.get("type") in ("Succeeded", "Failed") and condition.get("status") == "True":
+            return condition["type"], condition.get("message", "")
+    return None, ""
+
+
+def run_tfjob(manifest: dict[str, Any], poll_seconds: float = 15.0, timeout_seconds: float | None = None) -> dict[str, Any]:
+    """Create the TFJob (in-cluster credentials, else the kubeconfig) and wait until it succeeds; StepFailed if it fails."""
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    api = client.CustomObjectsApi()
+    namespace = manifest["metadata"]["namespace"]
+    name = api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)["metadata"]["name"]
+    workers = sum(r["replicas"] for r in manifest["spec"]["tfReplicaSpecs"].values())
+    log(f"TFJob {namespace}/{name}: {workers} workers; logs: kubectl -n {namespace} logs -l training.kubeflow.org/job-name={name}")
+    started = time.monotonic()
+    while True:
+        state, message = job_state(api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
+        if state == "Succeeded":
+            log(f"TFJob {namespace}/{name} succeeded after {time.monotonic() - started:.0f}s")
+            return {"tfjob": name, "namespace": namespace, "workers": workers}
+        if state == "Failed":
+            raise StepFailed(f"TFJob {namespace}/{name} failed: {message or 'no message'}")
+        if timeout_seconds is not None and time.monotonic() - started > timeout_seconds:
+            raise StepFailed(f"TFJob {namespace}/{name} did not finish within {timeout_seconds:.0f}s")
+        time.sleep(poll_seconds)
+
+
+def run_training_job(manifest: dict[str, Any], output: str, overrides: dict[str, Any] | None = None, inputs: dict[str, str] | None = None) -> dict[str, Any]:
+    """What the adapters' training tasks call: fill in the run's values, run the TFJob, wait for it."""
+    return {"uri": output, **run_tfjob(with_run_values(manifest, output, overrides or {}, inputs or {}))}

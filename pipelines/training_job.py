@@ -1,0 +1,56 @@
+"""Kubeflow: multi-worker training (`train.workers > 1`) as a task that creates a TFJob and waits for it.
+
+The manifest is `modelpress._core.tfjob.tfjob_manifest` (Chief + Workers, a GPU each), fixed at compile time with a
+placeholder where the run's output goes: the task's output artifact URI, which must be on S3 (s3:// pipeline root)
+because the chief writes it from its own pod. The task's pod only waits, in the base image; downstream tasks read
+its `output_model` like any train output. Pipeline parameters for train (data_uri, epochs) reach every replica.
+No `from __future__ import annotations` here: KFP reads the component's real annotations.
+"""
+
+import functools
+import json
+from typing import Optional
+
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Metrics, Model, Output
+
+from modelpress._core.registry import STEPS, image_for
+from modelpress._core.spec import Workflow
+from modelpress._core.tfjob import OUTPUT_PLACEHOLDER, tfjob_manifest
+
+
+def train_tfjob(
+    manifest: str,
+    output_model: Output[Model],
+    metrics: Output[Metrics],
+    hyperparameters: Input[Artifact] = None,
+    data_uri: Optional[str] = None,  # noqa: UP045 (KFP reads the annotation)
+    epochs: Optional[int] = None,  # noqa: UP045
+):
+    """Multi-worker training: create the TFJob, wait for it to succeed, publish the chief's metrics."""
+    import json
+    import os
+
+    from modelpress._core.artifacts import read_meta
+    from modelpress._core.tfjob import run_training_job
+
+    inputs = {"hyperparameters": hyperparameters.uri} if hyperparameters is not None else {}
+    result = run_training_job(json.loads(manifest), output_model.uri, {"data.path": data_uri, "train.epochs": epochs}, inputs)
+    os.makedirs(output_model.path, exist_ok=True)  # the chief wrote the artifact to the URI: nothing to upload
+    for key, value in read_meta(result["uri"]).metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics.log_metric(key, value)
+
+
+@functools.cache
+def training_job_component(repository: Optional[str] = None):  # noqa: UP045
+    return dsl.component(base_image=image_for("base", repository=repository), install_kfp_package=False)(train_tfjob)
+
+
+def training_job_task(workflow: Workflow, workers: int, arguments: dict):
+    """The KFP task for a train plan task with `workers` > 1, given the arguments of the train component."""
+    command = ["step", "train", "--config", arguments["config"], "--output", OUTPUT_PLACEHOLDER, "--overwrite"]
+    image = image_for(STEPS["train"].image, repository=workflow.cluster.image_repository)
+    manifest = tfjob_manifest(f"{workflow.name}-train", workers=workers, image=image, arguments=command, cluster=workflow.cluster)
+    component = training_job_component(workflow.cluster.image_repository)
+    return component(manifest=json.dumps(manifest), **{name: value for name, value in arguments.items() if name != "config"})

@@ -1,0 +1,113 @@
+"""The TFJob for multi-worker training (components/_core/tfjob.py): structure, GPUs, replicas, run-time values."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import kubernetes_validate
+import pytest
+
+from modelpress._core.errors import UserError
+from modelpress._core.registry import image_for
+from modelpress._core.spec import ClusterSpec
+from modelpress._core.tfjob import OUTPUT_PLACEHOLDER, job_state, tfjob_manifest, training_workers, with_run_values
+from modelpress.train.config import TrainConfig
+from modelpress.validate.config import ValidateConfig
+
+CONFIG = json.dumps({"model": {"zoo": "mlp"}, "data": {"source": "digits"}, "train": {"epochs": 3, "workers": 3}})
+COMMAND = ["step", "train", "--config", CONFIG, "--output", OUTPUT_PLACEHOLDER, "--overwrite"]
+
+
+def manifest(workers: int = 3, cluster: ClusterSpec | None = None) -> dict:
+    return tfjob_manifest("digits_mlp-train", workers=workers, image=image_for("tf"), arguments=COMMAND, cluster=cluster or ClusterSpec())
+
+
+def replica_pods(job: dict) -> dict[str, dict]:
+    return {kind: spec["template"]["spec"] for kind, spec in job["spec"]["tfReplicaSpecs"].items()}
+
+
+def test_one_chief_and_the_other_workers_each_with_a_gpu_from_the_cluster_defaults():
+    job = manifest(workers=3)
+    cluster = ClusterSpec()
+    assert (job["apiVersion"], job["kind"]) == ("kubeflow.org/v1", "TFJob")
+    assert job["metadata"]["namespace"] == cluster.namespace == "modelpress"
+    assert job["metadata"]["generateName"] == "digits-mlp-train-"  # a DNS name; each run gets its own
+    replicas = job["spec"]["tfReplicaSpecs"]
+    assert {kind: r["replicas"] for kind, r in replicas.items()} == {"Chief": 1, "Worker": 2}  # no parameter servers
+    assert {r["restartPolicy"] for r in replicas.values()} == {"OnFailure"}
+    for pod in replica_pods(job).values():
+        (container,) = pod["containers"]
+        assert container["name"] == "tensorflow"  # the container the operator gives TF_CONFIG
+        assert container["image"] == image_for("tf")
+        assert [*container["command"], *container["args"]] == ["modelpress", *COMMAND]
+        assert container["resources"] == {"limits": {"nvidia.com/gpu": "1"}}
+        assert container["envFrom"] == [{"secretRef": {"name": "modelpress-s3", "optional": True}}]
+        assert pod["serviceAccountName"] == "modelpress-runner"
+        assert pod["nodeSelector"] == {"modelpress.io/pool": "gpu"}
+        assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def test_a_workflows_cluster_section_reaches_every_replica():
+    cluster = ClusterSpec(
+        namespace="ml", service_account="trainer", gpu_resource="amd.com/gpu", gpu_node_selector={"pool": "mi300"},
+        gpu_tolerations=[{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoExecute"}], secret_name="keys",
+    )  # fmt: skip
+    job = manifest(workers=2, cluster=cluster)
+    assert job["metadata"]["namespace"] == "ml" and job["spec"]["tfReplicaSpecs"]["Worker"]["replicas"] == 1
+    for pod in replica_pods(job).values():
+        assert pod["containers"][0]["resources"]["limits"] == {"amd.com/gpu": "1"}
+        assert pod["serviceAccountName"] == "trainer" and pod["nodeSelector"] == {"pool": "mi300"}
+        assert pod["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoExecute"}]
+        assert pod["containers"][0]["envFrom"][0]["secretRef"]["name"] == "keys"
+
+
+def test_every_replica_template_is_a_valid_kubernetes_pod():
+    for kind, spec in replica_pods(manifest()).items():
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": kind.lower()}, "spec": spec}
+        kubernetes_validate.validate(pod, "1.37", strict=True)
+
+
+def test_one_worker_is_not_a_tfjob():
+    with pytest.raises(ValueError, match="at least 2 workers"):
+        manifest(workers=1)
+
+
+def test_run_values_fill_output_parameters_and_inputs_in_every_replica():
+    template = manifest()
+    original = copy.deepcopy(template)
+    job = with_run_values(template, "s3://bucket/run/train", {"train.epochs": 7, "data.path": None}, {"hyperparameters": "s3://bucket/run/tune"})
+    assert template == original  # the compiled template is not changed
+    for pod in replica_pods(job).values():
+        arguments = pod["containers"][0]["args"]
+        assert OUTPUT_PLACEHOLDER not in arguments
+        assert arguments[arguments.index("--output") + 1] == "s3://bucket/run/train"
+        config = json.loads(arguments[arguments.index("--config") + 1])
+        assert config["train"] == {"epochs": 7, "workers": 3} and "path" not in config["data"]  # None: keep the spec's
+        assert arguments[-2:] == ["--input", "hyperparameters=s3://bucket/run/tune"]
+
+
+def test_a_local_output_is_refused_because_the_chief_writes_from_its_own_pod():
+    with pytest.raises(UserError, match="must be on object storage, not /tmp/run/train; use an s3:// pipeline root"):
+        with_run_values(manifest(), "/tmp/run/train", {}, {})
+
+
+@pytest.mark.parametrize(
+    ("conditions", "expected"),
+    [
+        (None, (None, "")),
+        ([{"type": "Created", "status": "True"}, {"type": "Running", "status": "True"}], (None, "")),
+        ([{"type": "Running", "status": "False"}, {"type": "Succeeded", "status": "True", "message": "done"}], ("Succeeded", "done")),
+        ([{"type": "Running", "status": "False"}, {"type": "Failed", "status": "True", "message": "chief exited 1"}], ("Failed", "chief exited 1")),
+        ([{"type": "Restarting", "status": "True"}, {"type": "Succeeded", "status": "False"}], (None, "")),
+    ],
+)
+def test_job_state_reads_the_operators_conditions(conditions, expected):
+    assert job_state({"status": {"conditions": conditions}} if conditions is not None else {}) == expected
+
+
+def test_only_the_train_step_with_several_workers_is_a_tfjob():
+    train = TrainConfig.model_validate({"model": {"zoo": "mlp"}, "data": {"source": "digits"}, "train": {"workers": 4}})
+    assert training_workers("train", train) == 4
+    assert training_workers("train", train.model_copy(update={"train": train.train.model_copy(update={"workers": 1})})) == 1
+    assert training_workers("validate", ValidateConfig.model_validate({"name": "train", "data": {"source": "digits"}})) == 1
