@@ -1,0 +1,177 @@
+"""Parity: every registered step appears in the Kubeflow pipeline and in the Airflow DAG with the same task name,
+inputs (and where they come from), output, image and GPU request; and bad workflows fail both compiles clearly."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from kfp import compiler
+
+from dags.modelpress_airflow import MODE_ENV, WORKFLOWS_ENV, build_dag, workflow_dags
+from modelpress._core.errors import UserError
+from modelpress._core.registry import STEPS
+from modelpress._core.runner import KIND_FOLDERS
+from modelpress._core.spec import load_workflow
+from pipelines.compiler import build_pipeline
+from pipelines.components import step_component
+from tests.conftest import ROOT
+
+# One workflow that uses every registered step; a newly registered step must be added here (the test says so).
+ALL_STEPS = """\
+name: all-steps
+model: {zoo: mlp, params: {hidden: [32]}}
+data: {source: digits}
+tune: {space: {learning_rate: {min: 1.0e-4, max: 1.0e-2, sampling: log}}}
+compress:
+  - {technique: prune, sparsity: 0.5}
+  - {technique: cluster}
+  - {technique: quantize}
+  - {technique: distill, student: {zoo: mlp, params: {hidden: [16]}}}
+targets: [saved_model, tflite_fp32, onnx]
+push: {uri: s3://models/registry}
+serving: {base_path: s3://models/serving}
+"""
+WORKFLOWS = {"all_steps": ALL_STEPS} | {p.stem: p.read_text() for p in sorted((ROOT / "examples").glob("*.yaml"))}
+
+
+def kfp_tasks(pipeline_path: Path) -> dict[str, dict]:
+    """Each step task of a compiled pipeline: display name -> step, inputs (name, producer), output, image, GPU."""
+    ir = yaml.safe_load_all(pipeline_path.read_text()).__next__()
+    components, executors = ir["components"], ir["deploymentSpec"]["executors"]
+    found: dict[str, dict] = {}
+
+    def producers(source: dict, dag: dict, outer: dict[str, list[str]]) -> list[str]:
+        """Display names of the step tasks an artifact input reads, through If/ParallelFor sub-DAG boundaries."""
+        if "componentInputArtifact" in source:
+            return outer[source["componentInputArtifact"]]
+        key, output = source["taskOutputArtifact"]["producerTask"], source["taskOutputArtifact"]["outputArtifactKey"]
+        task = dag["tasks"][key]
+        component = components[task["componentRef"]["name"]]
+        if "executorLabel" in component:
+            return [task["taskInfo"]["name"]]
+        inner = component["dag"]
+        selectors = inner["outputs"]["artifacts"][output]["artifactSelectors"]
+        return [inner["tasks"][s["producerSubtask"]]["taskInfo"]["name"] for s in selectors]
+
+    def walk(dag: dict, outer: dict[str, list[str]]) -> None:
+        for task in dag["tasks"].values():
+            component = components[task["componentRef"]["name"]]
+            sources = {name: producers(s, dag, outer) for name, s in task.get("inputs", {}).get("artifacts", {}).items()}
+            if "dag" in component:
+                walk(component["dag"], sources)
+                continue
+            container = executors[component["executorLabel"]]["container"]
+            step = container["args"][container["args"].index("--function_to_execute") + 1]
+            list_inputs = STEPS[step].list_inputs
+            outputs = [n for n in component["outputDefinitions"]["artifacts"] if n.startswith("output_")]
+            found[task["taskInfo"]["name"]] = {
+                "step": step,
+                "inputs": {
+                    (re.sub(r"_\d+$", "", name) if re.sub(r"_\d+$", "", name) in list_inputs else name, producer)
+                    for name, names in sources.items()
+                    for producer in names
+                },
+                "output": outputs[0].removeprefix("output_"),
+                "image": container["image"],
+                "gpu": container.get("resources", {}).get("accelerator", {}).get("resourceCount"),
+            }
+
+    walk(ir["root"]["dag"], {})
+    return found
+
+
+def airflow_tasks(dag) -> dict[str, dict]:
+    """Each step task of a DAG (the blessing gates are not steps): the same fields, from the pod arguments."""
+    folders = {folder: kind for kind, folder in KIND_FOLDERS.items()}
+    steps = [task for task in dag.tasks if task.task_type != "ShortCircuitOperator"]
+    argument_lists = {task.task_id: task.expand_input.value["arguments"] if task.is_mapped else [task.arguments] for task in steps}
+    writers = {}  # output URI -> task name
+    for name, lists in argument_lists.items():
+        writers.update({arguments[arguments.index("--output") + 1]: name for arguments in lists})
+    found = {}
+    for task in steps:
+        settings = task.partial_kwargs if task.is_mapped else vars(task)
+        lists = argument_lists[task.task_id]
+        output = lists[0][lists[0].index("--output") + 1].split("/")[-2]
+        resources = settings.get("container_resources")
+        found[task.task_id] = {
+            "step": lists[0][1],
+            "inputs": {
+                (value.split("=", 1)[0], writers[value.split("=", 1)[1]])
+                for arguments in lists
+                for flag, value in zip(arguments, arguments[1:], strict=False)
+                if flag == "--input"
+            },
+            "output": folders.get(output, output),
+            "image": settings["image"],
+            "gpu": resources.limits.get("nvidia.com/gpu") if resources else None,
+        }
+    return found
+
+
+@pytest.fixture
+def cluster_mode(monkeypatch, tmp_path):
+    monkeypatch.delenv(MODE_ENV, raising=False)
+    monkeypatch.setenv(WORKFLOWS_ENV, str(tmp_path / "workflows"))
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_pipeline_and_dag_have_the_same_steps_inputs_outputs_images_and_gpus(name, cluster_mode, tmp_path):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(WORKFLOWS[name])
+    workflow = load_workflow(path)
+    compiler.Compiler().compile(build_pipeline(workflow), str(tmp_path / "pipeline.yaml"))
+    in_kfp, in_airflow = kfp_tasks(tmp_path / "pipeline.yaml"), airflow_tasks(build_dag(workflow, name))
+    assert in_kfp.keys() == in_airflow.keys()
+    for task in in_kfp:
+        assert in_kfp[task] == in_airflow[task], task
+    if name == "all_steps":
+        missing = set(STEPS) - {t["step"] for t in in_kfp.values()}
+        assert not missing, f"registered steps {sorted(missing)} are not in ALL_STEPS; add them so parity covers them"
+        assert in_kfp["train"]["gpu"] == "1" and in_kfp["push"]["gpu"] is None
+        assert ("hyperparameters", "tune") in in_kfp["train"]["inputs"]
+        assert in_kfp["push"]["inputs"] >= {("validations", "validate_convert"), ("validations", "validate_distill")}
+
+
+BAD_WORKFLOWS = {
+    "unknown step": (
+        "compress: [{technique: sparsify}]\n",
+        "line 5: compress.0.technique: unknown technique 'sparsify'; choose one of prune, cluster, quantize, distill",
+    ),
+    "bad schedule": (
+        'schedule: "*/5 * * *"\n',
+        "line 5: schedule: schedule '*/5 * * *' has 4 fields; write a preset (@daily) or cron 'minute hour day month weekday'",
+    ),
+    "unknown key": ("gates: {min_acuracy: 0.9}\n", "line 5: gates: unknown key 'min_acuracy'; did you mean 'min_accuracy'?"),
+}
+
+
+@pytest.mark.parametrize("target", ["kfp", "airflow"])
+@pytest.mark.parametrize("problem", BAD_WORKFLOWS)
+def test_bad_workflow_fails_compile_with_one_line(problem, target, cli, tmp_path):
+    extra, message = BAD_WORKFLOWS[problem]
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: bad\nmodel: {zoo: mlp}\ndata: {source: digits}\ntargets: [saved_model]\n" + extra)
+    result = cli("compile", target, str(path), "-o", str(tmp_path / "out" / ("p.yaml" if target == "kfp" else "")))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"modelpress: error: {path} {message}"]
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_step_without_an_image_fails_both_adapters(cluster_mode, monkeypatch, adapter_workflow, tmp_path):
+    monkeypatch.setitem(STEPS, "validate", dataclasses.replace(STEPS["validate"], image="cuda"))
+    step_component.cache_clear()  # components are cached per step name; this one must be built again
+    try:
+        workflow = load_workflow(adapter_workflow())
+        expected = "no image for dependency set 'cuda'; known sets: base, tf, openvino, tensorrt"
+        with pytest.raises(UserError, match=re.escape(expected)):
+            compiler.Compiler().compile(build_pipeline(workflow), str(tmp_path / "p.yaml"))
+        folder = adapter_workflow().parent
+        dags = workflow_dags(folder)
+        assert set(dags) == {"modelpress_invalid_workflows"} and expected in dags["modelpress_invalid_workflows"].description
+    finally:
+        step_component.cache_clear()
