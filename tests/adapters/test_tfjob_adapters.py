@@ -1,0 +1,115 @@
+"""Both adapters run `train.workers > 1` as a TFJob (chief + workers) instead of a single train pod."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from dags.modelpress_airflow import MODE_ENV, WORKFLOWS_ENV, LocalStepOperator, workflow_dags
+from modelpress._core.registry import STEPS, image_for
+from modelpress._core.tfjob import OUTPUT_PLACEHOLDER, run_training_job, with_run_values
+from pipelines.compiler import compile_workflow
+from pipelines.components import step_parameters
+from pipelines.training_job import train_tfjob
+
+WORKFLOW = """\
+name: {name}
+model:
+  zoo: mlp
+  params: {{hidden: [32]}}
+data:
+  source: digits
+train:
+  epochs: 4
+  workers: {workers}
+targets: [saved_model]
+"""
+
+
+def replica_arguments(manifest: dict) -> dict[str, list[str]]:
+    return {kind: r["template"]["spec"]["containers"][0]["args"] for kind, r in manifest["spec"]["tfReplicaSpecs"].items()}
+
+
+def compiled(tmp_path, workers: int) -> tuple[dict, dict]:
+    source = tmp_path / "mw.yaml"
+    source.write_text(WORKFLOW.format(name="mw", workers=workers))
+    pipeline, platform = yaml.safe_load_all(compile_workflow(source, tmp_path / "mw.pipeline.yaml").read_text())
+    return pipeline, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def test_kfp_trains_with_several_workers_through_a_task_that_runs_the_tfjob(tmp_path):
+    pipeline, platform = compiled(tmp_path, workers=3)
+    tasks = pipeline["root"]["dag"]["tasks"]
+    (key,) = [k for k, t in tasks.items() if t["taskInfo"]["name"] == "train"]
+    train = tasks[key]
+    assert train["componentRef"]["name"] == "comp-train-tfjob"
+    manifest = json.loads(train["inputs"]["parameters"]["manifest"]["runtimeValue"]["constant"])
+    assert manifest["kind"] == "TFJob" and {k: r["replicas"] for k, r in manifest["spec"]["tfReplicaSpecs"].items()} == {"Chief": 1, "Worker": 2}
+    for arguments in replica_arguments(manifest).values():
+        assert arguments[:2] == ["step", "train"] and arguments[arguments.index("--output") + 1] == OUTPUT_PLACEHOLDER
+        assert json.loads(arguments[arguments.index("--config") + 1])["train"]["workers"] == 3
+    for replica in manifest["spec"]["tfReplicaSpecs"].values():
+        assert replica["template"]["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+        assert replica["template"]["spec"]["containers"][0]["image"] == image_for("tf")
+    assert train["inputs"]["parameters"]["epochs"] == {"componentInputParameter": "epochs"}  # the run's value reaches it
+    # The launcher only waits: the base image, no GPU, no GPU pool; the replicas hold the GPUs.
+    executor = train["componentRef"]["name"].replace("comp-", "exec-")
+    container = pipeline["deploymentSpec"]["executors"][executor]["container"]
+    assert container["image"] == image_for("base") and "accelerator" not in container.get("resources", {})
+    assert "nodeSelector" not in platform[executor] and "tolerations" not in platform[executor]
+    assert platform[executor]["secretAsEnv"][0]["secretName"] == "modelpress-s3"
+    validate = next(t for t in tasks.values() if t["taskInfo"]["name"] == "validate_train")
+    assert validate["inputs"]["artifacts"]["model"]["taskOutputArtifact"] == {"outputArtifactKey": "output_model", "producerTask": key}
+
+
+def test_kfp_keeps_one_worker_training_as_the_train_component(tmp_path):
+    pipeline, platform = compiled(tmp_path, workers=1)
+    train = next(t for t in pipeline["root"]["dag"]["tasks"].values() if t["taskInfo"]["name"] == "train")
+    assert train["componentRef"]["name"] == "comp-train"
+    assert pipeline["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]["accelerator"]["count"] == "1"
+
+
+def test_the_tfjob_task_takes_every_pipeline_parameter_train_has():
+    """Its signature is written by hand: a parameter added for train's config must be added there too."""
+    signature = inspect.signature(train_tfjob)
+    parameters = step_parameters(STEPS["train"])
+    assert {p.name for p in parameters} == set(signature.parameters) - {"manifest", "output_model", "metrics", "hyperparameters"}
+    body = inspect.getsource(train_tfjob)
+    for parameter in parameters:
+        assert f'"{parameter.paths[0]}": {parameter.name}' in body
+
+
+@pytest.fixture
+def workflows(tmp_path, monkeypatch):
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    (folder / "mw.yaml").write_text(WORKFLOW.format(name="mw", workers=2))
+    monkeypatch.setenv(WORKFLOWS_ENV, str(folder))
+    monkeypatch.delenv(MODE_ENV, raising=False)
+    return folder
+
+
+def test_airflow_trains_with_several_workers_through_a_task_that_runs_the_tfjob(workflows):
+    dag = workflow_dags()["mw"]
+    task = dag.get_task("train")
+    assert task.python_callable is run_training_job
+    ti = SimpleNamespace(dag_id=dag.dag_id, task_id="train", map_index=-1, try_number=1)
+    task.render_template_fields({"params": {"run_root": "s3://runs"}, "dag": dag, "run_id": "manual__1", "ti": ti})
+    output = task.op_kwargs["output"]
+    assert output == "s3://runs/mw/manual__1/artifacts/train"
+    job = with_run_values(task.op_kwargs["manifest"], output, {}, {})  # what the task sends when it runs
+    assert {k: r["replicas"] for k, r in job["spec"]["tfReplicaSpecs"].items()} == {"Chief": 1, "Worker": 1}
+    for arguments in replica_arguments(job).values():
+        assert arguments[arguments.index("--output") + 1] == output and "--overwrite" in arguments
+        assert "--result" not in arguments  # no xcom sidecar in a TFJob
+    downstream = dag.get_task("validate_train")
+    assert "train" in downstream.upstream_task_ids
+
+
+def test_airflow_local_mode_trains_in_one_process(workflows, monkeypatch):
+    monkeypatch.setenv(MODE_ENV, "local")
+    assert isinstance(workflow_dags()["mw"].get_task("train"), LocalStepOperator)
