@@ -8,6 +8,8 @@ are not Keras steps: the plan makes them TFLite conversion targets.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from .._core import storage
@@ -23,6 +25,9 @@ from .config import POST_TRAINING_TARGETS, QuantizeConfig
 # preservation, and at most a quarter of its weights (a small float kernel has as many values as weights).
 MAX_CENTROIDS = 1024
 MAX_DISTINCT_SHARE = 0.25
+# The layer class in tfmot's refusals: "Layer norm:<class '...LayerNormalization'> is not supported. ..." or
+# "`get_quantize_config()` called on an unsupported layer <class '...Rescaling'>. ..."
+REFUSED_CLASS = re.compile(r"<class '(?:[\w.]*\.)?(?P<kind>\w+)'>")
 
 
 def clustered_layers(stats: dict) -> list[str]:
@@ -55,30 +60,29 @@ def quantize_scheme(mode: str):
     return tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()
 
 
-def check_supported(model, scheme) -> None:
-    """Name the first layer QAT cannot wrap (tfmot's own error is a multi-line RuntimeError or ValueError)."""
-    _, keras = import_tf()
-    registry = scheme.get_quantize_registry()
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        if isinstance(layer, keras.Model) or not registry.supports(layer):
-            raise UserError(
-                f"quantize: layer '{layer.name}' ({type(layer).__name__}) is not supported by quantization-aware training; "
-                "replace it with supported layers or use post-training quantization (mode: int8)"
-            )
+def unsupported_layer(name: str, kind: str) -> UserError:
+    return UserError(
+        f"quantize: layer '{name}' ({kind}) is not supported by quantization-aware training; "
+        "replace it with supported layers or use post-training quantization (mode: int8)"
+    )
 
 
 def quantization_aware(model, mode: str):
-    """The parent wrapped for QAT with the mode's scheme."""
+    """The parent wrapped for QAT with the mode's scheme; tfmot's multi-line refusals become one line naming the layer."""
     import tensorflow_model_optimization as tfmot
 
+    _, keras = import_tf()
     quantization = tfmot.quantization.keras
-    scheme = quantize_scheme(mode)
-    check_supported(model, scheme)
+    nested = next((layer for layer in model.layers if isinstance(layer, keras.Model)), None)
+    if nested is not None:  # tfmot: "Quantizing a keras Model inside another keras Model is not supported"
+        raise unsupported_layer(nested.name, type(nested).__name__)
     try:
-        return quantization.quantize_apply(quantization.quantize_annotate_model(model), scheme)
-    except (RuntimeError, ValueError) as exc:  # what the registry check above cannot foresee, as one line
+        return quantization.quantize_apply(quantization.quantize_annotate_model(model), quantize_scheme(mode))
+    except (RuntimeError, ValueError) as exc:
+        found = REFUSED_CLASS.search(str(exc))
+        refused = next((layer for layer in model.layers if found and type(layer).__name__ == found["kind"]), None)
+        if refused is not None:
+            raise unsupported_layer(refused.name, found["kind"]) from None
         raise UserError(f"quantize ({mode}) cannot wrap this model: {str(exc).splitlines()[0]}") from None
 
 

@@ -4,6 +4,7 @@ post-training modes become conversion targets, and every mistake is one line."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +130,24 @@ def test_an_unsupported_layer_is_named_with_its_type(cli, tmp_path):
     result = cli("step", "quantize", "--config", config, "--input", f"model={parent}", "--output", str(tmp_path / "q"))
     assert_one_line_error(result, "layer 'norm' (LayerNormalization) is not supported by quantization-aware training")
     assert not (tmp_path / "q").exists()
+
+
+def rescaled_model(keras, inputs):
+    return keras.layers.Rescaling(2.0, name="rescale")(inputs)
+
+
+def nested_model(keras, inputs):
+    return keras.Model(inputs, keras.layers.Flatten()(inputs), name="backbone")(inputs)
+
+
+@pytest.mark.parametrize("mode", ["qat", "cqat"])
+@pytest.mark.parametrize(("build", "refused"), [(rescaled_model, "'rescale' (Rescaling)"), (nested_model, "'backbone' (Functional)")])
+def test_qat_refusals_name_the_layer_in_every_scheme(build, refused, mode):
+    _, keras = import_tf()
+    inputs = keras.Input((8, 8, 1))
+    model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(keras.layers.Flatten()(build(keras, inputs))))
+    with pytest.raises(UserError, match=f"quantize: layer {re.escape(refused)} is not supported by quantization-aware training"):
+        quantize.quantization_aware(model, mode)
 
 
 def test_an_unknown_mode_suggests_the_closest(cli, tmp_path):
