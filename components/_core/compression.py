@@ -22,13 +22,25 @@ def kernel_weights(layer) -> list:
     return [w for w in layer.weights if w.name.split("/")[-1].split(":")[0] in ("kernel", "depthwise_kernel")]
 
 
+def leaf_layers(model) -> Iterator:
+    """Every layer, the layers of a nested model (e.g. mobilenet_v2's backbone) in place of the model itself."""
+    from .tf import import_tf
+
+    _, keras = import_tf()
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from leaf_layers(layer)
+        else:
+            yield layer
+
+
 def weight_stats(model) -> dict[str, Any]:
     """Per layer with a kernel: parameters, share of exact zeros, number of distinct values; and the totals.
 
     A quantization-aware model's QuantizeWrapper holds the real float kernel; it is reported under the wrapped
     layer's own name (`dense_1`, not `quant_dense_1`), so parent and child compare layer by layer."""
     layers, zeros, total = {}, 0, 0
-    for layer in model.layers:
+    for layer in leaf_layers(model):
         for weight in kernel_weights(layer):
             values = np.asarray(weight.numpy())
             layer_zeros = int(np.count_nonzero(values == 0))

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .._core.compression import layer_names
+from .._core.compression import kernel_weights, layer_names
 from .._core.errors import UserError
 from .._core.keras_artifact import INITIAL_WEIGHTS_FILE
 from .._core.progress import log
@@ -45,13 +45,13 @@ def initial_weights(model, folder: Path) -> list[np.ndarray]:
     return untrained.get_weights()
 
 
-def keep_masks(masks: dict):
+def keep_masks(masked: list[tuple[Any, np.ndarray]]):
     """A callback that holds pruned weights at zero after every optimizer step."""
     _, keras = import_tf()
 
     class KeepMasks(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            for kernel, mask in masks.values():
+            for kernel, mask in masked:
                 kernel.assign(kernel * mask)
 
     return KeepMasks()
@@ -62,26 +62,23 @@ def find_ticket(model, folder: Path, config: PruneConfig, data) -> tuple[Any, di
     rewind = initial_weights(model, folder)
     train = config.fine_tuning()
     keep_per_round = (1 - config.sparsity) ** (1 / config.rounds)
-    kernels = {name: model.get_layer(name).kernel for name in names}
-    masks = {name: np.ones(kernel.shape, dtype=kernel.dtype.as_numpy_dtype) for name, kernel in kernels.items()}
+    # Each kernel is pruned on its own (layer-wise, as in the paper); a nested model contributes all of its kernels.
+    kernels = [kernel for name in names for kernel in kernel_weights(model.get_layer(name))]
+    masks = [np.ones(kernel.shape, dtype=kernel.dtype.as_numpy_dtype) for kernel in kernels]
     rounds = [{"round": 0, "sparsity": 0.0, "accuracy": test_accuracy(model, data)}]  # the trained, dense parent
     for number in range(1, config.rounds + 1):
         sparsity = 1 - keep_per_round**number
-        masks = {name: magnitude_mask(kernels[name].numpy(), masks[name], sparsity) for name in names}
+        masks = [magnitude_mask(kernel.numpy(), mask, sparsity) for kernel, mask in zip(kernels, masks, strict=True)]
         model.set_weights(rewind)
-        for name, kernel in kernels.items():
-            kernel.assign(kernel * masks[name])
+        for kernel, mask in zip(kernels, masks, strict=True):
+            kernel.assign(kernel * mask)
         log(f"prune: lottery round {number}/{config.rounds}: sparsity {sparsity:.1%}, rewound to the initial weights")
         history = fit(
-            model,
-            data,
-            train,
-            label=f"lottery round {number}",
-            callbacks=[keep_masks({name: (kernels[name], masks[name]) for name in names})],
+            model, data, train, label=f"lottery round {number}", callbacks=[keep_masks(list(zip(kernels, masks, strict=True)))]
         )
         accuracy = test_accuracy(model, data)
-        zeros = sum(int(np.count_nonzero(mask == 0)) for mask in masks.values())
-        size = sum(mask.size for mask in masks.values())
+        zeros = sum(int(np.count_nonzero(mask == 0)) for mask in masks)
+        size = sum(mask.size for mask in masks)
         rounds.append(
             {"round": number, "sparsity": round(zeros / size, 4), "accuracy": accuracy, "epochs": len(history.history["loss"])}
         )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .._core.compression import layer_names
+from .._core.compression import kernel_weights, layer_names
 from .._core.errors import UserError
 from .._core.progress import log
 from .._core.tf import import_tf
@@ -54,9 +54,6 @@ def prune_magnitude(model, config: PruneConfig, data) -> tuple[Any, dict[str, An
     steps = math.ceil(len(data.x_train) / train.batch_size) * train.epochs
     frequency = max(1, steps // (2 * train.epochs))  # masks updated twice an epoch
     names = layer_names(model, config.layers, "prune")
-    for name in names:
-        if isinstance(model.get_layer(name), keras.Model):
-            raise UserError(f"prune: layer '{name}' is a nested model; magnitude pruning wraps top-level layers only")
     details: dict[str, Any] = {"epochs": train.epochs, "learning_rate": train.learning_rate}
     if config.pattern:
         kept, group = config.kept_and_group
@@ -75,8 +72,11 @@ def prune_magnitude(model, config: PruneConfig, data) -> tuple[Any, dict[str, An
         wrapper_options = {}
         details.update(schedule="constant", target_sparsity=config.sparsity, frequency=frequency)
 
-    def wrap(layer):
-        if layer.name not in names:
+    def wrap(layer, selected: bool = False):
+        if isinstance(layer, keras.Model):  # a nested model (mobilenet_v2's backbone): its layers, when it is chosen
+            chosen = selected or layer.name in names
+            return keras.models.clone_model(layer, clone_function=lambda inner: wrap(inner, chosen))
+        if not (selected or layer.name in names) or not kernel_weights(layer):
             return layer
         try:
             return sparsity.prune_low_magnitude(layer, pruning_schedule=schedule, **wrapper_options)
