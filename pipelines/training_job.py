@@ -31,15 +31,14 @@ def train_tfjob(
     import json
     import os
 
-    from modelpress._core.artifacts import read_meta
-    from modelpress._core.tfjob import run_training_job
+    from modelpress._core.tfjob import run_training_job, trained_metrics
 
     inputs = {"hyperparameters": hyperparameters.uri} if hyperparameters is not None else {}
-    result = run_training_job(json.loads(manifest), output_model.uri, {"data.path": data_uri, "train.epochs": epochs}, inputs)
+    job = json.loads(manifest)
+    run_training_job(job, output_model.uri, {"data.path": data_uri, "train.epochs": epochs}, inputs)
     os.makedirs(output_model.path, exist_ok=True)  # the chief wrote the artifact to the URI: nothing to upload
-    for key, value in read_meta(result["uri"]).metrics.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            metrics.log_metric(key, value)
+    for key, value in trained_metrics(job, output_model.uri).items():
+        metrics.log_metric(key, value)
 
 
 @functools.cache

@@ -133,6 +133,17 @@ def run_tfjob(manifest: dict[str, Any], poll_seconds: float = 15.0, timeout_seco
         time.sleep(poll_seconds)
 
 
+def trained_metrics(manifest: dict[str, Any], output: str) -> dict[str, float]:
+    """The numeric metrics of the artifact the chief wrote, read with the storage settings of the job's config."""
+    from .artifacts import read_meta
+    from .spec import StorageSettings
+
+    arguments = manifest["spec"]["tfReplicaSpecs"]["Chief"]["template"]["spec"]["containers"][0]["args"]
+    storage.configure(StorageSettings.model_validate(json.loads(arguments[arguments.index("--config") + 1]).get("storage", {})))
+    metrics = read_meta(output).metrics
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
 def run_training_job(manifest: dict[str, Any], output: str, overrides: dict[str, Any] | None = None, inputs: dict[str, str] | None = None) -> dict[str, Any]:
     """What the adapters' training tasks call: fill in the run's values, run the TFJob, wait for it."""
     return {"uri": output, **run_tfjob(with_run_values(manifest, output, overrides or {}, inputs or {}))}

@@ -111,3 +111,19 @@ def test_only_the_train_step_with_several_workers_is_a_tfjob():
     assert training_workers("train", train) == 4
     assert training_workers("train", train.model_copy(update={"train": train.train.model_copy(update={"workers": 1})})) == 1
     assert training_workers("validate", ValidateConfig.model_validate({"name": "train", "data": {"source": "digits"}})) == 1
+
+
+def test_the_chiefs_metrics_are_read_with_the_storage_settings_of_the_jobs_config(s3, s3_endpoint, monkeypatch):
+    """The launcher reads the artifact.json the chief wrote, at the endpoint the workflow's storage section names."""
+    from modelpress._core import storage
+    from modelpress._core.artifacts import ArtifactMeta
+    from modelpress._core.tfjob import trained_metrics
+
+    output = f"s3://{s3}/run/train"
+    meta = ArtifactMeta(format="saved_model", step="train", model_path="saved_model", config_hash="0", metrics={"accuracy": 0.91, "params": 2410, "ok": True})
+    storage.write_bytes(storage.join(output, "artifact.json"), meta.model_dump_json().encode())
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # only the config knows where the bucket is
+    config = {"storage": {"endpoint_url": s3_endpoint}, "model": {"zoo": "mlp"}, "data": {"source": "digits"}}
+    command = ["step", "train", "--config", json.dumps(config), "--output", OUTPUT_PLACEHOLDER]
+    job = tfjob_manifest("t", workers=2, image=image_for("tf"), arguments=command, cluster=ClusterSpec())
+    assert trained_metrics(job, output) == {"accuracy": 0.91, "params": 2410}
