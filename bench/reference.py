@@ -21,7 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-from modelpress._core.errors import StepFailed, UserError
 from modelpress._core.progress import log
 
 from .harness import RESULTS, STEP_ENV, WORK, Bench, machine, spread_ms, text_table, write_json
@@ -71,8 +70,8 @@ def run_workload(bench: Bench, workload: str, quick: bool) -> tuple[list[dict], 
         names = {target["format"]: f"{recipe['name']} -> {target['format']}" for target in recipe["targets"]}
         try:
             measured += bench.run_spec(spec, workload, "modelpress", names)
-        except (UserError, StepFailed) as exc:
-            failures.append(f"{workload}: {recipe['name']} failed: {exc}")
+        except Exception as exc:  # e.g. a technique that cannot take this model: reported, the other recipes still run
+            failures.append(f"{workload}: {recipe['name']} did not run: {type(exc).__name__}: {exc}")
             log(f"bench: {failures[-1]}")
     return [m.row(ROW_FIELDS) for m in measured], failures
 
