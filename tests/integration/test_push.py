@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
 import pytest
@@ -35,6 +41,18 @@ def read_json(bucket: str, key: str) -> dict:
     return json.loads(boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
+def assert_complete_bundle(bucket: str, version: int = 1) -> dict:
+    """Version `version` holds exactly the manifest's files, each with its recorded sha256 and size; its manifest."""
+    prefix = f"registry/tiny/{version}/"
+    manifest = read_json(bucket, f"{prefix}manifest.json")
+    assert set(objects(bucket, prefix)) == {f"{prefix}{p}" for p in [*manifest["files"], "manifest.json", "MODEL_CARD.md"]}
+    client = boto3.client("s3")
+    for path, entry in manifest["files"].items():
+        body = client.get_object(Bucket=bucket, Key=f"{prefix}{path}")["Body"].read()
+        assert (hashlib.sha256(body).hexdigest(), len(body)) == (entry["sha256"], entry["size"]), path
+    return manifest
+
+
 def validations_of(run) -> list[str]:
     return [str(run / "validation" / "train"), str(run / "validation" / "tflite_fp32")]
 
@@ -46,16 +64,10 @@ def test_push_uploads_a_complete_bundle_that_the_registry_lists(s3, trained_runs
     record = json.loads(result.stdout)
     assert (record["version"], record["reused"], record["published"]) == (1, False, ["train", "tflite_fp32"])
 
-    manifest = read_json(s3, "registry/tiny/1/manifest.json")
-    keys = objects(s3, "registry/tiny/1/")
-    assert set(keys) == {f"registry/tiny/1/{p}" for p in manifest["files"]} | {
-        "registry/tiny/1/manifest.json", "registry/tiny/1/MODEL_CARD.md"}
+    manifest = assert_complete_bundle(s3)
     assert {"artifacts/train/saved_model/saved_model.pb", "artifacts/tflite_fp32/model.tflite",
             "validation/train/golden.npz", "validation/train/blessing.json"} <= set(manifest["files"])
     client = boto3.client("s3")
-    for path, entry in manifest["files"].items():
-        body = client.get_object(Bucket=s3, Key=f"registry/tiny/1/{path}")["Body"].read()
-        assert (hashlib.sha256(body).hexdigest(), len(body)) == (entry["sha256"], entry["size"]), path
 
     blessing = json.loads((trained_runs["a"] / "validation" / "train" / "blessing.json").read_text())
     train = next(e for e in manifest["artifacts"] if e["name"] == "train")
@@ -191,3 +203,69 @@ def test_validate_gates_a_new_model_against_the_published_one(s3, trained_runs, 
     drop = published["accuracy"] - weaker["accuracy"]
     assert blessing["reasons"] == [
         f"accuracy drop {drop * 100:.2f} pp vs published train version 1 (measured) exceeds max_drop_vs_serving 5.00 pp"]
+
+
+@contextlib.contextmanager
+def flaky_proxy(endpoint: str, faults: list[str]):
+    """An HTTP proxy in front of the S3 server that answers the first PUTs with the given faults, in order:
+    "slowdown" (503 SlowDown, S3's throttling answer), "error" (500 InternalError) or "reset" (connection dropped
+    without an answer). Everything else is forwarded as is. Yields the proxy's URL; `faults` empties as they happen."""
+    upstream = urllib.parse.urlsplit(endpoint)
+    answers = {"slowdown": (503, "SlowDown", "Please reduce your request rate."),
+               "error": (500, "InternalError", "We encountered an internal error. Please try again.")}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def forward(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            fault = faults.pop(0) if self.command == "PUT" and faults else None
+            if fault == "reset":
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            if fault:
+                status, code, message = answers[fault]
+                payload = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>".encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                return
+            connection = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
+            connection.request(self.command, self.path, body, dict(self.headers))
+            response = connection.getresponse()
+            payload = response.read()
+            self.send_response(response.status)
+            for name, value in response.getheaders():
+                if name.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
+                    self.send_header(name, value)
+            self.send_header("Content-Length", response.getheader("Content-Length") or str(len(payload)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+            connection.close()
+
+        do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = forward
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{proxy.server_address[1]}"
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+
+
+def test_throttling_server_errors_and_dropped_connections_are_retried(s3, s3_endpoint, trained_runs, cli):
+    faults = ["slowdown", "reset", "error"]
+    with flaky_proxy(s3_endpoint, faults) as proxy:
+        result = push(cli, f"s3://{s3}/registry", validations_of(trained_runs["a"]), f"s3://{s3}/runs/1/push",
+                      env={"AWS_ENDPOINT_URL": proxy})
+    assert result.returncode == 0, result.stderr
+    assert faults == []  # every fault was met
+    assert_complete_bundle(s3)
+    assert read_json(s3, "registry/tiny/labels/current.json")["version"] == 1
