@@ -117,6 +117,18 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def label_points(axis, points: list[tuple[float, float, str]]) -> None:
+    """Name each point; the names of points that nearly coincide (conversions that keep the parent's accuracy and
+    size) are stacked downwards instead of printed over each other."""
+    axis.autoscale_view()
+    placed: list[tuple[float, float]] = []
+    for x, y, name in sorted(points):
+        px, py = axis.transData.transform((x, y))  # pixels: "near" means near on the plot, whatever the scale
+        crowd = sum(1 for qx, qy in placed if abs(px - qx) < 70 and abs(py - qy) < 10)
+        placed.append((px, py))
+        axis.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4 - 10 * crowd), fontsize=8)
+
+
 def plot_png(rows: list[dict]) -> bytes:
     """Accuracy against gzip size and against batch-1 latency, one point per artifact."""
     import matplotlib
@@ -129,14 +141,16 @@ def plot_png(rows: list[dict]) -> bytes:
         (axes[0], "size_gzip_bytes", "size, gzip (KiB, log)"),
         (axes[1], "latency_ms_p50", "batch-1 latency p50 (ms, log)"),
     ):
+        points = []
         for row in rows:
             x, y = row["metrics"].get(key), row["metrics"].get("accuracy")
             if x is None or y is None:
                 continue
             x = x / 1024 if key == "size_gzip_bytes" else x
             axis.scatter(x, y, marker="o" if row["blessed"] else "x", color="tab:green" if row["blessed"] else "tab:red", s=50)
-            axis.annotate(row["name"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            points.append((x, y, row["name"]))
         axis.set_xscale("log")
+        label_points(axis, points)
         axis.set_xlabel(label)
         axis.set_ylabel("test accuracy")
         axis.grid(True, alpha=0.3)
