@@ -192,8 +192,12 @@ def test_post_training_mistakes(compress, targets, message):
 
 # ------------------------------------------------------------------------------------------------------- end to end
 def test_modelpress_run_clusters_then_quantizes_then_converts_to_int8(cli, tiny_workflow, tmp_path):
-    compress = "compress:\n  - {technique: cluster, clusters: 8, epochs: 1}\n  - {technique: quantize, epochs: 1}\n"
-    tiny_workflow.write_text(TINY_WORKFLOW + compress + "targets: [tflite_int8]\n")
+    """QAT (auto: cqat after cluster), then the int8 post-training entry: the plan converts the QAT model."""
+    compress = (
+        "compress:\n  - {technique: cluster, clusters: 8, epochs: 1}\n  - {technique: quantize, epochs: 1}\n"
+        "  - {technique: quantize, mode: int8, calibration_samples: 64}\n"
+    )
+    tiny_workflow.write_text(TINY_WORKFLOW + compress)
     out = tmp_path / "run"
     result = cli("run", str(tiny_workflow), "--out", str(out))
     assert result.returncode == 0, result.stderr
@@ -204,4 +208,5 @@ def test_modelpress_run_clusters_then_quantizes_then_converts_to_int8(cli, tiny_
     assert all(layer["unique"] <= 8 for layer in quantized.details["weights"]["layers"].values())
     int8 = read_meta(str(out / "artifacts" / "tflite_int8"))
     assert int8.parent == str(out / "artifacts" / "quantize") and "float32" not in int8.details["op_dtypes"]["FULLY_CONNECTED"]
+    assert int8.details["calibration_rows"] == 64 and len(int8.calibration_hash) == 64  # the sample's sha256 in the lineage
     assert int8.metrics["size_bytes"] < quantized.metrics["size_bytes"]
