@@ -18,6 +18,7 @@ import json
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import numpy as np
 from .._core import releases, storage
 from .._core.artifacts import ArtifactMeta, open_artifact
 from .._core.data import load_dataset
-from .._core.errors import UserError
+from .._core.errors import StepFailed, UserError
 from .._core.progress import log
 from .._core.spec import EvaluationSpec, Gates
 from .config import ValidateConfig
@@ -102,7 +103,11 @@ def measure_in_tf_worker(folder: Path, meta: ArtifactMeta, x: np.ndarray, evalua
     """measure() in a process where TensorFlow started with evaluation.threads."""
     if evaluation.threads not in _TF_WORKERS:
         _TF_WORKERS[evaluation.threads] = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-    return _TF_WORKERS[evaluation.threads].submit(_measure_artifact, folder, meta, x, evaluation).result()
+    try:
+        return _TF_WORKERS[evaluation.threads].submit(_measure_artifact, folder, meta, x, evaluation).result()
+    except BrokenProcessPool as exc:  # killed (e.g. out of memory): the next SavedModel gets a new worker
+        del _TF_WORKERS[evaluation.threads]
+        raise StepFailed(f"the process measuring {meta.format} in TensorFlow died ({exc}); see its log above") from exc
 
 
 def _measure_artifact(folder: Path, meta: ArtifactMeta, x: np.ndarray, evaluation: EvaluationSpec) -> Measurement:

@@ -152,6 +152,19 @@ def test_saved_model_is_timed_with_the_configured_threads_even_after_training_in
     assert len(evaluation["latency_ms_samples"]) == 5 and blessing["metrics"]["throughput_per_s"] > 0
 
 
+def test_a_dead_tensorflow_worker_fails_one_measurement_and_the_next_gets_a_new_one(parent, parent_validation, data):
+    from modelpress._core.spec import EvaluationSpec
+
+    evaluation = EvaluationSpec(latency_runs=5, warmup_runs=1)
+    for process in list(validate._TF_WORKERS[1]._processes.values()):  # the worker parent_validation started
+        process.kill()
+        process.join()
+    with pytest.raises(StepFailed, match=r"^the process measuring saved_model in TensorFlow died \(.*\); see its log above$"):
+        validate.measure_in_tf_worker(Path(parent), read_meta(parent), data.x_test, evaluation)
+    again = validate.measure_in_tf_worker(Path(parent), read_meta(parent), data.x_test, evaluation)
+    assert again.runtime == "tensorflow" and again.threads == 1 and len(again.latencies) == 5
+
+
 def test_quantized_formats_are_smaller_than_fp32(converted):
     size = {t: read_meta(converted[t]).metrics["size_bytes"] for t in CPU_FORMATS}
     assert size["tflite_fp16"] < size["tflite_fp32"] and size["tflite_dynamic"] < size["tflite_fp16"]
