@@ -91,3 +91,12 @@ def test_a_conversion_that_cannot_work_stops_the_run_and_blesses_nothing(cli, tm
     )
     assert list((tmp_path / "run").rglob("blessing.json")) == [] and not (tmp_path / "run" / "summary.json").exists()
     assert not (tmp_path / "run" / "artifacts" / "onnx").exists()
+
+
+def test_a_thread_count_below_one_is_refused_naming_its_line(cli, tmp_path):
+    workflow = write_workflow(tmp_path, evaluation={"threads": 0})
+    result = cli("run", str(workflow), "--out", str(tmp_path / "run"))
+    assert result.returncode == 2 and not (tmp_path / "run").exists()
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"modelpress: error: {workflow} line 22: evaluation.threads: Input should be greater than or equal to 1 (got 0)"
+    )
