@@ -16,7 +16,7 @@ from tests.conftest import ROOT, free_port, run_cli
 CONFIG = {
     "model": {"zoo": "mlp", "params": {"hidden": [32]}},
     "data": {"source": "digits"},
-    "train": {"epochs": 2, "batch_size": 64, "workers": 2},
+    "train": {"epochs": 2, "batch_size": 128, "learning_rate": 0.01, "workers": 2},
 }
 CONTRACT_FILES = {"artifact.json", "model.h5", "saved_model", "initial.weights.h5"}
 
