@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -16,33 +17,28 @@ from pipelines.compiler import compile_workflow
 from pipelines.components import step_parameters
 from pipelines.training_job import train_tfjob
 
-WORKFLOW = """\
-name: {name}
-model:
-  zoo: mlp
-  params: {{hidden: [32]}}
-data:
-  source: digits
-train:
-  epochs: 4
-  workers: {workers}
-targets: [saved_model]
-"""
+
+def multi_worker_workflow(adapter_workflow, workers: int, folder: Path | None = None) -> Path:
+    """The adapter tests' tiny workflow, training with `workers` workers."""
+    path = adapter_workflow("mw", targets="[saved_model]", folder=folder)
+    spec = yaml.safe_load(path.read_text())
+    spec["train"]["workers"] = workers
+    path.write_text(yaml.safe_dump(spec))
+    return path
 
 
 def replica_arguments(manifest: dict) -> dict[str, list[str]]:
     return {kind: r["template"]["spec"]["containers"][0]["args"] for kind, r in manifest["spec"]["tfReplicaSpecs"].items()}
 
 
-def compiled(tmp_path, workers: int) -> tuple[dict, dict]:
-    source = tmp_path / "mw.yaml"
-    source.write_text(WORKFLOW.format(name="mw", workers=workers))
+def compiled(adapter_workflow, tmp_path, workers: int) -> tuple[dict, dict]:
+    source = multi_worker_workflow(adapter_workflow, workers)
     pipeline, platform = yaml.safe_load_all(compile_workflow(source, tmp_path / "mw.pipeline.yaml").read_text())
     return pipeline, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
 
-def test_kfp_trains_with_several_workers_through_a_task_that_runs_the_tfjob(tmp_path):
-    pipeline, platform = compiled(tmp_path, workers=3)
+def test_kfp_trains_with_several_workers_through_a_task_that_runs_the_tfjob(adapter_workflow, tmp_path):
+    pipeline, platform = compiled(adapter_workflow, tmp_path, workers=3)
     tasks = pipeline["root"]["dag"]["tasks"]
     (key,) = [k for k, t in tasks.items() if t["taskInfo"]["name"] == "train"]
     train = tasks[key]
@@ -66,8 +62,8 @@ def test_kfp_trains_with_several_workers_through_a_task_that_runs_the_tfjob(tmp_
     assert validate["inputs"]["artifacts"]["model"]["taskOutputArtifact"] == {"outputArtifactKey": "output_model", "producerTask": key}
 
 
-def test_kfp_keeps_one_worker_training_as_the_train_component(tmp_path):
-    pipeline, platform = compiled(tmp_path, workers=1)
+def test_kfp_keeps_one_worker_training_as_the_train_component(adapter_workflow, tmp_path):
+    pipeline, _ = compiled(adapter_workflow, tmp_path, workers=1)
     train = next(t for t in pipeline["root"]["dag"]["tasks"].values() if t["taskInfo"]["name"] == "train")
     assert train["componentRef"]["name"] == "comp-train"
     assert pipeline["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]["accelerator"]["count"] == "1"
@@ -84,10 +80,9 @@ def test_the_tfjob_task_takes_every_pipeline_parameter_train_has():
 
 
 @pytest.fixture
-def workflows(tmp_path, monkeypatch):
+def workflows(tmp_path, monkeypatch, adapter_workflow):
     folder = tmp_path / "workflows"
-    folder.mkdir()
-    (folder / "mw.yaml").write_text(WORKFLOW.format(name="mw", workers=2))
+    multi_worker_workflow(adapter_workflow, 2, folder)
     monkeypatch.setenv(WORKFLOWS_ENV, str(folder))
     monkeypatch.delenv(MODE_ENV, raising=False)
     return folder
