@@ -6,9 +6,12 @@ Layout under the registry URI:
     <model>/<version>/MODEL_CARD.md             the comparison table, gates, lineage
     <model>/<version>/manifest.json             written last: a version without it does not exist
     <model>/labels/<label>.json                 {"version": N, ...}: one PUT, so a label moves atomically
+    <model>/claims/<version>                    the digest of the bundle that version number belongs to
 
 Versions are integers and never change once their manifest exists. A bundle's digest covers the model files
-(artifacts/**), so pushing the same models again finds the existing version instead of making a new one.
+(artifacts/**), so pushing the same models again finds the existing version instead of making a new one. A push
+first claims its version number with a create-if-absent write (S3 `If-None-Match: *`, a hard link locally), so two
+pushes running at once never write into the same version folder.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from .progress import log
 MANIFEST_FILE = "manifest.json"
 MODEL_CARD_FILE = "MODEL_CARD.md"
 LABELS_DIR = "labels"
+CLAIMS_DIR = "claims"
 ARTIFACTS_DIR = "artifacts"
 VALIDATION_DIR = "validation"
 # Libraries whose versions a manifest records when they are installed.
@@ -170,6 +174,42 @@ def published_artifact(root: str, model: str, label: str, name: str) -> dict[str
 
 
 # --------------------------------------------------------------------------------------------------- writing
+def create_exclusive(uri: str, data: bytes) -> bool:
+    """Write a small object only if nothing is there yet, atomically. False when it already exists."""
+    if storage.is_s3(uri):
+        from botocore.exceptions import ClientError
+
+        loc = storage.S3Location.parse(uri)
+        try:
+            storage.s3_client().put_object(Bucket=loc.bucket, Key=loc.key, Body=data, IfNoneMatch="*")
+        except ClientError as exc:
+            # 412: the object exists; 409: another conditional write to it is in flight
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                return False
+            raise storage.explain_s3_error(exc, uri) from None
+        return True
+    path = Path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_bytes(data)
+    try:
+        os.link(tmp, path)  # fails if the path exists: an exclusive create that is never seen half-written
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+    return True
+
+
+def claim_version(root: str, model: str, version: int, digest: str) -> bool:
+    """Reserve a version number for the bundle `digest`. True when the number is this bundle's: claimed now, or by
+    an interrupted push of the same bundle. False when another bundle holds it."""
+    uri = storage.join(root, model, CLAIMS_DIR, str(version))
+    if create_exclusive(uri, digest.encode()):
+        return True
+    return storage.exists(uri) and storage.read_bytes(uri).decode() == digest
+
+
 def bundle_digest(files: dict[str, str]) -> str:
     """sha256 over the sorted (path, sha256) pairs of the model files: the identity of a release's content."""
     lines = "".join(f"{path}\t{sha}\n" for path, sha in sorted(files.items()) if path.startswith(f"{ARTIFACTS_DIR}/"))

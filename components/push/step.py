@@ -187,6 +187,13 @@ def publish(root, model, digest, bundle, files, blessed, rejected, metas, config
             f"version {version} of '{model}' already exists with different content (digest {other[:12]}, this push "
             f"{digest[:12]}); versions never change: unset push.version to publish the next one"
         )
+    while not releases.claim_version(root, model, version, digest):
+        if spec.version is not None:
+            raise UserError(
+                f"version {version} of '{model}' is being published by another push with different content; "
+                "unset push.version to publish the next one"
+            )
+        version += 1  # another push took this number first
     target = releases.version_uri(root, model, version)
     transfer = releases.transfer_config(spec.part_size_mb, spec.max_concurrency)
     total = sum(f["size"] for f in files.values())

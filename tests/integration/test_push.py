@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
@@ -269,3 +270,13 @@ def test_throttling_server_errors_and_dropped_connections_are_retried(s3, s3_end
     assert faults == []  # every fault was met
     assert_complete_bundle(s3)
     assert read_json(s3, "registry/tiny/labels/current.json")["version"] == 1
+
+
+def test_two_pushes_at_the_same_time_never_share_a_version(s3, trained_runs, cli):
+    registry = f"s3://{s3}/registry"
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda run: push(cli, registry, validations_of(trained_runs[run]), f"s3://{s3}/runs/{run}/push"), "ab"))
+    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+    assert sorted(json.loads(r.stdout)["version"] for r in results) == [1, 2]
+    digests = {json.loads(r.stdout)["digest"] for r in results}
+    assert {assert_complete_bundle(s3, version)["digest"] for version in (1, 2)} == digests and len(digests) == 2
