@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -21,7 +23,8 @@ def convert(model, config: ConvertConfig, calibration: np.ndarray | None, folder
     if config.format == "openvino_int8":
         nncf = require("nncf", "openvino")
         samples = nncf.Dataset(list(calibration), lambda row: row[None])
-        ir = nncf.quantize(ir, samples, subset_size=len(calibration))
+        with contextlib.redirect_stdout(sys.stderr):  # nncf's progress bars: stdout carries the run's table
+            ir = nncf.quantize(ir, samples, subset_size=len(calibration))
     ov.save_model(ir, folder / XML_FILE, compress_to_fp16=config.format == "openvino_fp16")
     ops = Counter(op.get_type_name() for op in ir.get_ops())
     return [XML_FILE, BIN_FILE], {"ops": dict(sorted(ops.items()))}
