@@ -9,6 +9,7 @@ list every trial (hyperparameters, score, epochs, status), best first.
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -126,21 +127,30 @@ def search(config: TuneConfig, data, scratch: Path) -> list[dict[str, Any]]:
             resumed = raw.get(f"{HYPERBAND_PREFIX}trial_id")
             if resumed:  # Hyperband's next round continues the trial it promoted
                 model.load_weights(scratch / f"{resumed}.weights.h5")
-            log(f"tune trial {len(records) + 1}: {values}, epochs {initial_epoch}->{epochs}")
-            history = fit(model, data, train, label=f"tune trial {len(records) + 1}")
+            number = int(trial.trial_id) + 1
+            log(f"tune trial {number}: {values}, epochs {initial_epoch}->{epochs}")
+            history = fit(model, data, train, label=f"tune trial {number}")
             if tune.algorithm == "hyperband":
                 model.save_weights(scratch / f"{trial.trial_id}.weights.h5")
             scores = history.history[tune.objective]
             score = float(max(scores) if tune.objective == "val_accuracy" else min(scores))
+            if not math.isfinite(score):  # recorded as a failed trial, ranked last
+                log(f"tune trial {number}: failed, {tune.objective} is {score} (training diverged)")
+                raise kt.errors.FailedTrialError(f"{tune.objective} is {score}: training diverged")
             records.append({"trial": trial.trial_id, "hyperparameters": values, tune.objective: score, "epochs": epochs})
-            log(f"tune trial {len(records)}: {tune.objective} {score:.4f}")
+            log(f"tune trial {number}: {tune.objective} {score:.4f}")
             return {tune.objective: score}
 
     tuner = FitTuner(make_oracle(tune, declare_space(tune.space)), directory=str(scratch), project_name="search", overwrite=True)
+    from keras_tuner.src import config as kt_config
+
+    debug, kt_config.DEBUG = kt_config.DEBUG, False  # a failed trial is one log line and a record, not a traceback
     try:
         tuner.search(verbose=0)
     except RuntimeError as exc:  # keras-tuner gives up after three failed trials in a row
         raise StepFailed(f"tune: trials keep failing; the last error: {last_line(str(exc))}") from None
+    finally:
+        kt_config.DEBUG = debug
     for record in records:
         record["status"] = "COMPLETED"
     for trial in tuner.oracle.trials.values():
