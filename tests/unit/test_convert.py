@@ -15,6 +15,7 @@ from modelpress._core.keras_artifact import save_keras_artifact
 from modelpress._core.spec import DigitsData, ModelSpec, TrainSpec, parse_workflow
 from modelpress._core.tf import import_tf, load_keras_model
 from modelpress.convert import step as convert
+from modelpress.convert import tensorrt
 from modelpress.convert.config import CONVERT_FORMATS, FLOAT_FORMATS, INT8_FORMATS, ConvertConfig
 from modelpress.convert.tflite import float_kernels, interpreter, op_dtypes
 from modelpress.train import step as train
@@ -239,11 +240,18 @@ def graph_names(target: str, artifact: Path) -> list[str]:
     if family(target) == "onnx":
         import onnx
 
-        graph = onnx.load(str(artifact / "model.onnx")).graph
-        return [n.name for n in graph.node] + [i.name for i in graph.initializer] + [o for n in graph.node for o in n.output]
+        return onnx_names(onnx.load(str(artifact / "model.onnx")).graph)
     import openvino as ov
 
     return [op.get_friendly_name() for op in ov.Core().read_model(artifact / "model.xml").get_ops()]
+
+
+def onnx_names(graph) -> list[str]:
+    return [n.name for n in graph.node] + [i.name for i in graph.initializer] + [o for n in graph.node for o in n.output]
+
+
+def training_names(names: list[str]) -> list[str]:
+    return [n for n in names if any(word in n.lower() for word in TRAINING_NAMES)]
 
 
 @pytest.mark.parametrize("wrapper", ["pruning", "clustering"])
@@ -260,8 +268,11 @@ def test_training_only_parts_are_stripped_in_every_family(wrapper, parent, tmp_p
         result = convert.run(config(target), {"model": source}, str(out))
         assert read_meta(str(out)).details["stripped_wrappers"] == [wrapper]
         assert result["metrics"]["check_agreement"] >= 0.99
-        leftovers = [n for n in graph_names(target, out) if any(word in n.lower() for word in TRAINING_NAMES)]
+        leftovers = training_names(graph_names(target, out))
         assert leftovers == [], f"{target} keeps training-only parts: {leftovers[:5]}"
+    # TensorRT builds its engine from the ONNX of the same stripped model (the build itself needs a GPU).
+    model, stripped = convert.load_inference_model(Path(source) / "model.h5")
+    assert stripped == [wrapper] and training_names(onnx_names(tensorrt.engine_onnx(model, config("tensorrt_fp16"), None).graph)) == []
 
 
 def test_qat_model_converts_to_real_int8(parent, tmp_path):
