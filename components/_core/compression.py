@@ -72,6 +72,16 @@ def fine_tune(model, data, train: TrainSpec, epochs: int, learning_rate: float, 
     return fit(model, data, train.model_copy(update={"epochs": epochs, "learning_rate": learning_rate}), label=label)
 
 
+def refuse_quantized(model, technique: str) -> None:
+    """Compression acts on float kernels: a quantization-aware parent means quantize was not the last Keras step."""
+    wrapped = [layer.name for layer in model.layers if type(layer).__name__.startswith("QuantizeWrapper")]
+    if wrapped:
+        raise UserError(
+            f"{technique} needs a float model but the parent is quantization-aware ({wrapped[0]}); "
+            "quantize must be the last Keras step in compress"
+        )
+
+
 def layer_names(model, names: list[str] | None, what: str) -> list[str]:
     """Check that every requested layer exists; the error lists the layers that do."""
     known = [layer.name for layer in model.layers if kernel_weights(layer)]

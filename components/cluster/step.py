@@ -9,22 +9,12 @@ in the quantize step keep through quantization-aware training.
 from __future__ import annotations
 
 from .._core import storage
-from .._core.compression import fine_tune, layer_names, parent_model, save_compressed, weight_stats
+from .._core.compression import fine_tune, layer_names, parent_model, refuse_quantized, save_compressed, weight_stats
 from .._core.data import load_dataset
 from .._core.errors import UserError
 from .._core.progress import log
 from .._core.tf import import_tf
 from .config import CENTROID_INITS, ClusterConfig
-
-
-def refuse_quantized(model, technique: str) -> None:
-    """Clustering acts on float kernels; a quantization-aware parent must come later in compress, not before."""
-    wrapped = [layer.name for layer in model.layers if type(layer).__name__.startswith("QuantizeWrapper")]
-    if wrapped:
-        raise UserError(
-            f"{technique} needs a float model but the parent is quantization-aware ({wrapped[0]}); "
-            f"put {technique} before quantize in compress"
-        )
 
 
 def wrap_for_clustering(model, names: list[str], config: ClusterConfig, preserve_sparsity: bool):

@@ -13,12 +13,11 @@ import re
 import numpy as np
 
 from .._core import storage
-from .._core.compression import fine_tune, parent_model, save_compressed, weight_stats
+from .._core.compression import fine_tune, parent_model, refuse_quantized, save_compressed, weight_stats
 from .._core.data import load_dataset
 from .._core.errors import StepFailed, UserError
 from .._core.progress import log
 from .._core.tf import import_tf
-from ..cluster.step import refuse_quantized
 from .config import POST_TRAINING_TARGETS, QuantizeConfig
 
 # A kernel counts as clustered when it holds few distinct values for its size: at most tfmot's limit for cluster

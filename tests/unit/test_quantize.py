@@ -112,6 +112,15 @@ def test_a_mode_with_nothing_to_keep_is_refused(parents, tmp_path):
     assert not (tmp_path / "q").exists()
 
 
+@pytest.mark.parametrize("step", ["quantize", "cluster"])
+def test_a_quantization_aware_parent_is_refused(step, quantized, tmp_path):
+    config = QuantizeConfig(data=DATA) if step == "quantize" else ClusterConfig(data=DATA)
+    run = quantize.run if step == "quantize" else cluster.run
+    with pytest.raises(UserError, match=f"{step} needs a float model but the parent is quantization-aware \\(quant_\\w+\\); quantize must be the last Keras step"):
+        run(config, {"model": quantized["train"]}, str(tmp_path / "again"))
+    assert not (tmp_path / "again").exists()
+
+
 def test_a_post_training_mode_run_as_a_step_points_to_convert(tmp_path):
     with pytest.raises(UserError, match="run the convert step with format tflite_dynamic"):
         quantize.run(QuantizeConfig(data=DATA, mode="dynamic"), {"model": str(tmp_path / "any")}, str(tmp_path / "q"))
