@@ -33,9 +33,9 @@ WORKLOADS: dict[str, dict] = {
     # size and latency; training is kept short so the whole bench fits its time budget.
     "mobilenet_v2_generated": {
         "model": {"zoo": "mobilenet_v2", "params": {"alpha": 1.0, "input_size": 160}},
-        "data": {"source": "generated", "samples": 1200, "image_size": [64, 64], "classes": 10, "seed": 0,
+        "data": {"source": "generated", "samples": 1000, "image_size": [64, 64], "classes": 10, "seed": 0,
                  "split": {"val": 0.1, "test": 0.2, "seed": 0}},
-        "train": {"epochs": 3, "batch_size": 32, "learning_rate": 0.001, "seed": 0},
+        "train": {"epochs": 3, "batch_size": 16, "learning_rate": 0.001, "seed": 0},
         "evaluation": {"latency_runs": 50, "warmup_runs": 5, "batch_size": 16, "threads": 1},
     },
 }

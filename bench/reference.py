@@ -140,6 +140,25 @@ def limits(rows: list[dict], goal_rows: list[dict], data_specs: dict[str, dict])
     return profiles
 
 
+def runtime_floors(rows: list[dict], goal_rows: list[dict]) -> list[dict]:
+    """Where a speed goal is missed: in the runtime of the fastest blessed ModelPress artifact, how the p50 of the
+    model with the fewest parameters compares with the TF baseline's parameters. When parameters fall much faster
+    than latency, the runtime's fixed per-call cost, not the model, bounds the speed-up."""
+    floors = []
+    for goal in goal_rows:
+        if goal["met"] is not False or "best peer" not in goal["goal"]:
+            continue
+        mine = [row for row in rows if row["workload"] == goal["workload"]]
+        fastest = next(row for row in mine if row["name"] == goal["artifact"])
+        tf = next(row for row in mine if row["name"] == TF_PEER)
+        smallest = min((row for row in mine if row["runtime"] == fastest["runtime"] and row["params"]), key=lambda row: row["params"])
+        floors.append({"workload": goal["workload"], "runtime": fastest["runtime"], "smallest": smallest["name"],
+                       "smallest_params": smallest["params"], "smallest_p50_ms": smallest["latency_ms_p50"],
+                       "baseline_params": tf["params"], "fastest": fastest["name"], "fastest_p50_ms": fastest["latency_ms_p50"],
+                       "params_fell": tf["params"] / smallest["params"], "p50_fell": fastest["latency_ms_p50"] / smallest["latency_ms_p50"]})
+    return floors
+
+
 def workload_table(rows: list[dict], workload: str) -> str:
     mine = [{**row, "spread": spread_ms(row)} for row in rows if row["workload"] == workload]
     return text_table(mine, COLUMNS, title=f"== {workload} ==")
@@ -151,8 +170,17 @@ def goals_table(goal_rows: list[dict]) -> str:
                               ("reached", "reached", None), ("met", "met", None)], title="== goals ==")
 
 
-def limits_text(profiles: list[dict], top: int = 5) -> str:
-    lines = ["== what limits the missed speed goals (OpenVINO per-layer counters, median per call) =="]
+def limits_text(profiles: list[dict], floors: list[dict], top: int = 5) -> str:
+    lines = ["== what limits the missed speed goals (measured) =="]
+    for floor in floors:
+        lines.append(
+            f"{floor['workload']} {floor['runtime']}: the model with the fewest parameters there ({floor['smallest']}, "
+            f"{floor['smallest_params']:,} params, {floor['params_fell']:.0f}x fewer than the baseline) runs at p50 "
+            f"{floor['smallest_p50_ms']:.4f} ms; the fastest blessed ModelPress artifact ({floor['fastest']}) at "
+            f"{floor['fastest_p50_ms']:.4f} ms, only {floor['p50_fell']:.2f}x above it"
+        )
+    if profiles:
+        lines.append("OpenVINO per-layer counters (median per call):")
     for entry in profiles:
         if "error" in entry:
             lines.append(f"{entry['artifact']}: profile failed: {entry['error']}")
@@ -231,14 +259,15 @@ def report(rows: list[dict], failures: list[str], out: Path, extras: dict, data_
     workloads = list(dict.fromkeys(row["workload"] for row in rows))
     goal_rows = [g for workload in workloads for g in goals(rows, workload)]
     profiles = limits(rows, goal_rows, data_specs) if profile_limits else []
+    floors = runtime_floors(rows, goal_rows)
     sections = [workload_table(rows, workload) for workload in workloads]
     sections += [goals_table(goal_rows)]
-    if profiles:
-        sections.append(limits_text(profiles))
+    if profiles or floors:
+        sections.append(limits_text(profiles, floors))
     if failures:
         sections.append("\n".join(["== recipes that did not run ==", *failures]))
     payload = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), **extras,
-               "rows": rows, "goals": goal_rows, "profiles": profiles, "failures": failures}
+               "rows": rows, "goals": goal_rows, "floors": floors, "profiles": profiles, "failures": failures}
     text = "\n\n".join(sections)
     png = pareto_png(rows)
     out.mkdir(parents=True, exist_ok=True)
