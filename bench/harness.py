@@ -10,6 +10,7 @@ runtime's thread pools never share a process with another's, and measurements ne
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ from typing import Any
 from modelpress._core.plan import Task, build_plan
 from modelpress._core.progress import log
 from modelpress._core.registry import get_step
+from modelpress._core.report import _fmt as report_format
 from modelpress._core.spec import parse_workflow, spec_hash
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -201,27 +203,31 @@ def run_step_process(step: str, config_file: Path, inputs: dict[str, str], outpu
     return json.loads((output / "blessing.json").read_text()) if step == "validate" else result
 
 
+def bench_arguments(prog: str, description: str, subset: str, choices: list[str]) -> argparse.ArgumentParser:
+    """The options both benches take; `subset` names the option choosing what to run (models, workloads)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--quick", action="store_true", help="smoke run of every path: tiny training, 1 repeat; numbers mean nothing")
+    parser.add_argument("--repeats", type=int, default=3, help="latency repeats per artifact, each in a fresh validate process")
+    parser.add_argument(f"--{subset}", nargs="+", choices=choices, default=choices, help="run only these")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the result files go")
+    return parser
+
+
 # --------------------------------------------------------------------------------------------------------- output
 def format_value(value: Any, kind: str | None) -> str:
+    """A cell: the run report's formats (acc, bytes, int, rate) plus the benches' own (pp already in points, ms at a
+    precision that shows microseconds, ratio, yes)."""
     if value is None:
         return "-"
-    if kind == "acc":
-        return f"{value:.4f}"
     if kind == "pp":
         return f"{value:+.2f}"
-    if kind == "bytes":
-        return f"{value / 1024:,.1f} KiB" if value < 1 << 20 else f"{value / (1 << 20):,.2f} MiB"
     if kind == "ms":
         return f"{value:.4f}" if value < 1 else f"{value:.3f}" if value < 100 else f"{value:.1f}"
-    if kind == "int":
-        return f"{value:,}"
-    if kind == "rate":
-        return f"{value:,.0f}"
     if kind == "ratio":
         return f"{value:.2f}x" if value < 100 else f"{value:.0f}x"
     if kind == "yes":
         return "yes" if value else "NO"
-    return str(value)
+    return report_format(value, kind) if kind else str(value)
 
 
 # A column: (title, row key, format kind from format_value). Text columns (kind None) are left-aligned.

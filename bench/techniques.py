@@ -9,7 +9,6 @@ technique. Prints one table and the targets of issue 3, writes bench/results/tec
 
 from __future__ import annotations
 
-import argparse
 import copy
 import time
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from pathlib import Path
 from modelpress._core.progress import log
 from modelpress._core.registry import STEPS
 
-from .harness import RESULTS, WORK, Bench, Measured, machine, spread_ms, text_table, write_json
+from .harness import WORK, Bench, Measured, bench_arguments, machine, spread_ms, text_table, write_json
 
 DATA = {"source": "digits", "split": {"val": 0.1, "test": 0.2, "seed": 0}}
 # The two models of issue 3: the CNN as in examples/digits_cnn.yaml, the zoo's 300-150 MLP as in digits_mlp.yaml.
@@ -139,12 +138,7 @@ def write_results(rows: list[dict], missing: list[str], out: Path, extras: dict)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.techniques", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: 2 training epochs, 1 fine-tuning epoch, 1 repeat")
-    parser.add_argument("--repeats", type=int, default=3, help="latency repeats per artifact, each in a fresh process")
-    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where techniques.json goes")
-    args = parser.parse_args(argv)
+    args = bench_arguments("python -m bench.techniques", __doc__.splitlines()[0], "models", list(MODELS)).parse_args(argv)
     started = time.monotonic()
     bench = Bench(WORK / "techniques", repeats=1 if args.quick else args.repeats)
     rows, missing = [], []
