@@ -30,8 +30,8 @@ def pattern_misfit(layer, group: int) -> str | None:
 
 
 def pattern_layers(model, names: list[str], group: int, explicit: bool) -> tuple[list[str], dict[str, str]]:
-    """The layers an N:M pattern applies to. A layer the user named that cannot take it is an error; by default such
-    layers are left dense and listed (e.g. a first convolution over 1-channel images)."""
+    """The layers an N:M pattern applies to, and why the others cannot take it. A layer the user named that cannot
+    take it is an error; by default such layers stay dense (e.g. a first convolution over 1-channel images)."""
     misfits = {name: reason for name in names if (reason := pattern_misfit(model.get_layer(name), group))}
     if explicit and misfits:
         name, reason = next(iter(misfits.items()))
@@ -39,8 +39,6 @@ def pattern_layers(model, names: list[str], group: int, explicit: bool) -> tuple
     chosen = [name for name in names if name not in misfits]
     if not chosen:
         raise UserError(f"prune: no layer can take a pattern with groups of {group}: " + "; ".join(f"{n}: {r}" for n, r in misfits.items()))
-    for name, reason in misfits.items():
-        log(f"prune: layer {name} stays dense: {reason}")
     return chosen, misfits
 
 
@@ -55,12 +53,13 @@ def prune_magnitude(model, config: PruneConfig, data) -> tuple[Any, dict[str, An
     frequency = max(1, steps // (2 * train.epochs))  # masks updated twice an epoch
     names = layer_names(model, config.layers, "prune")
     details: dict[str, Any] = {"epochs": train.epochs, "learning_rate": train.learning_rate}
+    left_dense: dict[str, str] = {}  # layer -> why it keeps all its weights
     if config.pattern:
         kept, group = config.kept_and_group
-        names, dense = pattern_layers(model, names, group, explicit=bool(config.layers))
+        names, left_dense = pattern_layers(model, names, group, explicit=bool(config.layers))
         schedule = sparsity.ConstantSparsity(1 - kept / group, begin_step=0)  # unused: the pattern mask is set at step 1
         wrapper_options = {"sparsity_m_by_n": (group - kept, group)}
-        details.update(pattern=config.pattern, left_dense=dense)
+        details.update(pattern=config.pattern)
     elif config.schedule == "polynomial":
         # Reach the target two thirds of the way through, then fine-tune with the final masks.
         end_step = max(frequency, steps * 2 // 3 // frequency * frequency)
@@ -79,12 +78,23 @@ def prune_magnitude(model, config: PruneConfig, data) -> tuple[Any, dict[str, An
         if not (selected or layer.name in names) or not kernel_weights(layer):
             return layer
         try:
-            return sparsity.prune_low_magnitude(layer, pruning_schedule=schedule, **wrapper_options)
+            wrapper = sparsity.prune_low_magnitude(layer, pruning_schedule=schedule, **wrapper_options)
         except ValueError as exc:
             raise UserError(f"prune: tfmot cannot prune layer '{layer.name}' ({type(layer).__name__}): {exc}") from None
+        if not wrapper.layer.get_prunable_weights():  # e.g. DepthwiseConv2D: tfmot keeps its kernel whole
+            reason = f"tfmot prunes no weights of a {type(layer).__name__}"
+            if layer.name in (config.layers or []):
+                raise UserError(f"prune: {reason} (layer '{layer.name}'); leave it out of 'layers'")
+            left_dense[layer.name] = reason
+            return layer
+        pruned.append(layer.name)
+        return wrapper
 
+    pruned: list[str] = []
     wrapped = keras.models.clone_model(model, clone_function=wrap)
-    log(f"prune: fine-tuning {len(names)} wrapped layers for {train.epochs} epochs ({steps} steps)")
+    for name, reason in left_dense.items():
+        log(f"prune: layer {name} stays dense: {reason}")
+    log(f"prune: fine-tuning {len(pruned)} wrapped layers for {train.epochs} epochs ({steps} steps)")
     fit(wrapped, data, train, label="prune", callbacks=[sparsity.UpdatePruningStep()])
-    details["pruned_layers"] = names
+    details.update(pruned_layers=pruned, left_dense=left_dense)
     return sparsity.strip_pruning(wrapped), details

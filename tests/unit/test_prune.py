@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from modelpress._core.compression import kernel_weights
 from modelpress._core.data import load_dataset
 from modelpress._core.errors import UserError
+from modelpress._core.keras_artifact import save_keras_artifact
 from modelpress._core.models import mlp
 from modelpress._core.spec import DigitsData, ModelSpec, TrainSpec
 from modelpress._core.tf import import_tf, load_keras_model
@@ -43,7 +45,7 @@ def run_prune(parent: str, out: Path, **options) -> dict:
 
 def kernels(artifact: str | Path) -> dict[str, np.ndarray]:
     model = load_keras_model(Path(artifact) / "model.h5")
-    return {layer.name: layer.kernel.numpy() for layer in model.layers if hasattr(layer, "kernel")}
+    return {layer.name: kernel_weights(layer)[0].numpy() for layer in model.layers if kernel_weights(layer)}
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +152,36 @@ def test_layers_inside_a_nested_model_are_pruned(work, options):
     for name, kernel in inner.items():
         assert abs(np.mean(kernel == 0) - 0.5) <= 0.01, name
         assert meta["details"]["weights"]["layers"][name]["sparsity"] == pytest.approx(np.mean(kernel == 0), abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def depthwise_parent(work) -> str:
+    """An untrained conv + depthwise conv model saved as an artifact (tfmot keeps depthwise kernels whole)."""
+    _, keras = import_tf()
+    inputs = keras.Input((8, 8, 1), name="input")
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.DepthwiseConv2D(3, activation="relu", name="depthwise")(x)
+    logits = keras.layers.Dense(10, name="logits")(keras.layers.Flatten(name="flatten")(x))
+    model = keras.Model(inputs, keras.layers.Activation("softmax", name="probabilities")(logits))
+    folder = work / "depthwise"
+    folder.mkdir()
+    config = TrainConfig(model=ModelSpec(builder="tests.unit.test_prune:depthwise"), data=DATA)
+    save_keras_artifact(model, folder, step="train", config=config, parent=None, data_hash=None, metrics={"accuracy": 0.1})
+    return str(folder)
+
+
+def test_layers_tfmot_cannot_prune_stay_dense_and_are_listed(work, depthwise_parent):
+    meta = run_prune(depthwise_parent, work / "depthwise_pruned", sparsity=0.5)
+    found = kernels(work / "depthwise_pruned")
+    assert np.mean(found["conv"] == 0) == pytest.approx(0.5, abs=0.01) and np.count_nonzero(found["depthwise"] == 0) == 0
+    assert meta["details"]["left_dense"] == {"depthwise": "tfmot prunes no weights of a DepthwiseConv2D"}
+    assert meta["details"]["pruned_layers"] == ["conv", "logits"]
+
+
+def test_naming_a_layer_tfmot_cannot_prune_is_refused(work, depthwise_parent):
+    with pytest.raises(UserError, match=r"tfmot prunes no weights of a DepthwiseConv2D \(layer 'depthwise'\); leave it out"):
+        run_prune(depthwise_parent, work / "depthwise_named", layers=["conv", "depthwise"])
+    assert not (work / "depthwise_named").exists()
 
 
 # -------------------------------------------------------------------------------------------------------- structured
