@@ -105,11 +105,10 @@ def place_version(base: str, model: str, saved_model: Path, pinned: int | None) 
                     "change: publish a new release, or deploy to another base path"
                 )
             return pinned, True
-        candidates = []
-    else:
-        candidates = [v for v in reversed(existing) if version_digest(base, model, v) == digest]
-    if candidates:
-        return candidates[0], True
+    else:  # newest first, stopping at the first match: on S3 each comparison downloads a version
+        same = next((v for v in reversed(existing) if version_digest(base, model, v) == digest), None)
+        if same is not None:
+            return same, True
     version = pinned if pinned is not None else (existing[-1] + 1 if existing else 1)
     copy_version(saved_model, storage.join(base, model, str(version)))
     return version, False

@@ -184,3 +184,16 @@ def test_unblessed_model_is_not_deployed(trained_runs, cli, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().startswith("modelpress: error: refusing to deploy train: it is not blessed (accuracy ")
     assert not (tmp_path / "serving").exists() and not (tmp_path / "deployment").exists()
+
+
+def test_version_in_the_base_path_with_other_files_is_never_replaced(registry, cli, tmp_path):
+    base = tmp_path / "serving"
+    other = Path(releases.version_uri(str(registry), "tiny", 2)) / "artifacts/train/saved_model"
+    shutil.copytree(other, base / "tiny/1")
+    result = deploy(cli, registry, base, 1)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"modelpress: error: version 1 of 'tiny' already exists in {base} with different files; versions never "
+        "change: publish a new release, or deploy to another base path")
+    assert (base / "tiny/1/saved_model.pb").read_bytes() == (other / "saved_model.pb").read_bytes()
+    assert not (base / "models.config").exists()

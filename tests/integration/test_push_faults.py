@@ -83,8 +83,9 @@ with counted_writes(kill_before=int(sys.argv[3])):
 """
 
 
-# Writes after which something new becomes visible: a manifest, a label, a served version, a step's completion marker.
-COMPLETING_WRITES = ("manifest.json", "labels/", "serving/tiny/1/saved_model.pb", "_modelpress/", "models.config",
+# Writes that change what a re-run or a reader finds: the version claim, a manifest, a label, a served version, the
+# deployment state and config, a step's completion marker.
+COMPLETING_WRITES = ("claims/1", "manifest.json", "labels/", "serving/tiny/1/saved_model.pb", "_modelpress/", "models.config",
                      "copy_object run/release/push/release.json", "copy_object run/deployment/deploy/deployment.json")
 
 
