@@ -108,24 +108,6 @@ def tiny_workflow(tmp_path) -> Path:
     return path
 
 
-RELEASE_WORKFLOW = """\
-name: tiny
-model:
-  zoo: mlp
-  params: {{hidden: [32]}}
-data:
-  source: digits
-train:
-  epochs: {epochs}
-  batch_size: 64
-  seed: {seed}
-targets: [saved_model, tflite_fp32]
-evaluation:
-  latency_runs: 5
-  warmup_runs: 1
-"""
-
-
 @pytest.fixture(scope="session")
 def trained_runs(tmp_path_factory) -> dict[str, Path]:
     """Two validated runs of a tiny model with different weights (`a`: 6 epochs, `b`: 1 epoch), each with a
@@ -135,7 +117,8 @@ def trained_runs(tmp_path_factory) -> dict[str, Path]:
     runs = {"a": (6, 0), "b": (1, 1)}
     processes = []
     for name, (epochs, seed) in runs.items():
-        (root / f"{name}.yaml").write_text(RELEASE_WORKFLOW.format(epochs=epochs, seed=seed))
+        workflow = TINY_WORKFLOW.replace("epochs: 3", f"epochs: {epochs}\n  seed: {seed}") + "targets: [saved_model, tflite_fp32]\n"
+        (root / f"{name}.yaml").write_text(workflow)
         command = [sys.executable, "-m", "modelpress._core.cli", "run", str(root / f"{name}.yaml"), "--out", str(root / name)]
         processes.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT))
     for process in processes:
