@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelpress._core.compression import kernel_weights
 from modelpress._core.data import load_dataset
 from modelpress._core.errors import UserError
 from modelpress._core.keras_artifact import save_keras_artifact
@@ -24,6 +23,7 @@ from modelpress.train import step as train
 from modelpress.train.config import TrainConfig
 from tests.conftest import TINY_WORKFLOW
 from tests.integration.test_bad_inputs import assert_one_line_error
+from tests.unit.compress_parents import kernels
 
 DATA = {"source": "digits"}
 FINE_TUNING = TrainSpec(epochs=2, batch_size=64, learning_rate=0.01)
@@ -41,11 +41,6 @@ def run_prune(parent: str, out: Path, **options) -> dict:
     """Prune `parent` into `out`; returns the artifact.json a user reads."""
     prune.run(PruneConfig(data=DATA, train=FINE_TUNING, **options), {"model": parent}, str(out))
     return json.loads((out / "artifact.json").read_text())
-
-
-def kernels(artifact: str | Path) -> dict[str, np.ndarray]:
-    model = load_keras_model(Path(artifact) / "model.h5")
-    return {layer.name: kernel_weights(layer)[0].numpy() for layer in model.layers if kernel_weights(layer)}
 
 
 @pytest.fixture(scope="module")
