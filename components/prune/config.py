@@ -15,6 +15,7 @@ METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
     "criterion": ("structured",),
     "activation_samples": ("structured",),
     "rounds": ("lottery",),
+    "random_init_control": ("lottery",),
 }
 
 
@@ -39,6 +40,9 @@ class PruneConfig(StepConfig):
     )
     activation_samples: int = Field(512, ge=16, description="structured, criterion activation: training rows measured")
     rounds: int = Field(3, ge=1, le=20, description="lottery: prune-rewind-retrain rounds; each removes the same share")
+    random_init_control: bool = Field(
+        False, description="lottery: also train the final mask from fresh random weights and record its accuracy"
+    )
     epochs: int | None = Field(None, ge=1, description="fine-tuning epochs (lottery: per round); default train.epochs")
     learning_rate: float | None = Field(None, gt=0, description="fine-tuning learning rate; default train.learning_rate")
     data: DataSpec = Field(..., description="the workflow's data: fine-tuning, activation statistics, test accuracy")

@@ -83,11 +83,27 @@ def find_ticket(model, folder: Path, config: PruneConfig, data) -> tuple[Any, di
             {"round": number, "sparsity": round(zeros / size, 4), "accuracy": accuracy, "epochs": len(history.history["loss"])}
         )
         log(f"prune: lottery round {number}: test accuracy {accuracy:.4f}")
-    details = {
+    details: dict[str, Any] = {
         "target_sparsity": config.sparsity,
         "rounds": rounds,
         "pruned_per_round": round(1 - keep_per_round, 4),
         "pruned_layers": names,
         "learning_rate": train.learning_rate,
     }
+    if config.random_init_control:
+        details["random_init_accuracy"] = train_random_init(model, names, masks, train, data)
     return model, details
+
+
+def train_random_init(model, names: list[str], masks: list[np.ndarray], train, data) -> float:
+    """The paper's control: the ticket's mask on freshly drawn weights, trained the same way. A ticket that beats it
+    owes its accuracy to the initial values it was rewound to, not to the mask alone."""
+    _, keras = import_tf()
+    control = keras.models.clone_model(model)  # same layers, new weights from their initialisers
+    kernels = [kernel for name in names for kernel in kernel_weights(control.get_layer(name))]
+    for kernel, mask in zip(kernels, masks, strict=True):
+        kernel.assign(kernel * mask)
+    fit(control, data, train, label="random-init control", callbacks=[keep_masks(list(zip(kernels, masks, strict=True)))])
+    accuracy = test_accuracy(control, data)
+    log(f"prune: random-init control with the final mask: test accuracy {accuracy:.4f}")
+    return accuracy

@@ -288,7 +288,7 @@ def test_structured_pruning_refuses_a_model_that_is_not_a_chain():
 
 # ----------------------------------------------------------------------------------------------------------- lottery
 def test_lottery_rounds_are_recorded_and_reach_the_final_sparsity(work, mlp_parent):
-    meta = run_prune(mlp_parent, work / "lottery", method="lottery", sparsity=0.5, rounds=2)
+    meta = run_prune(mlp_parent, work / "lottery", method="lottery", sparsity=0.5, rounds=2, random_init_control=True)
     rounds = meta["details"]["rounds"]
     assert [r["round"] for r in rounds] == [0, 1, 2]
     # Each round removes the same share of what is left: 1 - sqrt(0.5) = 29.3%, then 50%.
@@ -297,6 +297,7 @@ def test_lottery_rounds_are_recorded_and_reach_the_final_sparsity(work, mlp_pare
     assert rounds[-1]["accuracy"] == meta["metrics"]["accuracy"] and all(r["epochs"] == 2 for r in rounds[1:])
     for name, kernel in kernels(work / "lottery").items():
         assert abs(np.mean(kernel == 0) - 0.5) <= 0.002, name
+    assert 0.3 < meta["details"]["random_init_accuracy"] <= 1  # trained from fresh weights: far above chance (0.1)
 
 
 def test_magnitude_mask_keeps_pruned_weights_pruned():
