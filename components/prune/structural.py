@@ -63,7 +63,7 @@ def check_chain(model) -> list:
 
 def target_layers(layers, config: PruneConfig, model) -> list[str]:
     """The layers to shrink: as named, or every Dense/Conv2D but the output layer (one unit per class)."""
-    output = next(layer.name for layer in reversed(layers) if type(layer).__name__ in SHRINKABLE)
+    output = next((layer.name for layer in reversed(layers) if type(layer).__name__ in SHRINKABLE), None)
     if not config.layers:
         return [layer.name for layer in layers if type(layer).__name__ in SHRINKABLE and layer.name != output]
     names = layer_names(model, config.layers, "prune")
