@@ -5,7 +5,8 @@ Every plan task runs `modelpress step STEP --config ... --input ... --output ...
   the workflow's `cluster:` section, the result through /airflow/xcom/return.json;
 - local mode (MODELPRESS_AIRFLOW_MODE=local, for development and tests): the same command in a subprocess.
 Outputs live under <run_root>/<dag id>/<run id>/, and every step overwrites its own output, so a retried task
-repeats its work without touching other runs. Conversion targets fan out with dynamic task mapping (expand).
+repeats its work without touching other runs. Conversion targets fan out with dynamic task mapping: a mapped
+task group runs each target's convert and validation; a target that skips (no GPU here) skips only its own.
 This module imports no TensorFlow: it reads specs and the registry only.
 """
 
@@ -22,7 +23,8 @@ from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.providers.standard.operators.python import PythonOperator, ShortCircuitOperator
-from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, BaseOperator, CronTriggerTimetable, Param
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, BaseOperator, CronTriggerTimetable, Param, task_group
+from airflow.sdk.definitions._internal.contextmanager import DagContext
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from kubernetes.client import models as k8s
 
@@ -39,6 +41,7 @@ RUN_ROOT_ENV = "MODELPRESS_RUN_ROOT"  # default of the DAG's run_root parameter
 DEFAULT_RUN_ROOT = "s3://modelpress/runs"
 RUN_PREFIX = "{{ params.run_root }}/{{ dag.dag_id }}/{{ run_id }}"
 POD_RESULT = "/airflow/xcom/return.json"
+FAN_OUT_IDS = ("convert", "validate_convert")
 DEFAULT_ARGS = {
     "retries": 2,
     "retry_delay": timedelta(seconds=30),
@@ -58,7 +61,42 @@ def workflows_dir() -> Path:
     return Path(os.environ.get(WORKFLOWS_ENV) or Path(__file__).parent / "workflows")
 
 
-class LocalStepOperator(BaseOperator):
+class StepOperation:
+    """What both step operators share:
+    - in the targets' mapped task group `arguments` is resolved from the group's expansion after templating, so its
+      run-prefix templates are rendered once more here (JSON configs hold no '{{');
+    - a list input (push's validations) leaves out the outputs of skipped tasks, which pushed no result;
+    - a step that returns {"skipped": ...} (a target whose hardware is absent) skips the task and what reads it.
+    """
+
+    list_sources: dict[int, tuple[str, int | None]] = {}  # position of a list input's URI -> (task id, map index)
+
+    def render_template_fields(self, context, jinja_env=None) -> None:
+        super().render_template_fields(context, jinja_env)
+        self.arguments = self.render_template(self.arguments, context, jinja_env)
+        ti = context["ti"]
+        skipped = {
+            position
+            for position, (task_id, index) in self.list_sources.items()
+            if (ti.xcom_pull(task_ids=task_id) if index is None else ti.xcom_pull(task_ids=task_id, map_indexes=index)) is None
+        }
+        self.arguments = [a for i, a in enumerate(self.arguments) if i not in skipped and i + 1 not in skipped]
+
+    @staticmethod
+    def step_result(result: dict) -> dict:
+        if result.get("skipped"):
+            raise AirflowSkipException(result["reason"])
+        return result
+
+
+class StepPodOperator(StepOperation, KubernetesPodOperator):
+    """`modelpress step ...` in the step's image on the cluster; its result comes back through the XCom sidecar."""
+
+    def execute(self, context):
+        return self.step_result(super().execute(context))
+
+
+class LocalStepOperator(StepOperation, BaseOperator):
     """Runs `modelpress step ...` in a subprocess on the worker; the step's result becomes the XCom value.
 
     A user error (exit code 2: bad spec, missing input) fails without retries: retrying cannot fix it.
@@ -81,19 +119,30 @@ class LocalStepOperator(BaseOperator):
                 last = (completed.stderr.strip().splitlines() or ["(no output)"])[-1]
                 failure = AirflowFailException if completed.returncode == UserError.exit_code else RuntimeError
                 raise failure(f"modelpress step exited with {completed.returncode}: {last}")
-            result = json.loads(result_file.read_text())
-        if result.get("skipped"):
-            raise AirflowSkipException(result["reason"])
-        return result
+            return self.step_result(json.loads(result_file.read_text()))
 
 
 def step_arguments(task: Task, plan: dict[str, Task]) -> list[str]:
     """The `modelpress step` arguments of a plan task, with outputs under the run's prefix."""
-    arguments = ["step", task.step, "--config", task.config.model_dump_json(exclude_unset=True), "--output", output_uri(RUN_PREFIX, task)]
+    output = output_uri(RUN_PREFIX, task)
+    arguments = ["step", task.step, "--config", task.config.model_dump_json(exclude_unset=True), "--output", output]
     for name, source in task.inputs.items():
         for source_id in [source] if isinstance(source, str) else source:
             arguments += ["--input", f"{name}={output_uri(RUN_PREFIX, plan[source_id])}"]
     return [*arguments, "--overwrite"]  # the prefix is this run's: a retry replaces only its own output
+
+
+def list_input_sources(task: Task, arguments: list[str], producers: dict[str, tuple[str, int | None]]):
+    """Positions of the task's list-input URIs in its arguments -> the (Airflow task id, map index) writing each."""
+    positions = [i + 1 for i, a in enumerate(arguments) if a == "--input"]  # step_arguments' order: task.sources()
+    names = [name for name, source in task.inputs.items() for _ in ([source] if isinstance(source, str) else source)]
+    listed = STEPS[task.step].list_inputs
+    return {p: producers[s] for p, s, name in zip(positions, task.sources(), names, strict=True) if name in listed}
+
+
+def with_result(arguments: list[str]) -> list[str]:
+    """In a pod the step writes its result where Airflow's XCom sidecar reads it; locally the operator picks a file."""
+    return arguments if mode() == "local" else [*arguments, "--result", POD_RESULT]
 
 
 def pod_settings(task: Task, workflow: Workflow) -> dict[str, Any]:
@@ -118,12 +167,13 @@ def pod_settings(task: Task, workflow: Workflow) -> dict[str, Any]:
     return settings
 
 
-def step_operator(task_id: str, task: Task, workflow: Workflow, arguments: list[str] | list[list[str]], mapped: bool = False):
-    """The operator of a plan task; `mapped` expands one operator over a list of argument lists (the targets)."""
+def step_operator(task_id: str, task: Task, workflow: Workflow, arguments):
+    """The operator of a plan task. `arguments`: the step's arguments, or in the targets' task group a mapped
+    argument (one list per target, already through `with_result`)."""
+    # A task reading a list (push) still runs when some sources were skipped (a target whose hardware is absent).
+    trigger_rule = "none_failed" if STEPS[task.step].list_inputs else "all_success"
     if mode() == "local":
-        if mapped:
-            return LocalStepOperator.partial(task_id=task_id).expand(arguments=arguments)
-        return LocalStepOperator(task_id=task_id, arguments=arguments)
+        return LocalStepOperator(task_id=task_id, arguments=arguments, trigger_rule=trigger_rule)
     workers = training_workers(task.step, task.config)
     if workers > 1:  # multi-worker training: this task creates a TFJob (chief + workers) and waits for it
         output = arguments[arguments.index("--output") + 1]
@@ -131,11 +181,10 @@ def step_operator(task_id: str, task: Task, workflow: Workflow, arguments: list[
         image = image_for(STEPS[task.step].image, repository=workflow.cluster.image_repository)
         manifest = tfjob_manifest(f"{workflow.name}-{task_id}", workers=workers, image=image, arguments=command, cluster=workflow.cluster)
         return PythonOperator(task_id=task_id, python_callable=run_training_job, op_kwargs={"manifest": manifest, "output": output})
+    if isinstance(arguments, list):
+        arguments = with_result(arguments)
     settings = pod_settings(task, workflow)
-    if mapped:
-        with_result = [[*a, "--result", POD_RESULT] for a in arguments]
-        return KubernetesPodOperator.partial(task_id=task_id, name=task_id, **settings).expand(arguments=with_result)
-    return KubernetesPodOperator(task_id=task_id, name=task_id, arguments=[*arguments, "--result", POD_RESULT], **settings)
+    return StepPodOperator(task_id=task_id, name=task_id, arguments=arguments, trigger_rule=trigger_rule, **settings)
 
 
 def is_blessed(ti, source: str) -> bool:
@@ -152,12 +201,27 @@ def schedule_of(workflow: Workflow):
     return workflow.schedule
 
 
-def fan_out_groups(plan: list[Task]) -> dict[str, list[Task]]:
-    """Mapped task id -> the plan tasks it runs: each conversion target and the validation of its output."""
+def fan_out(plan: list[Task]) -> list[tuple[Task, Task]]:
+    """(convert, validation of its output) per conversion target: one mapped task group runs them."""
     converts = [t for t in plan if t.group == "convert"]
-    ids = {t.id for t in converts}
-    validations = [t for t in plan if t.step == "validate" and t.inputs.get("model") in ids]
-    return {"convert": converts, "validate_convert": validations} if converts else {}
+    return [(c, next(t for t in plan if t.step == "validate" and t.inputs.get("model") == c.id)) for c in converts]
+
+
+def add_fan_out(pairs: list[tuple[Task, Task]], by_id: dict[str, Task], workflow: Workflow) -> dict[str, Any]:
+    """The targets as a mapped task group: map index i runs target i's convert, then its validation, so a skipped
+    or failed target stops only its own validation. Task ids `convert` and `validate_convert` (KFP uses the same)."""
+
+    @task_group(group_id="targets", prefix_group_id=False)
+    def targets(convert: list[str], validate: list[str]) -> None:
+        step_operator(FAN_OUT_IDS[0], pairs[0][0], workflow, convert) >> step_operator(
+            FAN_OUT_IDS[1], pairs[0][1], workflow, validate
+        )
+
+    targets.expand_kwargs(
+        [{"convert": with_result(step_arguments(c, by_id)), "validate": with_result(step_arguments(v, by_id))} for c, v in pairs]
+    )
+    dag = DagContext.get_current()
+    return {task.id: dag.get_task(FAN_OUT_IDS[i]) for pair in pairs for i, task in enumerate(pair)}
 
 
 def gated(task: Task, source: str, by_id: dict[str, Task]) -> bool:
@@ -169,7 +233,7 @@ def gated(task: Task, source: str, by_id: dict[str, Task]) -> bool:
 def build_dag(workflow: Workflow, dag_id: str) -> DAG:
     plan = build_plan(workflow)
     by_id = {task.id: task for task in plan}
-    groups = fan_out_groups(plan)
+    pairs = fan_out(plan)
     dag = DAG(
         dag_id=dag_id,
         description=workflow.description or f"ModelPress workflow {workflow.name}",
@@ -185,15 +249,17 @@ def build_dag(workflow: Workflow, dag_id: str) -> DAG:
         },
         tags=["modelpress"],
     )
-    operators: dict[str, Any] = {}  # plan task id -> the operator running it (mapped ones stand for their group)
     with dag:
-        for mapped_id, members in groups.items():
-            arguments = [step_arguments(member, by_id) for member in members]
-            operator = step_operator(mapped_id, members[0], workflow, arguments, mapped=True)
-            operators.update(dict.fromkeys((m.id for m in members), operator))
+        # plan task id -> the operator running it (the fan-out's two stand for every target's tasks)
+        operators: dict[str, Any] = add_fan_out(pairs, by_id, workflow) if pairs else {}
+        producers = {task.id: (task.id, None) for task in plan} | {
+            task.id: (FAN_OUT_IDS[i], number) for number, pair in enumerate(pairs) for i, task in enumerate(pair)
+        }
         for task in plan:
             if task.id not in operators:
-                operators[task.id] = step_operator(task.id, task, workflow, step_arguments(task, by_id))
+                arguments = step_arguments(task, by_id)
+                operators[task.id] = step_operator(task.id, task, workflow, arguments)
+                operators[task.id].list_sources = list_input_sources(task, arguments, producers)
         gates: dict[str, Any] = {}
         edges: set[tuple[int, int]] = set()
         for task in plan:

@@ -103,24 +103,34 @@ def _component_body(step_name, config, overrides, inputs, output, metrics, confu
                 node[leaf] = value
                 break
     argv = ["step", step_name, "--config", json.dumps(values), "--output", output.path]
+    result = None
     for name, artifacts in inputs.items():
         for item in artifacts if isinstance(artifacts, list) else [artifacts]:
             for artifact in item if isinstance(item, list) else [item]:  # a collected ParallelFor output is a list
-                if artifact is not None:
-                    # An s3:// URI is readable from every pod (push opens artifacts named in blessings); a local
-                    # path exists only in this pod, which is all kfp.local has.
-                    where = artifact.uri if artifact.uri.startswith("s3://") else artifact.path
-                    argv += ["--input", f"{name}={where}"]
-    with tempfile.TemporaryDirectory() as scratch:
-        result_file = os.path.join(scratch, "result.json")
-        code = main([*argv, "--result", result_file])
-        if code != 0:
-            raise SystemExit(code)
-        with open(result_file) as handle:
-            result = json.load(handle)
-    if result.get("skipped"):
+                if artifact is None:
+                    continue
+                if os.path.exists(os.path.join(artifact.path, "skipped.json")):  # written below by a skipped step
+                    if not isinstance(artifacts, list):  # a list input takes what ran, as `modelpress run` does
+                        result = {"skipped": True, "reason": f"its input '{name}' was skipped"}
+                    continue
+                # An s3:// URI is readable from every pod (push opens artifacts named in blessings); a local
+                # path exists only in this pod, which is all kfp.local has.
+                where = artifact.uri if artifact.uri.startswith("s3://") else artifact.path
+                argv += ["--input", f"{name}={where}"]
+    if result is None:
+        with tempfile.TemporaryDirectory() as scratch:
+            result_file = os.path.join(scratch, "result.json")
+            code = main([*argv, "--result", result_file])
+            if code != 0:
+                raise SystemExit(code)
+            with open(result_file) as handle:
+                result = json.load(handle)
+    if result.get("skipped"):  # e.g. a target whose hardware is absent: the tasks reading it skip too
         os.makedirs(output.path, exist_ok=True)
+        with open(os.path.join(output.path, "skipped.json"), "w") as handle:
+            json.dump(result, handle)
         metrics.metadata["skipped"] = result["reason"]
+        return None if confusion_matrix is None else False
     for key, value in (result.get("metrics") or {}).items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             metrics.log_metric(key, value)

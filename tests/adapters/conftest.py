@@ -39,13 +39,15 @@ evaluation:
   warmup_runs: 1
 """
 
+DEFAULT_TARGETS = "[saved_model, tflite_fp32, {format: tensorrt_fp16, on_unavailable: skip}]"
+
 
 @pytest.fixture
 def adapter_workflow(tmp_path):
-    """Writes a workflow that trains in seconds to about 85% test accuracy; by default it converts to two TFLite
-    targets (a real fan-out). `extra` is appended YAML (push, serving, schedule...)."""
+    """Writes a workflow that trains in seconds to about 85% test accuracy. Its default targets fan out to TFLite and
+    to TensorRT, which skips on this machine (no GPU). `extra` is appended YAML (push, serving, schedule...)."""
 
-    def write(name: str = "tiny", extra: str = "", targets: str = "[saved_model, tflite_fp32, tflite_fp16]", folder: Path | None = None) -> Path:
+    def write(name: str = "tiny", extra: str = "", targets: str = DEFAULT_TARGETS, folder: Path | None = None) -> Path:
         path = (folder or tmp_path) / f"{name}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(TINY.format(name=name, targets=targets) + extra)

@@ -88,13 +88,20 @@ def airflow_tasks(dag) -> dict[str, dict]:
     """Each step task of a DAG (the blessing gates are not steps): the same fields, from the pod arguments."""
     folders = {folder: kind for kind, folder in KIND_FOLDERS.items()}
     steps = [task for task in dag.tasks if task.task_type != "ShortCircuitOperator"]
-    argument_lists = {task.task_id: task.expand_input.value["arguments"] if task.is_mapped else [task.arguments] for task in steps}
+
+    def argument_lists_of(task) -> list[list[str]]:
+        """One argument list, or in the targets' mapped task group one per target (from the group's expansion)."""
+        if isinstance(task.arguments, list):
+            return [task.arguments]
+        return [item[task.arguments._key] for item in task.arguments._input.value]  # MappedArgument internals
+
+    argument_lists = {task.task_id: argument_lists_of(task) for task in steps}
     writers = {}  # output URI -> task name
     for name, lists in argument_lists.items():
         writers.update({arguments[arguments.index("--output") + 1]: name for arguments in lists})
     found = {}
     for task in steps:
-        settings = task.partial_kwargs if task.is_mapped else vars(task)
+        settings = vars(task)
         lists = argument_lists[task.task_id]
         output = lists[0][lists[0].index("--output") + 1].split("/")[-2]
         resources = settings.get("container_resources")

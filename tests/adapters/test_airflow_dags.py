@@ -64,7 +64,8 @@ def test_dag_takes_schedule_asset_retries_and_step_names_from_the_spec(workflows
     weekly = dags["weekly"]
     assert weekly.schedule == "@weekly" and weekly.max_active_runs == 1
     assert set(weekly.task_ids) == {"train", "validate_train", "convert", "validate_convert", "push"}
-    assert weekly.get_task("convert").is_mapped and weekly.get_task("validate_convert").is_mapped
+    targets = weekly.task_group_dict["targets"]  # one mapped task group: index i is target i's convert -> validate
+    assert type(targets).__name__ == "MappedTaskGroup" and set(targets.children) == {"convert", "validate_convert"}
     train = weekly.get_task("train")
     assert train.retries == 2 and train.retry_exponential_backoff and train.retry_delay == timedelta(seconds=30)
     assert set(weekly.get_task("push").upstream_task_ids) == {"validate_train", "validate_convert"}
@@ -136,13 +137,15 @@ def test_dag_test_runs_tiny_workflow_end_to_end_in_local_mode(airflow_db, workfl
     run = dag.test()
 
     states = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
-    assert set(states.values()) == {"success"}, states
-    assert {k for k in states if k[1] >= 0} == {("convert", 0), ("convert", 1), ("validate_convert", 0), ("validate_convert", 1)}
+    tensorrt = {("convert", 1), ("validate_convert", 1)}  # skipped on this machine (no GPU); only its own chain
+    assert {k: v for k, v in states.items() if k in tensorrt} == dict.fromkeys(tensorrt, "skipped")
+    assert {v for k, v in states.items() if k not in tensorrt} == {"success"}, states
+    assert ("convert", 0) in states and ("validate_convert", 0) in states
     run_folder = tmp_path / "runs" / "tiny" / run.run_id
     blessings = {p.parent.name: json.loads(p.read_text()) for p in run_folder.glob("validation/*/blessing.json")}
-    assert set(blessings) == {"train", "tflite_fp32", "tflite_fp16"} and all(b["blessed"] for b in blessings.values())
+    assert set(blessings) == {"train", "tflite_fp32"} and all(b["blessed"] for b in blessings.values())
     manifest = json.loads((registry / "tiny" / "1" / "manifest.json").read_text())
-    assert sorted(a["name"] for a in manifest["artifacts"]) == ["tflite_fp16", "tflite_fp32", "train"]
+    assert sorted(a["name"] for a in manifest["artifacts"]) == ["tflite_fp32", "train"]
     assert (serving / "tiny" / "1" / "saved_model.pb").exists()
     assert [t.id for t in build_plan(load_workflow(workflows / "tiny.yaml"))][-2:] == ["push", "deploy"]
 
