@@ -24,26 +24,30 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def s3_endpoint():
-    """moto's S3 server in a subprocess on loopback; the same boto3 code as production talks to it over HTTP."""
+def start_moto(env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """moto's S3 server in a subprocess on loopback, once it accepts connections: the process and its endpoint."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
     )
-    endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
+            return process, f"http://127.0.0.1:{port}"
         except OSError:
             time.sleep(0.1)
-    else:
-        process.kill()
-        pytest.fail("moto server did not start")
+    process.kill()
+    pytest.fail("moto server did not start")
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server; the same boto3 code as production talks to it over HTTP."""
+    process, endpoint = start_moto()
     yield endpoint
     process.terminate()
     process.wait(10)

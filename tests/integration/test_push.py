@@ -6,12 +6,8 @@ import contextlib
 import hashlib
 import http.client
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
-import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,7 +16,7 @@ import boto3
 import pytest
 
 from modelpress._core import releases
-from tests.conftest import free_port
+from tests.conftest import start_moto
 
 
 def push_config(registry: str, **push) -> str:
@@ -159,19 +155,7 @@ def test_missing_bucket_is_one_clear_line(s3, trained_runs, cli):
 @pytest.fixture(scope="module")
 def authenticating_s3():
     """A second moto server that checks credentials from the first request on (no IAM user exists: every key is bad)."""
-    port = free_port()
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while process.poll() is None and time.monotonic() < deadline:
-        try:
-            boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").list_buckets()
-        except Exception as exc:  # noqa: BLE001 - waiting for the server to answer at all
-            if "InvalidAccessKeyId" in str(exc) or "AccessDenied" in str(exc) or "403" in str(exc):
-                break
-            time.sleep(0.1)
+    process, endpoint = start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
     yield endpoint
     process.terminate()
     process.wait(10)
