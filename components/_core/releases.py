@@ -228,13 +228,11 @@ def is_transient(exc: BaseException) -> bool:
     from boto3.exceptions import S3UploadFailedError
     from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
 
+    if isinstance(exc, S3UploadFailedError):  # upload_file raises it while handling the ClientError
+        exc = exc.__context__
     if isinstance(exc, ClientError):
         return exc.response.get("Error", {}).get("Code", "") in TRANSIENT_CODES
-    if isinstance(exc, (ConnectionClosedError, EndpointConnectionError, ReadTimeoutError, ConnectionError)):
-        return True
-    if isinstance(exc, S3UploadFailedError):  # s3transfer wraps the last error in its message
-        return any(code in str(exc) for code in TRANSIENT_CODES) or "reset" in str(exc).lower()
-    return False
+    return isinstance(exc, (ConnectionClosedError, EndpointConnectionError, ReadTimeoutError, ConnectionError))
 
 
 def with_retries(action: Callable[[], T], what: str, retries: int, first_delay: float = 0.5) -> T:

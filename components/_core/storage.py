@@ -102,12 +102,15 @@ def explain_s3_error(exc: Exception, uri: str) -> UserError:
 
 @contextlib.contextmanager
 def s3_errors(uri: str) -> Iterator[None]:
+    from boto3.exceptions import S3UploadFailedError
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         yield
     except (ClientError, BotoCoreError) as exc:
         raise explain_s3_error(exc, uri) from None
+    except S3UploadFailedError as exc:  # upload_file raises it while handling the ClientError: explain that one
+        raise explain_s3_error(exc.__context__ if isinstance(exc.__context__, ClientError) else exc, uri) from None
 
 
 def _list_keys(loc: S3Location) -> list[str]:

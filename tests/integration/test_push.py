@@ -152,21 +152,38 @@ def test_missing_bucket_is_one_clear_line(s3, trained_runs, cli):
     assert objects(s3) == {}
 
 
+# Reading only. (AWS checks s3:ListBucket for HeadBucket; moto checks an action it names s3:HeadBucket.)
+READ_ONLY_POLICY = {"Version": "2012-10-17", "Statement": [{
+    "Effect": "Allow", "Action": ["s3:ListBucket", "s3:HeadBucket", "s3:GetObject"],
+    "Resource": ["arn:aws:s3:::models", "arn:aws:s3:::models/*"]}]}
+
+
 @pytest.fixture(scope="module")
 def authenticating_s3():
-    """A second moto server that checks credentials from the first request on (no IAM user exists: every key is bad)."""
-    process, endpoint = start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
-    yield endpoint
+    """A second moto server that checks credentials and IAM policies after its first 4 requests, which create the
+    bucket `models` and a user allowed to read it but not to write. Yields the endpoint and that user's keys."""
+    process, endpoint = start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "4"})
+    settings = {"endpoint_url": endpoint, "region_name": "us-east-1", "aws_access_key_id": "setup", "aws_secret_access_key": "setup"}
+    boto3.client("s3", **settings).create_bucket(Bucket="models")
+    iam = boto3.client("iam", **settings)
+    iam.create_user(UserName="reader")
+    iam.put_user_policy(UserName="reader", PolicyName="read-only", PolicyDocument=json.dumps(READ_ONLY_POLICY))
+    key = iam.create_access_key(UserName="reader")["AccessKey"]
+    yield endpoint, {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
     process.terminate()
     process.wait(10)
 
 
-def test_bad_credentials_are_one_clear_line(s3, trained_runs, cli, authenticating_s3, tmp_path):
-    env = {"AWS_ENDPOINT_URL": authenticating_s3, "AWS_ACCESS_KEY_ID": "AKIAWRONGWRONGWRONG1", "AWS_SECRET_ACCESS_KEY": "wrong"}
-    result = push(cli, "s3://models/registry", validations_of(trained_runs["a"]), str(tmp_path / "push"), env=env)
+@pytest.mark.parametrize("credentials", ["unknown", "read-only"])
+def test_bad_credentials_are_one_clear_line(trained_runs, cli, authenticating_s3, tmp_path, credentials):
+    endpoint, reader = authenticating_s3
+    keys = reader if credentials == "read-only" else {"AWS_ACCESS_KEY_ID": "AKIAWRONGWRONGWRONG1", "AWS_SECRET_ACCESS_KEY": "wrong"}
+    result = push(cli, "s3://models/registry", validations_of(trained_runs["a"]), str(tmp_path / "push"),
+                  env={"AWS_ENDPOINT_URL": endpoint, **keys})
     assert result.returncode == 2
-    assert result.stderr.strip().startswith("modelpress: error: S3 refused access to s3://models/registry (")
-    assert result.stderr.strip().endswith("check the credentials and the bucket policy")
+    code, where = ("AccessDenied", "s3://models/registry/tiny/claims/1") if credentials == "read-only" else ("403", "s3://models/registry")
+    assert result.stderr.strip() == (
+        f"modelpress: error: S3 refused access to {where} ({code}); check the credentials and the bucket policy")
     assert not (tmp_path / "push").exists()
 
 
