@@ -323,7 +323,7 @@ def rest_handler(server: ServingTestServer):
                     ]})
                 number, slot = server.resolve(name, version, label)
                 if method == "GET" and verb == "/metadata":
-                    signatures = {k: json_format.MessageToDict(v) for k, v in slot.signatures.items()}
+                    signatures = {k: json_format.MessageToDict(v, preserving_proto_field_name=True) for k, v in slot.signatures.items()}
                     return self._send(200, {"model_spec": {"name": name, "version": str(number)}, "metadata": {"signature_def": {"signature_def": signatures}}})
                 if method == "POST" and verb == ":predict":
                     body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
