@@ -42,8 +42,8 @@ class Parameter:
 PARAMETERS: tuple[Parameter, ...] = (
     Parameter("data_uri", str, ("data.path",), "where the training data is (local path or s3://)"),
     Parameter("epochs", int, ("train.epochs",), "training epochs"),
-    Parameter("sparsity", float, ("target_sparsity", "sparsity"), "pruning: final share of zero weights"),
-    Parameter("clusters", int, ("number_of_clusters", "clusters"), "weight clustering: clusters per layer"),
+    Parameter("sparsity", float, ("sparsity",), "pruning: share of each layer's weights set to zero"),
+    Parameter("clusters", int, ("clusters",), "weight clustering: distinct values per clustered kernel"),
     Parameter("min_accuracy", float, ("gates.min_accuracy",), "gate: lowest test accuracy blessed"),
     Parameter("max_drop", float, ("gates.max_drop",), "gate: accuracy drop allowed vs the trained model"),
     Parameter("push_uri", str, ("push.uri",), "where blessed artifacts are published"),

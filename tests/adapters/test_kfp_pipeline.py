@@ -145,3 +145,23 @@ def test_kfp_local_gate_parameter_stops_deploy(kfp_local, adapter_workflow, tmp_
     blessing = json.loads(next(kfp_local.glob("*/validate/output_validation/blessing.json")).read_text())
     assert blessing["thresholds"]["min_accuracy"] == 0.999 and "below min_accuracy 0.9990" in blessing["reasons"][0]
     assert not executor_outputs(kfp_local, "*deploy") and not serving.exists()
+
+
+def test_ui_parameters_cover_data_epochs_compression_gates_and_push(cli, tmp_path):
+    workflow = tmp_path / "knobs.yaml"
+    workflow.write_text(
+        "name: knobs\nmodel: {zoo: mlp}\ndata: {source: csv, path: s3://drops/table.csv, label_column: label}\n"
+        "train: {epochs: 7}\ncompress: [{technique: prune, sparsity: 0.7}, {technique: cluster, clusters: 8}]\n"
+        "gates: {min_accuracy: 0.9, max_drop: 0.02}\npush: {uri: s3://models/registry}\n"
+    )
+    result = cli("compile", "kfp", str(workflow), "-o", str(tmp_path / "p.yaml"))
+    assert result.returncode == 0, result.stderr
+    pipeline, _ = read_ir(tmp_path / "p.yaml")
+    parameters = pipeline["root"]["inputDefinitions"]["parameters"]
+    assert {name: p["defaultValue"] for name, p in parameters.items()} == {
+        "data_uri": "s3://drops/table.csv", "epochs": 7, "sparsity": 0.7, "clusters": 8,
+        "min_accuracy": 0.9, "max_drop": 0.02, "push_uri": "s3://models/registry",
+    }  # fmt: skip
+    tasks = all_dag_tasks(pipeline)
+    assert set(tasks["prune"]["inputs"]["parameters"]) == {"config", "data_uri", "epochs", "sparsity"}
+    assert "sparsity" not in tasks["cluster"]["inputs"]["parameters"]  # each task gets only its own knobs

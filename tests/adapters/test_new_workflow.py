@@ -16,12 +16,12 @@ from tests.conftest import ROOT
 
 
 def test_every_template_checks_compiles_and_becomes_a_dag(cli, tmp_path, monkeypatch):
-    folder = tmp_path / "workflows"
+    drafts, folder = tmp_path / "drafts", tmp_path / "workflows"
     names = {template: f"my-{template}" for template in TEMPLATES}
     for template, name in names.items():
-        result = cli("new", name, "--from", template, "-o", str(folder))
+        result = cli("new", name, "--from", template, "-o", str(drafts))
         assert result.returncode == 0, result.stderr
-        path = folder / f"{name}.yaml"
+        path = drafts / f"{name}.yaml"
         assert result.stdout.strip() == f"wrote {path}; next: modelpress check {path}"
         text = path.read_text()
         assert text.startswith(f"# {name}: ") and yaml.safe_load(text)["name"] == name
@@ -29,6 +29,11 @@ def test_every_template_checks_compiles_and_becomes_a_dag(cli, tmp_path, monkeyp
         assert checked.returncode == 0, checked.stderr
         compiler.Compiler().compile(build_pipeline(load_workflow(path)), str(tmp_path / f"{name}.pipeline.yaml"))
         assert (tmp_path / f"{name}.pipeline.yaml").stat().st_size > 1000
+
+    installed = cli("compile", "airflow", *(str(drafts / f"{n}.yaml") for n in names.values()), "-o", str(folder))
+    assert installed.returncode == 0, installed.stderr
+    assert "DAG 'my-image-classifier' (@weekly), tasks train, validate_train" in installed.stdout
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{n}.yaml" for n in names.values())
 
     monkeypatch.setenv(WORKFLOWS_ENV, str(folder))
     monkeypatch.delenv(MODE_ENV, raising=False)
