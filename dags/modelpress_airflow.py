@@ -29,7 +29,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from kubernetes.client import models as k8s
 
 from modelpress._core.errors import UserError
-from modelpress._core.plan import Task, build_plan
+from modelpress._core.plan import FAN_OUT_NAMES, Task, build_plan, target_pairs
 from modelpress._core.registry import STEPS, image_for
 from modelpress._core.runner import output_uri
 from modelpress._core.spec import Workflow, load_workflow
@@ -41,7 +41,6 @@ RUN_ROOT_ENV = "MODELPRESS_RUN_ROOT"  # default of the DAG's run_root parameter
 DEFAULT_RUN_ROOT = "s3://modelpress/runs"
 RUN_PREFIX = "{{ params.run_root }}/{{ dag.dag_id }}/{{ run_id }}"
 POD_RESULT = "/airflow/xcom/return.json"
-FAN_OUT_IDS = ("convert", "validate_convert")
 DEFAULT_ARGS = {
     "retries": 2,
     "retry_delay": timedelta(seconds=30),
@@ -201,27 +200,21 @@ def schedule_of(workflow: Workflow):
     return workflow.schedule
 
 
-def fan_out(plan: list[Task]) -> list[tuple[Task, Task]]:
-    """(convert, validation of its output) per conversion target: one mapped task group runs them."""
-    converts = [t for t in plan if t.group == "convert"]
-    return [(c, next(t for t in plan if t.step == "validate" and t.inputs.get("model") == c.id)) for c in converts]
-
-
 def add_fan_out(pairs: list[tuple[Task, Task]], by_id: dict[str, Task], workflow: Workflow) -> dict[str, Any]:
     """The targets as a mapped task group: map index i runs target i's convert, then its validation, so a skipped
     or failed target stops only its own validation. Task ids `convert` and `validate_convert` (KFP uses the same)."""
 
     @task_group(group_id="targets", prefix_group_id=False)
     def targets(convert: list[str], validate: list[str]) -> None:
-        step_operator(FAN_OUT_IDS[0], pairs[0][0], workflow, convert) >> step_operator(
-            FAN_OUT_IDS[1], pairs[0][1], workflow, validate
+        step_operator(FAN_OUT_NAMES[0], pairs[0][0], workflow, convert) >> step_operator(
+            FAN_OUT_NAMES[1], pairs[0][1], workflow, validate
         )
 
     targets.expand_kwargs(
         [{"convert": with_result(step_arguments(c, by_id)), "validate": with_result(step_arguments(v, by_id))} for c, v in pairs]
     )
     dag = DagContext.get_current()
-    return {task.id: dag.get_task(FAN_OUT_IDS[i]) for pair in pairs for i, task in enumerate(pair)}
+    return {task.id: dag.get_task(FAN_OUT_NAMES[i]) for pair in pairs for i, task in enumerate(pair)}
 
 
 def gated(task: Task, source: str, by_id: dict[str, Task]) -> bool:
@@ -233,7 +226,7 @@ def gated(task: Task, source: str, by_id: dict[str, Task]) -> bool:
 def build_dag(workflow: Workflow, dag_id: str) -> DAG:
     plan = build_plan(workflow)
     by_id = {task.id: task for task in plan}
-    pairs = fan_out(plan)
+    pairs = target_pairs(plan)
     dag = DAG(
         dag_id=dag_id,
         description=workflow.description or f"ModelPress workflow {workflow.name}",
@@ -253,7 +246,7 @@ def build_dag(workflow: Workflow, dag_id: str) -> DAG:
         # plan task id -> the operator running it (the fan-out's two stand for every target's tasks)
         operators: dict[str, Any] = add_fan_out(pairs, by_id, workflow) if pairs else {}
         producers = {task.id: (task.id, None) for task in plan} | {
-            task.id: (FAN_OUT_IDS[i], number) for number, pair in enumerate(pairs) for i, task in enumerate(pair)
+            task.id: (FAN_OUT_NAMES[i], number) for number, pair in enumerate(pairs) for i, task in enumerate(pair)
         }
         for task in plan:
             if task.id not in operators:

@@ -17,7 +17,7 @@ from typing import Any
 
 from kfp import compiler, dsl, kubernetes
 
-from modelpress._core.plan import Task, build_plan
+from modelpress._core.plan import FAN_OUT_NAMES, Task, build_plan, target_pairs
 from modelpress._core.registry import STEPS
 from modelpress._core.spec import Workflow, load_workflow
 from modelpress._core.tfjob import training_workers
@@ -25,8 +25,6 @@ from modelpress._core.tfjob import training_workers
 from .components import PARAMETERS, Parameter, output_name, returns_blessing, step_component
 from .training_job import training_job_task
 
-# The fan-out tasks' names, the same as the Airflow DAG's mapped task ids: step -> name.
-FAN_OUT_NAMES = {"convert": "convert", "validate": "validate_convert"}
 CACHED_OUTPUTS = ("model", "validation")
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
 MISSING = object()
@@ -89,10 +87,8 @@ class PipelineBuilder:
         self.kfp_tasks: dict[str, Any] = {}
         repository = workflow.cluster.image_repository
         self.component = lambda step, shapes=(): step_component(step, shapes, repository)
-        self.converts = [t for t in plan if t.group == "convert"]
-        converted = {c.id for c in self.converts}
-        self.validations = [t for t in plan if t.step == "validate" and t.inputs.get("model") in converted]
-        self.fanned = converted | {t.id for t in self.validations}
+        self.pairs = target_pairs(plan)
+        self.fanned = {task.id for pair in self.pairs for task in pair}
 
     def output_of(self, task_id: str):
         return self.kfp_tasks[task_id].outputs[output_name(STEPS[self.by_id[task_id].step])]
@@ -137,11 +133,11 @@ class PipelineBuilder:
     def add_fan_out(self) -> None:
         """All conversion targets in one ParallelFor: each item carries its convert and validate configs. The two
         tasks are named like Airflow's mapped tasks (FAN_OUT_NAMES) and stand for every target's task."""
-        pairs = list(zip(self.converts, self.validations, strict=True))
+        pairs = self.pairs
         items = [{"convert": config_json(c), "validate": config_json(v)} for c, v in pairs]
         with dsl.ParallelFor(items, name="targets") as item:
-            self.add(pairs[0][0], item.convert, FAN_OUT_NAMES["convert"])
-            self.add(pairs[0][1], item.validate, FAN_OUT_NAMES["validate"])
+            self.add(pairs[0][0], item.convert, FAN_OUT_NAMES[0])
+            self.add(pairs[0][1], item.validate, FAN_OUT_NAMES[1])
         for convert, validation in pairs[1:]:
             self.kfp_tasks[convert.id], self.kfp_tasks[validation.id] = self.kfp_tasks[pairs[0][0].id], self.kfp_tasks[pairs[0][1].id]
 
@@ -149,7 +145,7 @@ class PipelineBuilder:
         """Plan order, with the fan-out added as soon as everything it reads exists (it reads validate_train,
         which the plan lists after the conversions)."""
         needs = {s for t in self.plan if t.id in self.fanned for s in t.sources()} - self.fanned
-        pending = bool(self.converts)
+        pending = bool(self.pairs)
         for task in self.plan:
             if pending and needs <= self.kfp_tasks.keys():
                 self.add_fan_out()

@@ -128,6 +128,16 @@ def with_post_training_target(workflow: Workflow, index: int, targets: list[Targ
     return [*targets, TargetSpec(format=target, options=options)]
 
 
+# The orchestrators run all conversion targets as one fan-out of two tasks with these names (KFP and Airflow alike).
+FAN_OUT_NAMES = ("convert", "validate_convert")
+
+
+def target_pairs(plan: list[Task]) -> list[tuple[Task, Task]]:
+    """(convert, the validation of its output) per conversion target: what the orchestrators fan out over."""
+    converts = [t for t in plan if t.group == "convert"]
+    return [(c, next(t for t in plan if t.step == "validate" and t.inputs.get("model") == c.id)) for c in converts]
+
+
 def check_acyclic(tasks: list[Task]) -> None:
     """Every input must come from a task listed earlier: the plan's order is a valid execution order."""
     seen: set[str] = set()
