@@ -45,6 +45,15 @@ def deploy(cli, registry: Path, base: Path, version: int, *options: str):
                "--timeout", "30", *options)
 
 
+def deployed_first(server, registry: Path, base: Path, **serving) -> None:
+    """Version 1 deployed in this process, as the starting point of a test about the next deploy."""
+    from modelpress._core.spec import ServingSpec
+    from modelpress.deploy.step import deploy_release
+
+    spec = ServingSpec(model_name="tiny", grpc_address=server.grpc_address, timeout_s=30, **serving)
+    assert deploy_release(spec, str(base), str(registry), 1, None)["stable"] == 1
+
+
 def predict_stable(server, registry: Path) -> tuple[int, np.ndarray]:
     """(version that answered, outputs) of a gRPC Predict on the `stable` label, with a plain stub."""
     import grpc
@@ -123,7 +132,7 @@ def test_failing_smoke_predict_leaves_stable_where_it_was(server, registry, cli,
     published = {v: Path(releases.version_uri(str(registry), "tiny", v)) / "artifacts/train/saved_model" for v in (1, 2)}
     shutil.copytree(published[1], mount / "tiny/1")
     shutil.copytree(published[1], mount / "tiny/2")
-    assert deploy(cli, registry, base, 1, "--grpc-address", server.grpc_address, "--mount-path", str(mount)).returncode == 0
+    deployed_first(server, registry, base, mount_path=str(mount))
 
     failed = deploy(cli, registry, base, 2, "--grpc-address", server.grpc_address, "--mount-path", str(mount))
     assert failed.returncode == 3
@@ -139,7 +148,7 @@ def test_failing_smoke_predict_leaves_stable_where_it_was(server, registry, cli,
 
 def test_version_not_available_before_the_timeout(server, registry, cli, tmp_path):
     base = tmp_path / "serving"
-    assert deploy(cli, registry, base, 1, "--grpc-address", server.grpc_address).returncode == 0
+    deployed_first(server, registry, base)
     server.load_delay_s = 5
     slow = deploy(cli, registry, base, 2, "--grpc-address", server.grpc_address, "--timeout", "1")
     assert slow.returncode == 3
