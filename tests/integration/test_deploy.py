@@ -206,3 +206,19 @@ def test_version_in_the_base_path_with_other_files_is_never_replaced(registry, c
         "change: publish a new release, or deploy to another base path")
     assert (base / "tiny/1/saved_model.pb").read_bytes() == (other / "saved_model.pb").read_bytes()
     assert not (base / "models.config").exists()
+
+
+def test_a_workflow_run_publishes_a_release_and_deploys_it_under_the_same_number(s3, cli, tiny_workflow, tmp_path):
+    """The plan's push and deploy tasks: registry on S3, serving layout for a container that mounts it at /models."""
+    registry, out = f"s3://{s3}/registry", tmp_path / "run"
+    tiny_workflow.write_text(tiny_workflow.read_text() + f"push: {{uri: '{registry}', version: 7}}\nserving: {{mount_path: /models}}\n")
+    result = cli("run", str(tiny_workflow), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert releases.list_versions(registry, "tiny") == [7]
+    assert releases.read_manifest(registry, "tiny", 7)["serving_artifact"] == "train"
+    assert (out / "serving/tiny/7/saved_model.pb").is_file()
+    (entry,) = model_config(out / "serving").model_config_list.config
+    assert (entry.base_path, list(entry.model_version_policy.specific.versions), dict(entry.version_labels)) == (
+        "/models/tiny", [7], {"stable": 7})
+    steps = json.loads((out / "summary.json").read_text())["steps"]
+    assert (steps["push"]["version"], steps["deploy"]["version"], steps["deploy"]["reloaded"]) == (7, 7, False)
