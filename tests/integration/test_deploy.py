@@ -40,9 +40,10 @@ def golden(registry: Path, version: int) -> tuple[np.ndarray, np.ndarray]:
     return data["inputs"], data["outputs"]
 
 
-def deploy(cli, registry: Path, base: Path, version: int, *options: str):
-    return cli("deploy", "tiny", "--registry", str(registry), "--version", str(version), "--base-path", str(base),
-               "--timeout", "30", *options)
+def deploy(cli, registry: Path, base: Path, release: int | str, *options: str):
+    """`modelpress deploy` of a release given by its version number or by a registry label."""
+    which = ["--version", str(release)] if isinstance(release, int) else ["--label", release]
+    return cli("deploy", "tiny", "--registry", str(registry), *which, "--base-path", str(base), "--timeout", "30", *options)
 
 
 def deployed_first(server, registry: Path, base: Path, **serving) -> None:
@@ -94,7 +95,7 @@ def test_deploy_moves_stable_after_a_canary_smoke_test_and_rollback_moves_it_bac
     version, outputs = predict_stable(server, registry)
     assert version == 1 and np.allclose(outputs, golden(registry, 1)[1], atol=1e-5)
 
-    second = deploy(cli, registry, base, 2, "--grpc-address", server.grpc_address)
+    second = deploy(cli, registry, base, "current", "--grpc-address", server.grpc_address)  # push moved it to 2
     assert second.returncode == 0, second.stderr
     assert "stable moved 1 -> 2" in second.stderr
     assert server.models["tiny"].labels == {"stable": 2}
