@@ -1,10 +1,11 @@
 """A workflow spec -> a Kubeflow pipeline, built from `plan.build_plan` (the same plan `modelpress run` executes).
 
 - each plan task is a task of its step's component, displayed under the plan task id;
-- the conversion targets fan out with `dsl.ParallelFor` (convert + validate per target);
-- a task that reads a validation (push, deploy) runs under `dsl.If` on that validation's blessing;
+- the conversion targets fan out with `dsl.ParallelFor` (convert + validate per target, named like Airflow's);
+- a task that reads one validation (deploy) runs under `dsl.If` on that validation's blessing; push reads them all
+  and publishes only the blessed;
 - GPU steps request `cluster.gpu_accelerator` x1 and get the GPU pool's node selector and tolerations; every task
-  gets the S3 credentials from `cluster.secret_name`; caching is on;
+  gets the S3 credentials from `cluster.secret_name`; models and validations are cached, publishing always runs;
 - pipeline parameters (PARAMETERS) override the matching config fields at run time; their defaults are the spec's.
 """
 

@@ -6,7 +6,7 @@ A component's signature is derived from its StepSpec (so a newly registered step
   output_<kind>: Output[...]       the step's output folder (Model for model artifacts)
   metrics: Output[Metrics]         the scalar metrics of the step's result
   validation steps also get confusion_matrix: Output[ClassificationMetrics] and report: Output[HTML],
-  and return the blessing (a bool, what `dsl.If` gates push and deploy on)
+  and return the blessing (a bool, what `dsl.If` gates deploy on)
   <parameter>: Optional[type]      pipeline parameters that can override a field of this step's config
 
 The body runs `modelpress step NAME ...` through the CLI's own entry point inside the step's image: no
