@@ -51,6 +51,11 @@ def run_workflow(workflow: Workflow, out: str, overwrite: bool = False) -> dict[
         if missing:
             skipped.append({"name": task.artifact or task.id, "task": task.id, "reason": f"{missing[0]} was skipped"})
             continue
+        unblessed = unblessed_reason(task, plan, uris)
+        if unblessed:
+            log(f"{task.id} skipped: {unblessed}")
+            skipped.append({"name": task.artifact or task.id, "task": task.id, "reason": unblessed})
+            continue
         log(f"step {number}/{len(plan)}: {task.id}")
         # A list input takes what ran of its sources (a skipped conversion drops out of push's list).
         inputs = {
@@ -65,6 +70,19 @@ def run_workflow(workflow: Workflow, out: str, overwrite: bool = False) -> dict[
             continue
         uris[task.id], results[task.id] = uri, result
     return finish_run(workflow, out, plan, uris, results, skipped, time.monotonic() - started)
+
+
+def unblessed_reason(task: Task, plan: list[Task], uris: dict[str, str]) -> str | None:
+    """The local form of the pipeline's `dsl.If` on the blessing: a step that reads validations (push, deploy) runs
+    only when at least one of them blessed its model; otherwise it is skipped, and the run still reports."""
+    steps = {t.id: t.step for t in plan}
+    validations = [s for s in task.sources() if STEPS[steps[s]].output == "validation" and s in uris]
+    if task.step == "validate" or not validations:
+        return None
+    for source in validations:
+        if json.loads(storage.read_bytes(storage.join(uris[source], "blessing.json")))["blessed"]:
+            return None
+    return f"{', '.join(validations)} blessed nothing; nothing to publish"
 
 
 def finish_run(workflow, out, plan, uris, results, skipped, seconds) -> dict[str, Any]:

@@ -11,9 +11,12 @@ from tests.conftest import ROOT
 
 def test_tiny_workflow_writes_artifacts_blessings_and_report(cli, tiny_workflow, tmp_path):
     out = tmp_path / "run"
-    tiny_workflow.write_text(tiny_workflow.read_text() + "gates: {min_accuracy: 0.99}\n")
+    tiny_workflow.write_text(tiny_workflow.read_text() + "gates: {min_accuracy: 0.99}\npush: {}\nserving: {}\n")
     result = cli("run", str(tiny_workflow), "--out", str(out))
     assert result.returncode == 0, result.stderr
+    # Nothing blessed: push and deploy are skipped (the pipeline's dsl.If), nothing is published, the run still reports.
+    assert "skipped push: validate_train blessed nothing; nothing to publish" in result.stdout
+    assert not (out / "registry").exists() and not (out / "serving").exists()
     assert "train epoch 3/3" in result.stderr
     summary = json.loads((out / "summary.json").read_text())
     (row,) = summary["artifacts"]
@@ -43,6 +46,15 @@ def test_reference_workflow_reaches_95_percent_on_digits(cli, tmp_path):
     train = next(r for r in summary["artifacts"] if r["name"] == "train")
     assert train["metrics"]["accuracy"] >= 0.95 and train["blessed"]
     assert train["metrics"]["params"] == 8 * 8 * 300 + 300 + 300 * 150 + 150 + 150 * 10 + 10
+    # The demo's whole path: pruned, converted, every artifact blessed, published and laid out for TF Serving.
+    rows = {r["name"]: r for r in summary["artifacts"]}
+    assert set(rows) == {"train", "prune", "tflite_int8", "openvino_int8", "onnx"}
+    assert all(r["blessed"] for r in rows.values()), {n: r["reasons"] for n, r in rows.items()}
+    assert json.loads((out / "artifacts" / "prune" / "artifact.json").read_text())["metrics"]["sparsity"] == 0.5
+    assert rows["tflite_int8"]["metrics"]["size_gzip_bytes"] < train["metrics"]["size_gzip_bytes"] / 4
+    assert (out / "registry" / "digits-mlp" / "1" / "manifest.json").is_file()
+    assert (out / "serving" / "digits-mlp" / "1" / "saved_model.pb").is_file()
+    assert "/models/digits-mlp" in (out / "serving" / "models.config").read_text()
 
 
 def test_steps_on_s3_through_the_step_command(cli, s3, tmp_path):
