@@ -61,27 +61,44 @@ STUDENTS = {
 }
 
 
+# Fine-tuning epochs of each technique, per workload: MobileNetV2 epochs cost minutes, and its generated data is
+# learnt within a few epochs.
+# The student's epochs (distilled and, inside the distill step, from scratch): None trains as long as the teacher.
+FINE_TUNING = {
+    "mlp_digits": {"prune": 10, "cluster": 3, "quantize": 2, "distill": None},
+    "cnn_digits": {"prune": 10, "cluster": 3, "quantize": 2, "distill": None},
+    "mobilenet_v2_generated": {"prune": 2, "cluster": 1, "quantize": 1, "distill": 8},
+}
+
+
 def recipes(workload: str) -> list[dict]:
     """ModelPress recipes for a workload: name, compress and targets as in a workflow file."""
+    epochs = FINE_TUNING[workload]
     int8_targets = [{"format": "tflite_int8", "options": INT8_CALIBRATION}, {"format": "openvino_int8", "options": INT8_CALIBRATION}]
     return [
         {
             "name": "prune50+cluster16+pcqat",
             "compress": [
-                {"technique": "prune", "method": "magnitude", "sparsity": 0.5, "epochs": 10},
-                {"technique": "cluster", "clusters": 16, "epochs": 3},
-                {"technique": "quantize", "mode": "pcqat", "epochs": 2},
+                {"technique": "prune", "method": "magnitude", "sparsity": 0.5, "epochs": epochs["prune"]},
+                {"technique": "cluster", "clusters": 16, "epochs": epochs["cluster"]},
+                {"technique": "quantize", "mode": "pcqat", "epochs": epochs["quantize"]},
             ],
             "targets": [{"format": "tflite_int8"}],
         },
         {
+            "name": "prune50+int8",
+            "compress": [{"technique": "prune", "method": "magnitude", "sparsity": 0.5, "epochs": epochs["prune"]}],
+            "targets": copy.deepcopy(int8_targets),
+        },
+        {
             "name": "structural50+int8",
-            "compress": [{"technique": "prune", "method": "structured", "ratio": 0.5, "epochs": 10}],
+            "compress": [{"technique": "prune", "method": "structured", "ratio": 0.5, "epochs": epochs["prune"]}],
             "targets": copy.deepcopy(int8_targets),
         },
         {
             "name": "distilled+int8",
-            "compress": [{"technique": "distill", "student": STUDENTS[workload]}],
+            "compress": [{"technique": "distill", "student": STUDENTS[workload],
+                          **({"epochs": epochs["distill"]} if epochs["distill"] else {})}],
             "targets": copy.deepcopy(int8_targets),
         },
     ]

@@ -102,7 +102,10 @@ def goals(rows: list[dict], workload: str) -> list[dict]:
 
     def goal(text: str, row: dict | None, key: str, limit: float, shown) -> dict:
         value = row.get(key) if row else None
-        met = None if value is None else (value <= limit if key == "size_ratio_tf" else value >= limit)
+        if row is None:  # nothing ModelPress made passed the gate: the goal is missed
+            met = False
+        else:
+            met = None if value is None else (value <= limit if key == "size_ratio_tf" else value >= limit)
         return {"workload": workload, "goal": text, "artifact": row["name"] if row else None,
                 "reached": shown(value) if value is not None else "no blessed ModelPress artifact", "value": value, "met": met}
 
@@ -145,7 +148,7 @@ def runtime_floors(rows: list[dict], goal_rows: list[dict]) -> list[dict]:
     than latency, the runtime's fixed per-call cost, not the model, bounds the speed-up."""
     floors = []
     for goal in goal_rows:
-        if goal["met"] is not False or "best peer" not in goal["goal"]:
+        if goal["met"] is not False or "best peer" not in goal["goal"] or goal["artifact"] is None:
             continue
         mine = [row for row in rows if row["workload"] == goal["workload"]]
         fastest = next(row for row in mine if row["name"] == goal["artifact"])

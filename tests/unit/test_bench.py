@@ -85,7 +85,7 @@ def test_reference_rows_ratios_goals_and_files(measured, tmp_path):
     if recipe["blessed"]:
         assert size_goal["met"] == (recipe["size_ratio_tf"] <= 0.1) and tf_goal["met"] == (recipe["speedup_vs_tf"] >= 8)
     else:
-        assert size_goal["met"] is None and size_goal["reached"] == "no blessed ModelPress artifact"
+        assert size_goal["met"] is False and size_goal["reached"] == "no blessed ModelPress artifact"
     assert text.startswith("== tiny ==") and "== goals ==" in text and "tiny recipe" in text
     assert (tmp_path / "reference.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "data:image/png;base64," in (tmp_path / "reference.html").read_text()
