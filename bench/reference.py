@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from modelpress._core.progress import log
+from modelpress._core.report import label_points
 
 from .harness import STEP_ENV, WORK, Bench, bench_arguments, machine, spread_ms, text_table, write_json
 from .recipes import PEER_TARGETS, PEERS, STUDENTS, WORKLOADS, recipes, workflow
@@ -218,10 +219,10 @@ def pareto_png(rows: list[dict]) -> bytes:
             for row in mine:
                 color = "tab:orange" if row["kind"] == "modelpress" else "tab:blue"
                 axis.scatter(row[key], row["accuracy"], color=color, marker="o" if row["blessed"] else "x", s=45)
-                axis.annotate(row["name"], (row[key], row["accuracy"]), textcoords="offset points", xytext=(4, 3), fontsize=7)
             front = pareto_front(mine, key)
             axis.step([row[key] for row in front], [row["accuracy"] for row in front], where="post", color="grey", alpha=0.6)
             axis.set_xscale("log")
+            label_points(axis, [(row[key], row["accuracy"], row["name"]) for row in mine])
             axis.set_xlabel(label)
             axis.set_ylabel("test accuracy")
             axis.set_title(workload)
