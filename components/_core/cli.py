@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import textwrap
 from collections.abc import Callable
@@ -464,13 +465,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # inside the try: a reader that went away shows here, not as an error at exit
+        return code
     except UserError as exc:
         print(f"modelpress: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("modelpress: interrupted; outputs are staged, so nothing half-written was left in place", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading: not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (stays open until exit: the interpreter flushes it)
+        return 0
 
 
 if __name__ == "__main__":

@@ -120,3 +120,23 @@ def test_output_exists_without_overwrite(cli, tmp_path, tiny_workflow):
 )
 def test_step_command_mistakes(cli, tmp_path, args, phrase):
     assert_one_line_error(cli(*args, env={"PWD": str(tmp_path)}), phrase)
+
+
+def test_output_piped_into_a_reader_that_stops_early_is_not_an_error():
+    """`modelpress registry show ... | head` must not end in a BrokenPipeError traceback."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone before anything is written
+    writer = subprocess.run(
+        [sys.executable, "-m", "modelpress._core.cli", "steps"],
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},  # every line is written at once, as on a terminal
+    )
+    os.close(write_end)
+    assert writer.returncode == 0, writer.stderr
+    assert "Traceback" not in writer.stderr and "BrokenPipeError" not in writer.stderr
