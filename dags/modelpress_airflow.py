@@ -64,22 +64,30 @@ class StepOperation:
     """What both step operators share:
     - in the targets' mapped task group `arguments` is resolved from the group's expansion after templating, so its
       run-prefix templates are rendered once more here (JSON configs hold no '{{');
-    - a list input (push's validations) leaves out the outputs of skipped tasks, which pushed no result;
+    - a list input (push's validations) leaves out the outputs of skipped tasks, which pushed no result, and when
+      none of the validations it reads blessed its model the task skips (as `modelpress run` skips push);
     - a step that returns {"skipped": ...} (a target whose hardware is absent) skips the task and what reads it.
     """
 
     list_sources: dict[int, tuple[str, int | None]] = {}  # position of a list input's URI -> (task id, map index)
+    nothing_blessed = False
 
     def render_template_fields(self, context, jinja_env=None) -> None:
         super().render_template_fields(context, jinja_env)
         self.arguments = self.render_template(self.arguments, context, jinja_env)
         ti = context["ti"]
-        skipped = {
-            position
+        results = {
+            position: ti.xcom_pull(task_ids=task_id) if index is None else ti.xcom_pull(task_ids=task_id, map_indexes=index)
             for position, (task_id, index) in self.list_sources.items()
-            if (ti.xcom_pull(task_ids=task_id) if index is None else ti.xcom_pull(task_ids=task_id, map_indexes=index)) is None
         }
+        ran = [result for result in results.values() if result is not None]
+        self.nothing_blessed = bool(ran) and all("blessed" in r and not r["blessed"] for r in ran)
+        skipped = {position for position, result in results.items() if result is None}
         self.arguments = [a for i, a in enumerate(self.arguments) if i not in skipped and i + 1 not in skipped]
+
+    def check_blessed(self) -> None:
+        if self.nothing_blessed:
+            raise AirflowSkipException("no validation it reads blessed its model; nothing to publish")
 
     @staticmethod
     def step_result(result: dict) -> dict:
@@ -92,6 +100,7 @@ class StepPodOperator(StepOperation, KubernetesPodOperator):
     """`modelpress step ...` in the step's image on the cluster; its result comes back through the XCom sidecar."""
 
     def execute(self, context):
+        self.check_blessed()
         return self.step_result(super().execute(context))
 
 
@@ -108,6 +117,7 @@ class LocalStepOperator(StepOperation, BaseOperator):
         self.arguments = arguments
 
     def execute(self, context) -> dict:
+        self.check_blessed()
         with tempfile.TemporaryDirectory(prefix="modelpress-airflow-") as scratch:
             result_file = Path(scratch) / "result.json"
             command = [sys.executable, "-m", "modelpress._core.cli", *self.arguments, "--result", str(result_file)]

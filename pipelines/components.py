@@ -103,7 +103,7 @@ def _component_body(step_name, config, overrides, inputs, output, metrics, confu
                 node[leaf] = value
                 break
     argv = ["step", step_name, "--config", json.dumps(values), "--output", output.path]
-    result = None
+    result, blessings = None, []
     for name, artifacts in inputs.items():
         for item in artifacts if isinstance(artifacts, list) else [artifacts]:
             for artifact in item if isinstance(item, list) else [item]:  # a collected ParallelFor output is a list
@@ -117,6 +117,12 @@ def _component_body(step_name, config, overrides, inputs, output, metrics, confu
                 # path exists only in this pod, which is all kfp.local has.
                 where = artifact.uri if artifact.uri.startswith("s3://") else artifact.path
                 argv += ["--input", f"{name}={where}"]
+                blessing_path = os.path.join(artifact.path, "blessing.json")
+                if confusion_matrix is None and os.path.exists(blessing_path):  # a validation a publishing step reads
+                    with open(blessing_path) as handle:
+                        blessings.append(json.load(handle)["blessed"])
+    if result is None and blessings and not any(blessings):  # as `modelpress run` skips push and deploy
+        result = {"skipped": True, "reason": "no validation it reads blessed its model; nothing to publish"}
     if result is None:
         with tempfile.TemporaryDirectory() as scratch:
             result_file = os.path.join(scratch, "result.json")

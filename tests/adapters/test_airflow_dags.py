@@ -150,6 +150,26 @@ def test_dag_test_runs_tiny_workflow_end_to_end_in_local_mode(airflow_db, workfl
     assert [t.id for t in build_plan(load_workflow(workflows / "tiny.yaml"))][-2:] == ["push", "deploy"]
 
 
+def test_dag_test_publishes_nothing_when_nothing_is_blessed(airflow_db, workflows, adapter_workflow, monkeypatch, tmp_path):
+    registry, serving = tmp_path / "registry", tmp_path / "serving"
+    extra = f"push: {{uri: {registry}}}\nserving: {{base_path: {serving}}}\n"
+    adapter_workflow("strict", folder=workflows, targets="[saved_model]", extra=extra)
+    path = workflows / "strict.yaml"
+    path.write_text(path.read_text().replace("min_accuracy: 0.6", "min_accuracy: 0.999"))
+    monkeypatch.setenv(MODE_ENV, "local")
+    monkeypatch.setenv(RUN_ROOT_ENV, str(tmp_path / "runs"))
+    run = workflow_dags()["strict"].test()
+
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states == {
+        "train": "success", "validate_train": "success", "validate_train_blessed": "success",
+        "push": "skipped", "deploy": "skipped",
+    }  # fmt: skip
+    blessing = json.loads((tmp_path / "runs" / "strict" / run.run_id / "validation" / "train" / "blessing.json").read_text())
+    assert blessing["blessed"] is False
+    assert not registry.exists() and not serving.exists()
+
+
 def test_dag_file_imports_no_tensorflow_and_passes_ruff_air():
     probe = "import sys, dags.modelpress_workflows; print(sorted(m for m in ('tensorflow', 'tf_keras', 'keras') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)

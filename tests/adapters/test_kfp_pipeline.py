@@ -134,17 +134,22 @@ def test_kfp_local_runs_tiny_workflow_to_s3_and_serving(kfp_local, s3, adapter_w
     assert tensorrt == {"skipped": "its input 'model' was skipped"}  # its convert skipped, so its validation did
 
 
-def test_kfp_local_gate_parameter_stops_deploy(kfp_local, adapter_workflow, tmp_path):
-    """A gate set in the UI (pipeline parameter) that the model misses: validation says no, deploy never runs."""
-    serving = tmp_path / "serving"
-    workflow = adapter_workflow(targets="[saved_model]", extra=f"serving: {{base_path: {serving}}}\n")
+def test_kfp_local_gate_parameter_stops_push_and_deploy(kfp_local, adapter_workflow, tmp_path):
+    """A gate set in the UI (pipeline parameter) that the model misses: validation says no, nothing is published."""
+    registry, serving = tmp_path / "registry", tmp_path / "serving"
+    workflow = adapter_workflow(targets="[saved_model]", extra=f"push: {{uri: {registry}}}\nserving: {{base_path: {serving}}}\n")
     build_pipeline(load_workflow(workflow))(min_accuracy=0.999)
 
     (validation,) = executor_outputs(kfp_local, "validate")
     assert validation["parameterValues"] == {"Output": False}
     blessing = json.loads(next(kfp_local.glob("*/validate/output_validation/blessing.json")).read_text())
     assert blessing["thresholds"]["min_accuracy"] == 0.999 and "below min_accuracy 0.9990" in blessing["reasons"][0]
-    assert not executor_outputs(kfp_local, "*deploy") and not serving.exists()
+    assert not executor_outputs(kfp_local, "*deploy") and not serving.exists()  # dsl.If on the blessing
+    (push,) = executor_outputs(kfp_local, "push")
+    assert push["artifacts"]["metrics"]["artifacts"][0]["metadata"] == {
+        "skipped": "no validation it reads blessed its model; nothing to publish"
+    }
+    assert not registry.exists()
 
 
 def test_ui_parameters_cover_data_epochs_compression_gates_and_push(cli, tmp_path):
