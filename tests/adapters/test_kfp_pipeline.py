@@ -26,6 +26,18 @@ def read_ir(path: Path) -> tuple[dict, dict]:
     return pipeline, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
 
+def compiled(cli, workflow: Path, folder: Path) -> tuple[dict, dict]:
+    """`modelpress compile kfp` as a user runs it, then the IR it wrote."""
+    result = cli("compile", "kfp", str(workflow), "-o", str(folder / "p.yaml"))
+    assert result.returncode == 0, result.stderr
+    return read_ir(folder / "p.yaml")
+
+
+def parameter_defaults(pipeline: dict) -> dict:
+    """The parameters a user sets in the Kubeflow UI, with their defaults (the spec's values)."""
+    return {name: p["defaultValue"] for name, p in pipeline["root"]["inputDefinitions"]["parameters"].items()}
+
+
 def all_dag_tasks(pipeline: dict) -> dict[str, dict]:
     """Every step task in the pipeline (root and nested DAGs: ParallelFor, If) by display name."""
     components = pipeline["components"]
@@ -53,12 +65,8 @@ def test_ir_has_parameters_gpu_placement_fan_out_and_blessing_gate(cli, adapter_
         extra="push: {uri: s3://models/registry}\nserving: {base_path: /srv/models}\n"
         "cluster: {gpu_node_selector: {pool: a100}, gpu_tolerations: [{key: gpu, operator: Equal, value: 'yes'}]}\n"
     )
-    result = cli("compile", "kfp", str(workflow), "-o", str(tmp_path / "p.yaml"))
-    assert result.returncode == 0, result.stderr
-    pipeline, platform = read_ir(tmp_path / "p.yaml")
-
-    parameters = pipeline["root"]["inputDefinitions"]["parameters"]
-    assert {name: p["defaultValue"] for name, p in parameters.items()} == {
+    pipeline, platform = compiled(cli, workflow, tmp_path)
+    assert parameter_defaults(pipeline) == {
         "epochs": 5, "min_accuracy": 0.6, "push_uri": "s3://models/registry"
     }  # fmt: skip
 
@@ -159,11 +167,8 @@ def test_ui_parameters_cover_data_epochs_compression_gates_and_push(cli, tmp_pat
         "train: {epochs: 7}\ncompress: [{technique: prune, sparsity: 0.7}, {technique: cluster, clusters: 8}]\n"
         "gates: {min_accuracy: 0.9, max_drop: 0.02}\npush: {uri: s3://models/registry}\n"
     )
-    result = cli("compile", "kfp", str(workflow), "-o", str(tmp_path / "p.yaml"))
-    assert result.returncode == 0, result.stderr
-    pipeline, _ = read_ir(tmp_path / "p.yaml")
-    parameters = pipeline["root"]["inputDefinitions"]["parameters"]
-    assert {name: p["defaultValue"] for name, p in parameters.items()} == {
+    pipeline, _ = compiled(cli, workflow, tmp_path)
+    assert parameter_defaults(pipeline) == {
         "data_uri": "s3://drops/table.csv", "epochs": 7, "sparsity": 0.7, "clusters": 8,
         "min_accuracy": 0.9, "max_drop": 0.02, "push_uri": "s3://models/registry",
     }  # fmt: skip
