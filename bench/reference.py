@@ -163,6 +163,21 @@ def runtime_floors(rows: list[dict], goal_rows: list[dict]) -> list[dict]:
     return floors
 
 
+def size_limits(rows: list[dict], goal_rows: list[dict]) -> list[dict]:
+    """Where the size goal is missed: the ModelPress artifact that gets under 1/SIZE_GOAL of TF FP32 with the least
+    accuracy drop, i.e. how far the size goal is from the accuracy gate."""
+    limits = []
+    for goal in goal_rows:
+        if goal["met"] is not False or "size" not in goal["goal"]:
+            continue
+        small = [row for row in rows if row["workload"] == goal["workload"] and row["kind"] == "modelpress"
+                 and row["size_ratio_tf"] <= 1 / SIZE_GOAL]
+        best = min(small, key=lambda row: row["drop_pp"], default=None)
+        limits.append({"workload": goal["workload"], "artifact": best["name"] if best else None,
+                       "size_ratio_tf": best["size_ratio_tf"] if best else None, "drop_pp": best["drop_pp"] if best else None})
+    return limits
+
+
 def workload_table(rows: list[dict], workload: str) -> str:
     mine = [{**row, "spread": spread_ms(row)} for row in rows if row["workload"] == workload]
     return text_table(mine, COLUMNS, title=f"== {workload} ==")
@@ -174,8 +189,14 @@ def goals_table(goal_rows: list[dict]) -> str:
                               ("reached", "reached", None), ("met", "met", None)], title="== goals ==")
 
 
-def limits_text(profiles: list[dict], floors: list[dict], top: int = 5) -> str:
-    lines = ["== what limits the missed speed goals (measured) =="]
+def limits_text(profiles: list[dict], floors: list[dict], sizes: list[dict], top: int = 5) -> str:
+    lines = ["== what limits the missed goals (measured) =="]
+    for size in sizes:
+        if size["artifact"] is None:
+            lines.append(f"{size['workload']} size: no ModelPress artifact gets under 1/{SIZE_GOAL:.0f} of TF FP32 at any accuracy")
+        else:
+            lines.append(f"{size['workload']} size: the ModelPress artifact under 1/{SIZE_GOAL:.0f} with the least drop "
+                         f"({size['artifact']}, 1/{1 / size['size_ratio_tf']:.1f}) loses {size['drop_pp']:.2f} pp, above the 1.0 pp gate")
     for floor in floors:
         lines.append(
             f"{floor['workload']} {floor['runtime']}: the model with the fewest parameters there ({floor['smallest']}, "
@@ -267,15 +288,16 @@ def report(rows: list[dict], failures: list[str], out: Path, extras: dict, data_
     workloads = list(dict.fromkeys(row["workload"] for row in rows))
     goal_rows = [g for workload in workloads for g in goals(rows, workload)]
     profiles = limits(rows, goal_rows, data_specs) if profile_limits else []
-    floors = runtime_floors(rows, goal_rows)
+    floors, sizes = runtime_floors(rows, goal_rows), size_limits(rows, goal_rows)
     sections = [workload_table(rows, workload) for workload in workloads]
     sections += [goals_table(goal_rows)]
-    if profiles or floors:
-        sections.append(limits_text(profiles, floors))
+    if profiles or floors or sizes:
+        sections.append(limits_text(profiles, floors, sizes))
     if failures:
         sections.append("\n".join(["== recipes that did not run ==", *failures]))
     payload = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), **extras,
-               "rows": rows, "goals": goal_rows, "floors": floors, "profiles": profiles, "failures": failures}
+               "rows": rows, "goals": goal_rows, "floors": floors, "size_limits": sizes, "profiles": profiles,
+               "failures": failures}
     text = "\n\n".join(sections)
     png = pareto_png(rows)
     out.mkdir(parents=True, exist_ok=True)
