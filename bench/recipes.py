@@ -67,7 +67,7 @@ STUDENTS = {
 FINE_TUNING = {
     "mlp_digits": {"prune": 10, "cluster": 3, "quantize": 2, "distill": None},
     "cnn_digits": {"prune": 10, "cluster": 3, "quantize": 2, "distill": None},
-    "mobilenet_v2_generated": {"prune": 2, "cluster": 1, "quantize": 1, "distill": 8},
+    "mobilenet_v2_generated": {"prune": 5, "cluster": 1, "quantize": 1, "distill": 8},
 }
 
 
