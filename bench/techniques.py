@@ -37,10 +37,11 @@ class Technique:
     compress: list[dict]
     target: str = "tflite_fp32"  # every row runs in TFLite; QAT's own target is INT8
     model: dict | None = None  # a different architecture than the workload's (the student trained from scratch)
+    tune: dict | None = None  # the workflow's tune: section (a hyperparameter search before train)
 
     @property
     def steps(self) -> set[str]:
-        return {entry["technique"] for entry in self.compress}
+        return {entry["technique"] for entry in self.compress} | ({"tune"} if self.tune else set())
 
 
 def techniques(model: str) -> list[Technique]:
@@ -56,6 +57,9 @@ def techniques(model: str) -> list[Technique]:
         Technique("QAT INT8", [{"technique": "quantize", "mode": "qat", "epochs": 3}], target="tflite_int8"),
         Technique("distilled student", [{"technique": "distill", "student": student}]),
         Technique("student from scratch", [], model=student),
+        Technique("tuned learning rate (random, 6 trials)", [], tune={
+            "algorithm": "random", "max_trials": 6, "epochs": 8,
+            "space": {"learning_rate": {"min": 1e-4, "max": 1e-2, "sampling": "log"}}}),
     ]
 
 
@@ -64,14 +68,17 @@ def spec_for(model: str, technique: Technique, quick: bool) -> dict:
     if technique.model is not None:
         base["model"] = technique.model
     compress = copy.deepcopy(technique.compress)
+    tune = copy.deepcopy(technique.tune)
     evaluation = dict(EVALUATION)
     if quick:  # a smoke run: every path once, numbers meaningless
         base["train"]["epochs"] = 2
         for entry in compress:
             entry.update({key: 1 for key in ("epochs", "rounds") if key in entry})
+        if tune:
+            tune.update(max_trials=2, epochs=1)
         evaluation.update(latency_runs=20, warmup_runs=2)
     return {"name": f"bench-{model}", **base, "data": DATA, "compress": compress, "targets": [technique.target],
-            "gates": {"max_drop": 0.01}, "evaluation": evaluation}
+            "gates": {"max_drop": 0.01}, "evaluation": evaluation, **({"tune": tune} if tune else {})}
 
 
 def technique_row(measured: Measured, teacher_accuracy: float) -> dict:
