@@ -90,7 +90,14 @@ def reference() -> str:
         source = typing.get_args(model.model_fields["source"].annotation)[0]
         out += [f"`source: {source}` - {(model.__doc__ or '').strip()}", "", model_table(model, ("source",)), ""]
     out += ["#### `data.split`", "", model_table(spec.SplitSpec), ""]
-    out += ["#### `compress[]`", "", "Each entry is `technique:` plus that step's parameters (see the step table).", ""]
+    source = spec.TechniqueSpec.model_fields["source"].description
+    out += [
+        "#### `compress[]`",
+        "",
+        "Each entry is `technique:` plus that step's own parameters (the step table's config keys other than the "
+        f"workflow sections); `from:` is {source}.",
+        "",
+    ]
     out += ["### Steps", "", "| step | what it does | inputs | output | image | GPU | config keys |", "|---|---|---|---|---|---|---|"]
     for name, step in STEPS.items():
         inputs = ", ".join([*step.inputs, *(f"[{o}]" for o in step.optional_inputs)]) or "-"

@@ -6,8 +6,9 @@ class UserError(Exception):
 
     exit_code = 2
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, keys: tuple = ()):
         super().__init__(" ".join(message.split()))
+        self.keys = keys  # where in the workflow file the mistake is, e.g. ("compress", 1), when it is there
 
 
 class StepFailed(UserError):

@@ -1,13 +1,15 @@
 """From a workflow spec to the ordered list of step invocations. The local runner, the Kubeflow pipeline and the
 Airflow DAG are all built from this one plan, so they cannot disagree about what runs and in which order.
 
-[tune ->] train -> compress techniques in order (each feeds the next) -> convert per target -> validate every model artifact
+[tune ->] train -> compress techniques in order (each feeds the next, or starts from train or an earlier one with
+`from:`) -> convert per target of the final model -> validate every model artifact
 (gated against the trained model) -> push the blessed ones -> deploy the final SavedModel.
 A post-training quantize entry (mode dynamic, int8, fp16) is not a Keras step: it adds a TFLite conversion target.
 """
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from ..quantize.config import POST_TRAINING_TARGETS
 from .errors import UserError
 from .registry import STEPS, get_step
-from .spec import TargetSpec, Workflow, spec_hash
+from .spec import TargetSpec, TechniqueSpec, Workflow, spec_hash, unknown_key_message
 
 # Workflow sections a step config receives when it has a field of the same name.
 SHARED_SECTIONS = ("model", "data", "train", "tune", "gates", "evaluation", "storage", "push", "serving")
@@ -41,7 +43,7 @@ class Task:
         return [s for v in self.inputs.values() for s in ([v] if isinstance(v, str) else v)]
 
 
-def step_config(step: str, workflow: Workflow, params: dict[str, Any], where: str) -> BaseModel:
+def step_config(step: str, workflow: Workflow, params: dict[str, Any], where: str, keys: tuple = ()) -> BaseModel:
     """A step's config: the shared workflow sections it declares, then the step's own parameters from the spec."""
     config_class = get_step(step).config
     values = {
@@ -55,7 +57,7 @@ def step_config(step: str, workflow: Workflow, params: dict[str, Any], where: st
     except ValidationError as exc:
         from .spec import describe_validation_error
 
-        raise UserError(describe_validation_error(exc, params, where, None)) from None
+        raise UserError(describe_validation_error(exc, params, where, None), keys) from None
 
 
 def build_plan(workflow: Workflow) -> list[Task]:
@@ -65,28 +67,31 @@ def build_plan(workflow: Workflow) -> list[Task]:
     train_inputs = {"hyperparameters": "tune"} if workflow.tune is not None else {}
     tasks.append(Task("train", "train", step_config("train", workflow, {}, "train"), train_inputs, artifact="train"))
     models: list[tuple[str, str | None]] = [("train", None)]  # (task id, parent task id)
-    last = "train"
+    sources = compress_sources(workflow)
+    last = "train"  # the final model: the last Keras entry of compress, what targets convert and deploy serves
     targets = list(workflow.targets)
     for index, technique in enumerate(workflow.compress):
         name = technique.technique
         if name not in STEPS:
-            raise UserError(f"compress[{index}]: technique '{name}' is not available in this ModelPress version")
-        if name == "quantize" and technique.params.get("mode") in POST_TRAINING_TARGETS:
+            raise UserError(f"compress[{index}]: technique '{name}' is not available in this ModelPress version", ("compress", index))
+        if index not in sources:
             targets = with_post_training_target(workflow, index, targets)
             continue
-        task_id = name if all(t.id != name for t in tasks) else f"{name}_{index + 1}"
-        config = step_config(name, workflow, technique.params, f"compress[{index}] ({name})")
+        task_id, source = sources[index]
+        check_technique_keys(technique, index)
+        config = step_config(name, workflow, technique.params, f"compress[{index}] ({name})", ("compress", index))
         input_name = STEPS[name].inputs[0]
-        tasks.append(Task(task_id, name, config, {input_name: last}, artifact=task_id))
-        models.append((task_id, last))
+        tasks.append(Task(task_id, name, config, {input_name: source}, artifact=task_id))
+        models.append((task_id, source))
         last = task_id
-    for target in targets:
+    for position, target in enumerate(targets):
         if target.format == "saved_model":
             continue  # every Keras artifact already carries its SavedModel
         if "convert" not in STEPS:
             raise UserError(f"target '{target.format}' needs the convert step, not available in this ModelPress version")
         params = {"format": target.format, "on_unavailable": target.on_unavailable, **target.options}
-        config = step_config("convert", workflow, params, f"targets ({target.format})")
+        keys = ("targets", position) if position < len(workflow.targets) else ()  # past the list: added by quantize
+        config = step_config("convert", workflow, params, f"targets ({target.format})", keys)
         tasks.append(Task(f"convert_{target.format}", "convert", config, {"model": last}, artifact=target.format, group="convert"))
         models.append((f"convert_{target.format}", last))
     for task_id, parent in models:
@@ -108,6 +113,65 @@ def build_plan(workflow: Workflow) -> list[Task]:
     return tasks
 
 
+def check_technique_keys(technique: TechniqueSpec, index: int) -> None:
+    """A compress entry holds its step's own parameters; the shared sections come from the workflow."""
+    own = set(get_step(technique.technique).config.model_fields) - set(SHARED_SECTIONS)
+    for key in technique.params:
+        if key not in own:
+            message = unknown_key_message(key, own | {"technique", "from"})
+            raise UserError(f"compress[{index}] ({technique.technique}): {message}", ("compress", index, key))
+
+
+def is_post_training(technique: TechniqueSpec) -> bool:
+    return technique.technique == "quantize" and technique.params.get("mode") in POST_TRAINING_TARGETS
+
+
+def compress_sources(workflow: Workflow) -> dict[int, tuple[str, str]]:
+    """compress index -> (task id, id of the task it starts from) for every entry that is a Keras step.
+
+    The task id is the technique's name (name_N for a repeat at entry N-1), also the artifact's name in reports.
+    An entry starts from the previous one unless `from:` names train or an earlier entry, so one workflow can
+    compare techniques side by side (prune and distill both from train). A `from:` that points forward is refused
+    at plan time, in the runner, the KFP compiler and the DAG parser alike; when it closes a loop the error
+    spells the loop out.
+    """
+    entries = [(index, t) for index, t in enumerate(workflow.compress) if not is_post_training(t)]
+    ids: dict[int, str] = {}
+    for index, technique in entries:
+        name = technique.technique
+        ids[index] = name if name not in ids.values() else f"{name}_{index + 1}"
+    position = {task_id: index for index, task_id in ids.items()}
+    previous = dict(zip(ids, ["train", *ids.values()], strict=False))  # the default: a chain in list order
+
+    def source_of(index: int) -> str:
+        return workflow.compress[index].source or previous[index]
+
+    explicit = {index: t for index, t in enumerate(workflow.compress) if t.source is not None}
+    for index, technique in explicit.items():  # names first: following a loop below needs them all known
+        where, keys = f"compress[{index}] ({technique.technique})", ("compress", index, "from")
+        if index not in ids:
+            raise UserError(f"{where}: remove from: post-training quantization converts the final model of compress", keys)
+        if technique.source != "train" and technique.source not in position:
+            names = ["train", *ids.values()]
+            close = difflib.get_close_matches(technique.source, names, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"name train or an entry: {', '.join(names)}"
+            raise UserError(f"{where}: from '{technique.source}' is not an artifact of this workflow; {hint}", keys)
+    for index, technique in explicit.items():
+        where, keys = f"compress[{index}] ({technique.technique})", ("compress", index, "from")
+        if technique.source != "train" and position[technique.source] >= index:
+            chain, current = [ids[index]], index
+            while (source := source_of(current)) != "train" and source not in chain:
+                chain.append(source)
+                current = position[source]
+            if source == ids[index]:
+                loop = ", which starts from ".join([*chain, source])
+                raise UserError(f"{where}: from makes a cycle: {loop}; every model must lead back to train", keys)
+            raise UserError(
+                f"{where}: from '{technique.source}' runs after this entry; list the techniques in the order they run", keys
+            )
+    return {index: (task_id, source_of(index)) for index, task_id in ids.items()}
+
+
 def with_post_training_target(workflow: Workflow, index: int, targets: list[TargetSpec]) -> list[TargetSpec]:
     """Post-training quantization (quantize mode dynamic, int8, fp16) is the TFLite conversion of the final Keras
     model, not a Keras step: the entry adds that target, its other parameters become the target's options."""
@@ -118,13 +182,17 @@ def with_post_training_target(workflow: Workflow, index: int, targets: list[Targ
     if later:
         raise UserError(
             f"compress[{index}]: quantize mode {mode} is the {target} conversion of the final model; "
-            f"move it after {', '.join(later)}"
+            f"move it after {', '.join(later)}",
+            ("compress", index),
         )
     if any(t.format == target for t in targets):
         if options:
-            raise UserError(f"compress[{index}]: {target} is also listed in targets; set its options ({', '.join(options)}) there")
+            raise UserError(
+                f"compress[{index}]: {target} is also listed in targets; set its options ({', '.join(options)}) there",
+                ("compress", index),
+            )
         return targets
-    step_config("convert", workflow, {"format": target, **options}, f"compress[{index}] (quantize mode {mode})")  # errors say where
+    step_config("convert", workflow, {"format": target, **options}, f"compress[{index}] (quantize mode {mode})", ("compress", index))
     return [*targets, TargetSpec(format=target, options=options)]
 
 

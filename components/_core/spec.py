@@ -273,8 +273,14 @@ COMPRESSION_TECHNIQUES = ("prune", "cluster", "quantize", "distill")
 class TechniqueSpec(BaseModel):
     """One compression step; its parameters are checked by that step's own config model."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
     technique: str
+    # `from` is a Python keyword, hence the alias. Default: the previous entry (or train), which makes a chain.
+    source: str | None = Field(
+        None,
+        alias="from",
+        description="the artifact this technique starts from: train or an earlier entry's name; default the previous entry",
+    )
 
     @field_validator("technique")
     @classmethod
@@ -556,7 +562,15 @@ def load_workflow(path: str | Path) -> Workflow:
         raise UserError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: a workflow is a YAML mapping with keys like name, model, data; see examples/")
-    return parse_workflow(data, source=str(path), text=text)
+    workflow = parse_workflow(data, source=str(path), text=text)
+    from .plan import build_plan  # the plan module imports this one
+
+    try:  # step parameters, `from:` references: what only the plan can check
+        build_plan(workflow)
+    except UserError as exc:
+        line = yaml_line(text, list(exc.keys)) if exc.keys else None
+        raise UserError(f"{path}{f' line {line}' if line else ''}: {exc}") from None
+    return workflow
 
 
 def parse_workflow(data: dict[str, Any], source: str = "workflow", text: str | None = None) -> Workflow:

@@ -114,3 +114,86 @@ def test_invalid_yaml_and_missing_file(tmp_path):
 def test_several_problems_are_counted_not_dumped(tmp_path):
     message = error_of(tmp_path, "name: x\nmodel: {zoo: nope}\ndata: {source: csv}\n")
     assert "(+" in message and "more problem" in message
+
+
+# ------------------------------------------------------------------------------- compress entries and `from:`
+BRANCHED = VALID + """\
+compress:
+  - technique: prune
+    sparsity: 0.5
+  - technique: distill
+    from: train
+    student: {zoo: mlp, params: {hidden: [32]}}
+  - technique: cluster
+    from: prune
+targets: [saved_model, tflite_int8]
+"""
+
+
+def test_from_starts_a_technique_from_train_or_an_earlier_entry(tmp_path):
+    from modelpress._core.plan import build_plan
+
+    plan = {task.id: task for task in build_plan(load_workflow(write(tmp_path, BRANCHED)))}
+    assert plan["prune"].inputs == {"model": "train"}
+    assert plan["distill"].inputs == {"model": "train"}  # the teacher is the trained model, not the pruned one
+    assert plan["cluster"].inputs == {"model": "prune"}
+    # each artifact's agreement is measured against the model it started from; drops against the trained model
+    assert plan["validate_distill"].inputs == {"model": "distill", "parent": "validate_train", "baseline": "validate_train"}
+    assert plan["validate_cluster"].inputs["parent"] == "validate_prune"
+    # targets convert the final model: the last entry of compress
+    assert plan["convert_tflite_int8"].inputs == {"model": "cluster"}
+
+
+CHAIN = VALID + """\
+compress:
+  - technique: prune
+    sparsity: 0.5{prune_from}
+  - technique: cluster{cluster_from}
+  - technique: distill
+    student: {{zoo: mlp}}{distill_from}
+"""
+
+
+@pytest.mark.parametrize(
+    "froms, line, message",
+    [
+        (
+            {"prune_from": "cluster"},
+            9,
+            "compress[0] (prune): from makes a cycle: prune, which starts from cluster, which starts from prune; "
+            "every model must lead back to train",
+        ),
+        (
+            {"prune_from": "cluster", "cluster_from": "train"},
+            9,
+            "compress[0] (prune): from 'cluster' runs after this entry; list the techniques in the order they run",
+        ),
+        (
+            {"cluster_from": "cluster"},
+            10,
+            "compress[1] (cluster): from makes a cycle: cluster, which starts from cluster; every model must lead back to train",
+        ),
+        (
+            {"cluster_from": "distill", "distill_from": "cluster"},
+            10,
+            "compress[1] (cluster): from makes a cycle: cluster, which starts from distill, which starts from cluster; "
+            "every model must lead back to train",
+        ),
+        (
+            {"distill_from": "prun"},
+            12,
+            "compress[2] (distill): from 'prun' is not an artifact of this workflow; did you mean 'prune'?",
+        ),
+    ],
+)
+def test_a_from_that_loops_or_points_forward_names_the_entry_and_line(tmp_path, froms, line, message):
+    values = {key: "" for key in ("prune_from", "cluster_from", "distill_from")}
+    values.update({key: f"\n    from: {value}" for key, value in froms.items()})
+    assert error_of(tmp_path, CHAIN.format(**values)) == f"{tmp_path / 'wf.yaml'} line {line}: {message}"
+
+
+def test_from_on_post_training_quantization_is_refused(tmp_path):
+    text = VALID + "compress:\n  - technique: prune\n  - technique: quantize\n    mode: int8\n    from: train\n"
+    assert error_of(tmp_path, text).endswith(
+        "compress[1] (quantize): remove from: post-training quantization converts the final model of compress"
+    )
