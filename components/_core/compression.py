@@ -4,7 +4,7 @@ weights layer by layer, and save the result as an artifact whose metrics and det
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -22,16 +22,43 @@ def kernel_weights(layer) -> list:
     return [w for w in layer.weights if w.name.split("/")[-1].split(":")[0] in ("kernel", "depthwise_kernel")]
 
 
+def all_layers(model) -> Iterator:
+    """Every layer, each nested model (e.g. mobilenet_v2's backbone) followed by its own layers."""
+    from .tf import import_tf
+
+    _, keras = import_tf()
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from all_layers(layer)
+
+
 def leaf_layers(model) -> Iterator:
     """Every layer, the layers of a nested model (e.g. mobilenet_v2's backbone) in place of the model itself."""
     from .tf import import_tf
 
     _, keras = import_tf()
-    for layer in model.layers:
+    return (layer for layer in all_layers(model) if not isinstance(layer, keras.Model))
+
+
+def leaf_layers_by_name(model) -> dict[str, Any]:
+    """Layers looked up by name inside nested models too (Model.get_layer sees only the top level)."""
+    return {layer.name: layer for layer in leaf_layers(model)}
+
+
+def wrap_layers(model, wrap: Callable[[Any], Any]):
+    """A copy of the model with `wrap(layer)` in place of each layer, inside nested models too. tfmot's wrappers take
+    single layers: given a nested model whole, tfmot wraps every layer in it, not the chosen ones."""
+    from .tf import import_tf
+
+    _, keras = import_tf()
+
+    def clone(layer):
         if isinstance(layer, keras.Model):
-            yield from leaf_layers(layer)
-        else:
-            yield layer
+            return keras.models.clone_model(layer, clone_function=clone)
+        return wrap(layer)
+
+    return keras.models.clone_model(model, clone_function=clone)
 
 
 def weight_stats(model) -> dict[str, Any]:
@@ -83,17 +110,28 @@ def refuse_quantized(model, technique: str) -> None:
 
 
 def layer_names(model, names: list[str] | None, what: str) -> list[str]:
-    """Check that every requested layer exists; the error lists the layers that do."""
-    known = [layer.name for layer in model.layers if kernel_weights(layer)]
+    """The layers with a kernel to act on, inside nested models too: all of them by default; a named nested model
+    stands for its layers. An unknown or kernel-less name is an error listing the layers that have kernels."""
+    from .tf import import_tf
+
+    _, keras = import_tf()
+    known = [layer.name for layer in leaf_layers(model) if kernel_weights(layer)]
     if not names:
         return known
-    unknown = [name for name in names if name not in {layer.name for layer in model.layers}]
+    by_name = {layer.name: layer for layer in all_layers(model)}
+    unknown = [name for name in names if name not in by_name]
     if unknown:
         raise UserError(f"{what}: no layer named {', '.join(map(repr, unknown))} in the model; layers with weights: {', '.join(known)}")
-    weightless = [name for name in names if name not in known]
+
+    def kernel_layers(layer) -> list[str]:
+        inner = leaf_layers(layer) if isinstance(layer, keras.Model) else [layer]
+        return [each.name for each in inner if kernel_weights(each)]
+
+    chosen = {name: kernel_layers(by_name[name]) for name in names}
+    weightless = [name for name, layers in chosen.items() if not layers]
     if weightless:
         raise UserError(f"{what}: layer {', '.join(map(repr, weightless))} has no kernel to act on; layers with weights: {', '.join(known)}")
-    return list(names)
+    return list(dict.fromkeys(inner for layers in chosen.values() for inner in layers))
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .._core.compression import kernel_weights, layer_names
+from .._core.compression import kernel_weights, layer_names, leaf_layers_by_name
 from .._core.errors import UserError
 from .._core.keras_artifact import INITIAL_WEIGHTS_FILE
 from .._core.progress import log
@@ -45,6 +45,11 @@ def initial_weights(model, folder: Path) -> list[np.ndarray]:
     return untrained.get_weights()
 
 
+def chosen_kernels(model, names: list[str]) -> list:
+    layers = leaf_layers_by_name(model)
+    return [kernel for name in names for kernel in kernel_weights(layers[name])]
+
+
 def keep_masks(masked: list[tuple[Any, np.ndarray]]):
     """A callback that holds pruned weights at zero after every optimizer step."""
     _, keras = import_tf()
@@ -62,8 +67,8 @@ def find_ticket(model, folder: Path, config: PruneConfig, data) -> tuple[Any, di
     rewind = initial_weights(model, folder)
     train = config.fine_tuning()
     keep_per_round = (1 - config.sparsity) ** (1 / config.rounds)
-    # Each kernel is pruned on its own (layer-wise, as in the paper); a nested model contributes all of its kernels.
-    kernels = [kernel for name in names for kernel in kernel_weights(model.get_layer(name))]
+    # Each kernel is pruned on its own (layer-wise, as in the paper).
+    kernels = chosen_kernels(model, names)
     masks = [np.ones(kernel.shape, dtype=kernel.dtype.as_numpy_dtype) for kernel in kernels]
     rounds = [{"round": 0, "sparsity": 0.0, "accuracy": test_accuracy(model, data)}]  # the trained, dense parent
     for number in range(1, config.rounds + 1):
@@ -100,7 +105,7 @@ def train_random_init(model, names: list[str], masks: list[np.ndarray], train, d
     owes its accuracy to the initial values it was rewound to, not to the mask alone."""
     _, keras = import_tf()
     control = keras.models.clone_model(model)  # same layers, new weights from their initialisers
-    kernels = [kernel for name in names for kernel in kernel_weights(control.get_layer(name))]
+    kernels = chosen_kernels(control, names)
     for kernel, mask in zip(kernels, masks, strict=True):
         kernel.assign(kernel * mask)
     fit(control, data, train, label="random-init control", callbacks=[keep_masks(list(zip(kernels, masks, strict=True)))])

@@ -7,10 +7,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .._core.compression import kernel_weights, layer_names
+from .._core.compression import layer_names, leaf_layers_by_name, wrap_layers
 from .._core.errors import UserError
 from .._core.progress import log
-from .._core.tf import import_tf
 from ..train.step import fit
 from .config import PruneConfig
 
@@ -32,7 +31,8 @@ def pattern_misfit(layer, group: int) -> str | None:
 def pattern_layers(model, names: list[str], group: int, explicit: bool) -> tuple[list[str], dict[str, str]]:
     """The layers an N:M pattern applies to, and why the others cannot take it. A layer the user named that cannot
     take it is an error; by default such layers stay dense (e.g. a first convolution over 1-channel images)."""
-    misfits = {name: reason for name in names if (reason := pattern_misfit(model.get_layer(name), group))}
+    layers = leaf_layers_by_name(model)
+    misfits = {name: reason for name in names if (reason := pattern_misfit(layers[name], group))}
     if explicit and misfits:
         name, reason = next(iter(misfits.items()))
         raise UserError(f"prune: pattern cannot apply to layer '{name}': {reason}; remove it from 'layers'")
@@ -43,7 +43,6 @@ def pattern_layers(model, names: list[str], group: int, explicit: bool) -> tuple
 
 
 def prune_magnitude(model, config: PruneConfig, data) -> tuple[Any, dict[str, Any]]:
-    _, keras = import_tf()
     import tensorflow_model_optimization as tfmot
 
     sparsity = tfmot.sparsity.keras
@@ -71,11 +70,8 @@ def prune_magnitude(model, config: PruneConfig, data) -> tuple[Any, dict[str, An
         wrapper_options = {}
         details.update(schedule="constant", target_sparsity=config.sparsity, frequency=frequency)
 
-    def wrap(layer, selected: bool = False):
-        if isinstance(layer, keras.Model):  # a nested model (mobilenet_v2's backbone): its layers, when it is chosen
-            chosen = selected or layer.name in names
-            return keras.models.clone_model(layer, clone_function=lambda inner: wrap(inner, chosen))
-        if not (selected or layer.name in names) or not kernel_weights(layer):
+    def wrap(layer):
+        if layer.name not in names:
             return layer
         try:
             wrapper = sparsity.prune_low_magnitude(layer, pruning_schedule=schedule, **wrapper_options)
@@ -91,7 +87,7 @@ def prune_magnitude(model, config: PruneConfig, data) -> tuple[Any, dict[str, An
         return wrapper
 
     pruned: list[str] = []
-    wrapped = keras.models.clone_model(model, clone_function=wrap)
+    wrapped = wrap_layers(model, wrap)
     for name, reason in left_dense.items():
         log(f"prune: layer {name} stays dense: {reason}")
     log(f"prune: fine-tuning {len(pruned)} wrapped layers for {train.epochs} epochs ({steps} steps)")

@@ -74,7 +74,11 @@ def quantization_aware(model, mode: str):
     quantization = tfmot.quantization.keras
     nested = next((layer for layer in model.layers if isinstance(layer, keras.Model)), None)
     if nested is not None:  # tfmot: "Quantizing a keras Model inside another keras Model is not supported"
-        raise unsupported_layer(nested.name, type(nested).__name__)
+        raise UserError(
+            f"quantize: layer '{nested.name}' ({type(nested).__name__}) is a model inside the model, which tfmot's "
+            "quantization-aware training cannot wrap; use post-training quantization (mode: int8), or a builder that "
+            "calls the inner model's layers directly"
+        )
     try:
         return quantization.quantize_apply(quantization.quantize_annotate_model(model), quantize_scheme(mode))
     except (RuntimeError, ValueError) as exc:

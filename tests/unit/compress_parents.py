@@ -1,5 +1,6 @@
 """Tiny parent artifacts for the compression step tests: a trained MLP and a copy pruned with tfmot directly (so
-these tests do not depend on the prune step), and a reader of an artifact's kernels."""
+these tests do not depend on the prune step), a builder of an MLP with a nested model, and a reader of an artifact's
+kernels."""
 
 from __future__ import annotations
 
@@ -38,6 +39,17 @@ def prune_with_tfmot(parent: str, uri: str, sparsity: float = 0.5) -> str:
     config = TrainConfig(model=ModelSpec(zoo="mlp"), data=DATA)
     save_compressed(pruning.strip_pruning(wrapped), technique="prune", config=config, parent_uri=parent, data=data, output=uri, overwrite=False)
     return uri
+
+
+def nested_mlp(input_shape, num_classes):
+    """A model holding another model, like mobilenet_v2's backbone: compression must reach the layers inside it."""
+    _, keras = import_tf()
+    features = keras.Input((int(np.prod(input_shape)),))
+    hidden = keras.layers.Dense(24, activation="relu", name="inner_1")(features)
+    backbone = keras.Model(features, keras.layers.Dense(16, activation="relu", name="inner_2")(hidden), name="backbone")
+    inputs = keras.Input(input_shape, name="input")
+    logits = keras.layers.Dense(num_classes, name="logits")(backbone(keras.layers.Flatten(name="flatten")(inputs)))
+    return keras.Model(inputs, keras.layers.Activation("softmax", name="probabilities")(logits))
 
 
 def kernels(uri: str) -> dict[str, np.ndarray]:

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from modelpress._core.artifacts import read_meta
+from modelpress._core.spec import ModelSpec
+from modelpress._core.tf import load_keras_model
 from modelpress.cluster import step as cluster
 from modelpress.cluster.config import ClusterConfig
+from modelpress.train import step as train
+from modelpress.train.config import TrainConfig
 from tests.integration.test_bad_inputs import assert_one_line_error
-from tests.unit.compress_parents import DATA, kernels, prune_with_tfmot, train_tiny
+from tests.unit.compress_parents import DATA, TINY_TRAIN, kernels, prune_with_tfmot, train_tiny
 
 K = 8
 
@@ -49,6 +54,21 @@ def test_only_the_chosen_layers_are_clustered(parents):
     assert np.unique(after["dense_1"]).size <= K
     assert np.unique(after["logits"]).size == np.unique(before["logits"]).size == before["logits"].size
     assert read_meta(uri).details["clustered_layers"] == ["dense_1"]
+
+
+def test_layers_named_inside_a_nested_model_are_clustered(parents):
+    """Two clustered layers in one nested model: stripped naively, both kernels are 'kernel:0' and HDF5 refuses the
+    second ("name already exists")."""
+    parent, uri = f"{parents['folder']}/nested", f"{parents['folder']}/nested_clustered"
+    model = ModelSpec(builder="tests.unit.compress_parents:nested_mlp")
+    train.run(TrainConfig(model=model, data=DATA, train=TINY_TRAIN), {}, parent)
+    cluster.run(ClusterConfig(data=DATA, clusters=K, epochs=1, layers=["inner_1", "inner_2"]), {"model": parent}, uri)
+    model = load_keras_model(Path(uri) / "model.h5")
+    backbone = model.get_layer("backbone")
+    for name in ("inner_1", "inner_2"):
+        assert 2 <= np.unique(backbone.get_layer(name).kernel.numpy()).size <= K, name
+    assert np.unique(model.get_layer("logits").kernel.numpy()).size > K
+    assert read_meta(uri).details["clustered_layers"] == ["inner_1", "inner_2"]
 
 
 def test_a_pruned_parent_is_clustered_without_losing_its_zeros(parents):

@@ -36,3 +36,22 @@ def test_layer_names_default_to_every_layer_with_a_kernel(model):
 def test_unknown_layer_name_is_named_with_the_known_ones(model):
     with pytest.raises(UserError, match=r"prune: no layer named 'hiden' in the model; layers with weights: hidden, logits"):
         layer_names(model, ["hiden"], "prune")
+
+
+@pytest.fixture(scope="module")
+def nested():
+    """input -> backbone (inner_1, inner_2) -> logits, like mobilenet_v2's backbone inside its model."""
+    _, keras = import_tf()
+    features = keras.Input((4,))
+    inner = keras.layers.Dense(3, name="inner_2")(keras.layers.Dense(3, name="inner_1")(features))
+    backbone = keras.Model(features, inner, name="backbone")
+    inputs = keras.Input((4,))
+    return keras.Model(inputs, keras.layers.Dense(2, name="logits")(backbone(inputs)))
+
+
+def test_layer_names_reach_inside_a_nested_model(nested):
+    assert layer_names(nested, None, "cluster") == ["inner_1", "inner_2", "logits"]
+    assert layer_names(nested, ["inner_2"], "cluster") == ["inner_2"]
+    assert layer_names(nested, ["backbone", "logits"], "cluster") == ["inner_1", "inner_2", "logits"]  # the model: its layers
+    with pytest.raises(UserError, match=r"no layer named 'inner_3' in the model; layers with weights: inner_1, inner_2, logits"):
+        layer_names(nested, ["inner_3"], "cluster")

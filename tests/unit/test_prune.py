@@ -124,29 +124,29 @@ def test_a_layer_without_weights_is_refused_with_the_layers_that_have_them(work,
         run_prune(mlp_parent, work / "flatten", layers=["flatten"])
 
 
-def nested_mlp(input_shape, num_classes):
-    """A model holding another model, like mobilenet_v2's backbone: pruning must reach the layers inside it."""
-    _, keras = import_tf()
-    features = keras.Input((int(np.prod(input_shape)),))
-    hidden = keras.layers.Dense(24, activation="relu", name="inner_1")(features)
-    backbone = keras.Model(features, keras.layers.Dense(16, activation="relu", name="inner_2")(hidden), name="backbone")
-    inputs = keras.Input(input_shape, name="input")
-    logits = keras.layers.Dense(num_classes, name="logits")(backbone(keras.layers.Flatten(name="flatten")(inputs)))
-    return keras.Model(inputs, keras.layers.Activation("softmax", name="probabilities")(logits))
+@pytest.fixture(scope="module")
+def nested_parent(work) -> str:
+    return train_parent(work / "nested", {"builder": "tests.unit.compress_parents:nested_mlp"})
 
 
 @pytest.mark.parametrize("options", [{"method": "magnitude"}, {"method": "lottery", "rounds": 1}], ids=["magnitude", "lottery"])
-def test_layers_inside_a_nested_model_are_pruned(work, options):
-    if not (work / "nested").exists():
-        train_parent(work / "nested", {"builder": "tests.unit.test_prune:nested_mlp"})
+def test_layers_inside_a_nested_model_are_pruned(work, nested_parent, options):
     method = options["method"]
-    meta = run_prune(str(work / "nested"), work / f"nested_{method}", sparsity=0.5, **options)
+    meta = run_prune(nested_parent, work / f"nested_{method}", sparsity=0.5, **options)
     model = load_keras_model(work / f"nested_{method}" / "model.h5")
     inner = {layer.name: layer.kernel.numpy() for layer in model.get_layer("backbone").layers if hasattr(layer, "kernel")}
     assert set(inner) == {"inner_1", "inner_2"}
     for name, kernel in inner.items():
         assert abs(np.mean(kernel == 0) - 0.5) <= 0.01, name
         assert meta["details"]["weights"]["layers"][name]["sparsity"] == pytest.approx(np.mean(kernel == 0), abs=1e-4)
+
+
+def test_a_layer_named_inside_a_nested_model_is_pruned_alone(work, nested_parent):
+    meta = run_prune(nested_parent, work / "nested_inner", sparsity=0.5, layers=["inner_2"])
+    backbone = load_keras_model(work / "nested_inner" / "model.h5").get_layer("backbone")
+    assert abs(np.mean(backbone.get_layer("inner_2").kernel.numpy() == 0) - 0.5) <= 0.01
+    assert np.count_nonzero(backbone.get_layer("inner_1").kernel.numpy() == 0) == 0
+    assert meta["details"]["pruned_layers"] == ["inner_2"]
 
 
 @pytest.fixture(scope="module")
