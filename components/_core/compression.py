@@ -12,7 +12,7 @@ import numpy as np
 from . import storage
 from .artifacts import ArtifactMeta, open_artifact
 from .errors import UserError
-from .keras_artifact import KERAS_FILE, save_keras_artifact
+from .keras_artifact import load_keras_artifact, save_keras_artifact
 from .progress import log
 from .spec import TrainSpec
 
@@ -138,14 +138,8 @@ def layer_names(model, names: list[str] | None, what: str) -> list[str]:
 def parent_model(uri: str, technique: str) -> Iterator[tuple[Any, ArtifactMeta, Any]]:
     """The parent artifact's Keras model (training wrappers stripped by the step that saved it), its metadata and the
     local folder it was read from (e.g. for the initial weights a lottery-ticket rewind needs)."""
-    from .tf import load_keras_model
-
     with open_artifact(uri) as (folder, meta):
-        if not (folder / KERAS_FILE).exists():
-            raise UserError(
-                f"{technique} needs a Keras model artifact (from train or another compression step); {uri} is {meta.format}"
-            )
-        yield load_keras_model(folder / KERAS_FILE), meta, folder
+        yield load_keras_artifact(folder, meta, uri, technique), meta, folder
 
 
 def save_compressed(

@@ -1,7 +1,10 @@
-"""Writing a Keras model as an artifact: `model.h5` for later steps, `saved_model/` for serving and conversion."""
+"""Keras model artifacts: `model.h5` for later steps, `saved_model/` for serving and conversion; written here, and
+read back here by every step that takes one (compression steps, convert)."""
 
 from __future__ import annotations
 
+import importlib
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -9,11 +12,19 @@ from typing import Any
 import numpy as np
 
 from .artifacts import ArtifactMeta, finish
+from .errors import UserError
 from .spec import spec_hash
+from .tf import import_tf, load_keras_model
 
 KERAS_FILE = "model.h5"  # HDF5: the Keras format that can leave the optimizer out
 SAVED_MODEL_DIR = "saved_model"
 INITIAL_WEIGHTS_FILE = "initial.weights.h5"
+# details key: the model's layer classes that Keras and tfmot do not define (a builder's own), by the name the saved
+# config gives them ('package>Class' when registered, else 'Class'), each with the 'module:Class' to import it from.
+CUSTOM_LAYERS = "custom_layers"
+BUILT_IN_PACKAGES = ("tf_keras", "keras", "tensorflow", "tensorflow_model_optimization")
+# Keras's refusal of a class it does not know: "Unknown layer: 'custom_builder>Scale'. Please ensure ..."
+UNKNOWN_CLASS = re.compile(r"Unknown (?P<kind>[\w ]+): '(?P<name>[^']+)'")
 
 
 def count_params(model) -> int:
@@ -33,6 +44,7 @@ def save_keras_artifact(
     calibration_hash: str | None = None,
 ) -> ArtifactMeta:
     """Save `model` (already stripped of training-only wrappers) into a staged artifact folder and finish it."""
+    custom = custom_layers(model)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*HDF5 file.*legacy", category=UserWarning)
         model.save(folder / KERAS_FILE, include_optimizer=False)
@@ -46,6 +58,58 @@ def save_keras_artifact(
         data_hash=data_hash,
         calibration_hash=calibration_hash,
         metrics={"params": count_params(model), **metrics},
-        details=details or {},
+        details={**(details or {}), **({CUSTOM_LAYERS: custom} if custom else {})},
     )
     return finish(folder, meta)
+
+
+def custom_layers(model) -> dict[str, str]:
+    """The model's own layer classes (nested and wrapped layers included): saved name -> 'module:Class'."""
+    _, keras = import_tf()
+    classes = {type(module) for module in (model, *model.submodules) if isinstance(module, keras.layers.Layer)}
+    return {
+        keras.utils.get_registered_name(cls): f"{cls.__module__}:{cls.__qualname__}"
+        for cls in sorted(classes, key=lambda cls: (cls.__module__, cls.__qualname__))
+        if cls.__module__.split(".")[0] not in BUILT_IN_PACKAGES
+    }
+
+
+def import_layer_class(location: str):
+    """A layer class from its 'module:Class', as the model's artifact recorded it."""
+    module_name, _, qualname = location.partition(":")
+    try:
+        found = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UserError(
+            f"the model's layer class {qualname} is defined in module '{module_name}', which cannot be imported ({exc}); "
+            "put it on PYTHONPATH as when the model was trained"
+        ) from None
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    if found is None:  # e.g. a class defined inside the builder function ('build.<locals>.Scale')
+        raise UserError(
+            f"the model's layer class {qualname} cannot be imported from module '{module_name}'; define it at the top "
+            "level of the module and re-run train"
+        )
+    return found
+
+
+def load_keras_artifact(folder: Path, meta: ArtifactMeta, uri: str, step: str):
+    """The Keras model of an opened artifact, the builder's own layer classes imported first so Keras can rebuild
+    them in a process that never ran the builder."""
+    if not (folder / KERAS_FILE).is_file():
+        raise UserError(
+            f"{step} reads a Keras model artifact (with {KERAS_FILE}); {uri} is a {meta.format} artifact: pass the "
+            "output of train or of a compression step"
+        )
+    classes = {name: import_layer_class(location) for name, location in meta.details.get(CUSTOM_LAYERS, {}).items()}
+    try:
+        return load_keras_model(folder / KERAS_FILE, classes)
+    except ValueError as exc:
+        unknown = UNKNOWN_CLASS.search(str(exc))
+        if unknown is None:
+            raise
+        raise UserError(
+            f"{step}: the model in {uri} uses {unknown['kind']} '{unknown['name']}', which Keras does not know; decorate "
+            "it with @keras.utils.register_keras_serializable() in the builder's module and re-run train"
+        ) from None

@@ -52,10 +52,16 @@ def _quiet_native_startup():
 
 
 def load_keras_model(path, custom_objects: dict | None = None):
-    """Load a Keras model saved by a step (`model.keras`), with tfmot's wrappers registered."""
+    """Load a Keras model file (`model.h5`), with tfmot's wrappers registered."""
     _, keras = import_tf()
     import tensorflow_model_optimization as tfmot
 
-    # QAT models keep their QuantizeWrapper layers (the converter needs them); pruning/clustering are stripped.
-    with tfmot.quantization.keras.quantize_scope(), keras.utils.custom_object_scope(custom_objects or {}):
+    # QAT models keep their QuantizeWrapper layers (the converter needs them); the steps strip pruning and clustering
+    # wrappers before saving, but a model saved by other code may keep them.
+    with (
+        tfmot.quantization.keras.quantize_scope(),
+        tfmot.sparsity.keras.prune_scope(),
+        tfmot.clustering.keras.cluster_scope(),
+        keras.utils.custom_object_scope(custom_objects or {}),
+    ):
         return keras.models.load_model(path, compile=False)

@@ -19,10 +19,9 @@ from .._core import storage
 from .._core.artifacts import ArtifactMeta, finish, model_size, open_artifact
 from .._core.data import calibration_subset, load_dataset
 from .._core.errors import StepFailed, UserError
-from .._core.keras_artifact import KERAS_FILE
+from .._core.keras_artifact import load_keras_artifact
 from .._core.progress import log
 from .._core.spec import spec_hash
-from .._core.tf import load_keras_model
 from . import onnx, openvino, tensorrt, tflite
 from .config import FLOAT_FORMATS, INT8_FORMATS, ConvertConfig
 
@@ -38,15 +37,11 @@ def family(target: str) -> str:
     return target.split("_")[0]
 
 
-def load_inference_model(path: Path):
-    """The Keras model without training-only parts: no optimizer, no pruning or clustering wrappers.
-
-    Returns the model and the names of the wrapper kinds that were stripped.
-    """
+def strip_training_wrappers(model):
+    """The Keras model without training-only parts (pruning or clustering wrappers), and the names of the wrapper
+    kinds that were stripped."""
     import tensorflow_model_optimization as tfmot
 
-    with tfmot.sparsity.keras.prune_scope(), tfmot.clustering.keras.cluster_scope():
-        model = load_keras_model(path)
     found = sorted({TRAINING_WRAPPERS[type(layer).__name__] for layer in model.layers if type(layer).__name__ in TRAINING_WRAPPERS})
     if "pruning" in found:
         model = tfmot.sparsity.keras.strip_pruning(model)
@@ -105,12 +100,7 @@ def run(config: ConvertConfig, inputs: dict[str, str], output: str, overwrite: b
             return skip_or_fail(config, reason)
     data = load_dataset(config.data)
     with open_artifact(inputs["model"]) as (source, parent):
-        if not (source / KERAS_FILE).is_file():
-            raise UserError(
-                f"convert reads a Keras model artifact (with {KERAS_FILE}); {inputs['model']} is a {parent.format} "
-                "artifact: pass the train or compress output as the model input"
-            )
-        model, stripped = load_inference_model(source / KERAS_FILE)
+        model, stripped = strip_training_wrappers(load_keras_artifact(source, parent, inputs["model"], "convert"))
     check_input_shape(model, data.input_shape)
     batch = np.asarray(data.x_test[: config.check_samples])
     reference = model.predict(batch, batch_size=256, verbose=0)

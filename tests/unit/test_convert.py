@@ -271,7 +271,7 @@ def test_training_only_parts_are_stripped_in_every_family(wrapper, parent, tmp_p
         leftovers = training_names(graph_names(target, out))
         assert leftovers == [], f"{target} keeps training-only parts: {leftovers[:5]}"
     # TensorRT builds its engine from the ONNX of the same stripped model (the build itself needs a GPU).
-    model, stripped = convert.load_inference_model(Path(source) / "model.h5")
+    model, stripped = convert.strip_training_wrappers(load_keras_model(Path(source) / "model.h5"))
     assert stripped == [wrapper] and training_names(onnx_names(tensorrt.engine_onnx(model, config("tensorrt_fp16"), None).graph)) == []
 
 
@@ -308,7 +308,7 @@ def test_wrong_shape_calibration_data_fails_in_one_line_and_writes_nothing(cli, 
 
 @pytest.mark.parametrize("target", ["tflite_int8", "openvino_int8"])
 def test_converter_failure_on_wrong_shape_representative_data_is_one_line(target, parent, tmp_path):
-    model, _ = convert.load_inference_model(Path(parent) / "model.h5")
+    model = keras_model(parent)
     wrong = np.zeros((8, 16, 16, 1), dtype=np.float32)
     with pytest.raises(StepFailed, match=f"^{target} conversion failed: .*16") as caught:
         convert.convert_model(model, config(target), wrong, tmp_path)

@@ -13,6 +13,7 @@ from modelpress._core.data import calibration_subset, load_dataset
 from modelpress._core.errors import UserError
 from modelpress._core.runner import run_workflow
 from modelpress._core.spec import DigitsData, parse_workflow
+from modelpress._core.tf import load_keras_model
 from modelpress.convert import step as convert
 from modelpress.convert import tensorrt
 from modelpress.convert.config import ConvertConfig
@@ -51,7 +52,7 @@ def run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def model(run):
-    return convert.load_inference_model(run / "artifacts" / "train" / "model.h5")[0]
+    return load_keras_model(run / "artifacts" / "train" / "model.h5")
 
 
 @needs_no_gpu

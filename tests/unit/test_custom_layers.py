@@ -1,0 +1,133 @@
+"""A builder's own layer classes: the artifact records where each comes from, and a step in a fresh process (as in a
+pipeline) imports it before loading the Keras model, for the compression steps and convert alike. When it cannot,
+one line names the class and the fix."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from modelpress._core.artifacts import open_artifact, read_meta
+from modelpress._core.errors import UserError
+from modelpress._core.keras_artifact import load_keras_artifact, save_keras_artifact
+from modelpress._core.spec import ModelSpec, TrainSpec
+from modelpress._core.tf import import_tf
+from modelpress.train import step as train
+from modelpress.train.config import TrainConfig
+from tests.integration.test_bad_inputs import assert_one_line_error
+
+DATA = {"source": "digits"}
+MODULE = "tiny_custom_layers"
+BUILDER = '''
+from modelpress._core.tf import import_tf
+
+_, keras = import_tf()
+
+
+@keras.utils.register_keras_serializable(package="tiny")
+class Scale(keras.layers.Layer):
+    def __init__(self, factor=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = factor
+
+    def call(self, inputs):
+        return inputs * self.factor
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
+def build(input_shape, num_classes):
+    inputs = keras.Input(input_shape, name="input")
+    x = Scale(0.5, name="scale")(keras.layers.Flatten(name="flatten")(inputs))
+    x = keras.layers.Dense(16, activation="relu", name="dense_1")(x)
+    logits = keras.layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, keras.layers.Activation("softmax", name="probabilities")(logits))
+'''
+
+
+@pytest.fixture(scope="module")
+def builder_path(tmp_path_factory) -> Path:
+    """A folder holding the builder's module; on sys.path while this module's tests run."""
+    folder = tmp_path_factory.mktemp("builder")
+    (folder / f"{MODULE}.py").write_text(BUILDER)
+    sys.path.insert(0, str(folder))
+    yield folder
+    sys.path.remove(str(folder))
+    sys.modules.pop(MODULE, None)
+
+
+@pytest.fixture(scope="module")
+def trained(builder_path) -> str:
+    uri = str(builder_path / "train")
+    config = TrainConfig(model=ModelSpec(builder=f"{MODULE}:build"), data=DATA, train=TrainSpec(epochs=1, batch_size=64))
+    train.run(config, {}, uri)
+    return uri
+
+
+def test_the_artifact_records_where_its_own_layer_classes_come_from(trained):
+    assert read_meta(trained).details["custom_layers"] == {"tiny>Scale": f"{MODULE}:Scale"}
+
+
+def test_cluster_and_convert_load_the_model_in_a_fresh_process(cli, builder_path, trained):
+    clustered, converted = builder_path / "cluster", builder_path / "tflite"
+    env = {"PYTHONPATH": str(builder_path)}
+    config = json.dumps({"data": DATA, "clusters": 8, "epochs": 0})
+    result = cli("step", "cluster", "--config", config, "--input", f"model={trained}", "--output", str(clustered), env=env)
+    assert result.returncode == 0, result.stderr
+    assert read_meta(str(clustered)).details["custom_layers"] == {"tiny>Scale": f"{MODULE}:Scale"}  # passed on
+    config = json.dumps({"data": DATA, "format": "tflite_fp32"})
+    result = cli("step", "convert", "--config", config, "--input", f"model={clustered}", "--output", str(converted), env=env)
+    assert result.returncode == 0, result.stderr
+    assert read_meta(str(converted)).details["check_agreement"] >= 0.99
+
+
+def test_a_module_that_cannot_be_imported_is_named(cli, builder_path, trained):
+    config = json.dumps({"data": DATA, "epochs": 0})
+    result = cli("step", "cluster", "--config", config, "--input", f"model={trained}", "--output", str(builder_path / "c"))
+    assert_one_line_error(result, f"layer class Scale is defined in module '{MODULE}', which cannot be imported", "PYTHONPATH")
+    assert not (builder_path / "c").exists()
+
+
+def save_model_with(layer_class, folder: Path, keep_record: bool):
+    """A model using `layer_class` saved as an artifact; without its record, as an artifact of an older ModelPress."""
+    _, keras = import_tf()
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="logits")(layer_class(name="custom")(inputs)))
+    folder.mkdir()
+    config = TrainConfig(model=ModelSpec(builder=f"{MODULE}:build"), data=DATA)
+    save_keras_artifact(model, folder, step="train", config=config, parent=None, data_hash=None, metrics={})
+    if not keep_record:
+        meta = read_meta(str(folder))
+        del meta.details["custom_layers"]
+        (folder / "artifact.json").write_text(meta.model_dump_json())
+
+
+def load(folder: Path):
+    with open_artifact(str(folder), verify=False) as (local, meta):
+        return load_keras_artifact(local, meta, str(folder), "cluster")
+
+
+@pytest.mark.parametrize(
+    ("keep_record", "message"),
+    [
+        (True, "layer class test_a_class_out_of_reach_is_named_with_the_fix.<locals>.Local cannot be imported from "
+               "module '[\\w.]*test_custom_layers'; define it at the top level of the module"),
+        (False, "cluster: the model in .* uses layer 'Local', which Keras does not know; decorate it with "
+                "@keras.utils.register_keras_serializable\\(\\) in the builder's module"),
+    ],
+    ids=["defined-in-a-function", "unrecorded"],
+)
+def test_a_class_out_of_reach_is_named_with_the_fix(tmp_path, keep_record, message):
+    _, keras = import_tf()
+
+    class Local(keras.layers.Layer):  # unregistered, and no import reaches a class defined in a function
+        def call(self, inputs):
+            return inputs
+
+    save_model_with(Local, tmp_path / "model", keep_record)
+    with pytest.raises(UserError, match=message):
+        load(tmp_path / "model")
