@@ -155,6 +155,11 @@ BAD_WORKFLOWS = {
         "line 5: schedule: schedule '*/5 * * *' has 4 fields; write a preset (@daily) or cron 'minute hour day month weekday'",
     ),
     "unknown key": ("gates: {min_acuracy: 0.9}\n", "line 5: gates: unknown key 'min_acuracy'; did you mean 'min_accuracy'?"),
+    "cycle": (
+        "compress:\n  - {technique: prune, from: cluster}\n  - {technique: cluster}\n",
+        "line 6: compress[0] (prune): from makes a cycle: prune, which starts from cluster, which starts from prune; "
+        "every model must lead back to train",
+    ),
 }
 
 

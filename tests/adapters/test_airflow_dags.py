@@ -47,11 +47,15 @@ def test_bad_workflow_files_are_import_errors_that_do_not_hide_good_dags(workflo
     (workflows / "unknown_step.yaml").write_text(
         adapter_workflow("y").read_text() + "compress: [{technique: sparsify}]\n"
     )
+    (workflows / "cycle.yaml").write_text(
+        adapter_workflow("z").read_text() + "compress:\n  - {technique: prune, from: cluster}\n  - {technique: cluster}\n"
+    )
     bag = DagBag(dag_folder=str(DAGS))
-    assert "good" in bag.dag_ids and "bad_schedule" not in bag.dag_ids and "unknown_step" not in bag.dag_ids
+    assert "good" in bag.dag_ids and not {"bad_schedule", "unknown_step", "cycle"} & set(bag.dag_ids)
     (error,) = bag.import_errors.values()
     assert f"{workflows / 'bad_schedule.yaml'} line 15: schedule: schedule '0 25 * * *': 25 is out of range for the hour field (0-23)" in error
     assert f"{workflows / 'unknown_step.yaml'} line 15: compress.0.technique: unknown technique 'sparsify'" in error
+    assert f"{workflows / 'cycle.yaml'} line 16: compress[0] (prune): from makes a cycle: prune, which starts from cluster" in error
 
 
 def test_dag_takes_schedule_asset_retries_and_step_names_from_the_spec(workflows, adapter_workflow):
