@@ -4,9 +4,9 @@
     python containers/build.py tf base         build some
     python containers/build.py --dry-run       print the docker commands only
 
-The tags are `registry.image_for(set)`, the very names the Kubeflow and Airflow adapters put in their tasks;
-MODELPRESS_IMAGE_REPOSITORY (or --repository) changes the registry part. The tf set also gets a GPU variant
-(its Dockerfile's `gpu` stage), tagged `<version>-gpu`.
+The tags are `registry.image_for(set, gpu=...)`, the very names the Kubeflow and Airflow adapters put in their
+tasks; MODELPRESS_IMAGE_REPOSITORY (or --repository) changes the registry part. A set in registry.GPU_VARIANT_SETS
+(tf) is built twice: its Dockerfile's `cpu` stage, and its `gpu` stage (CUDA) tagged `<version>-gpu`.
 """
 
 from __future__ import annotations
@@ -20,20 +20,23 @@ import sys
 from pathlib import Path
 
 from modelpress import __version__
-from modelpress._core.registry import DEPENDENCY_SETS, image_for
+from modelpress._core.registry import DEPENDENCY_SETS, GPU_VARIANT_SETS, image_for
 
 ROOT = Path(__file__).resolve().parents[1]
-# Dependency set -> (Dockerfile target, tag suffix) for each image built from it; None: the Dockerfile's last stage.
-VARIANTS: dict[str, list[tuple[str | None, str]]] = {"tf": [("cpu", ""), ("gpu", "-gpu")]}
+
+
+def variants(dependency_set: str) -> list[tuple[str | None, bool]]:
+    """(Dockerfile target, GPU) of each image built from a set; target None: the Dockerfile's last stage."""
+    return [("cpu", False), ("gpu", True)] if dependency_set in GPU_VARIANT_SETS else [(None, False)]
 
 
 def build_commands(sets: list[str], repository: str | None = None) -> list[list[str]]:
     commands = []
     for name in sets:
         dockerfile = ROOT / "containers" / name / "Dockerfile"
-        for target, suffix in VARIANTS.get(name, [(None, "")]):
+        for target, gpu in variants(name):
             command = ["docker", "build", "--file", str(dockerfile), "--build-arg", f"VERSION={__version__}"]
-            command += ["--tag", image_for(name, repository=repository) + suffix]
+            command += ["--tag", image_for(name, repository=repository, gpu=gpu)]
             command += ["--target", target] if target else []
             commands.append([*command, str(ROOT)])
     return commands

@@ -1,12 +1,14 @@
 """Build Airflow DAGs from workflow specs via `plan.build_plan` (the plan `modelpress run` and Kubeflow use).
 
 Every plan task runs `modelpress step STEP --config ... --input ... --output ...`:
-- cluster mode (default): a KubernetesPodOperator in the step's image, GPU limit, node selector and tolerations from
-  the workflow's `cluster:` section, the result through /airflow/xcom/return.json;
+- cluster mode (default): a KubernetesPodOperator in the task's image (`plan.placement`: a GPU step in its set's
+  CUDA variant), GPU limit, node selector and tolerations from the workflow's `cluster:` section, the result through
+  /airflow/xcom/return.json;
 - local mode (MODELPRESS_AIRFLOW_MODE=local, for development and tests): the same command in a subprocess.
 Outputs live under <run_root>/<dag id>/<run id>/, and every step overwrites its own output, so a retried task
 repeats its work without touching other runs. Conversion targets fan out with dynamic task mapping: a mapped
-task group runs each target's convert and validation; a target that skips (no GPU here) skips only its own.
+task group runs each target's convert and validation; a target placed apart from the others (TensorRT: its own image,
+a GPU) runs as ordinary tasks under its plan ids; a target that skips (no GPU here) skips only its own.
 This module imports no TensorFlow: it reads specs and the registry only.
 """
 
@@ -29,8 +31,8 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from kubernetes.client import models as k8s
 
 from modelpress._core.errors import UserError
-from modelpress._core.plan import FAN_OUT_NAMES, Task, build_plan, target_pairs
-from modelpress._core.registry import STEPS, image_for
+from modelpress._core.plan import FAN_OUT_NAMES, Task, build_plan, placement, target_pairs
+from modelpress._core.registry import STEPS
 from modelpress._core.runner import output_uri
 from modelpress._core.spec import Workflow, load_workflow
 from modelpress._core.tfjob import OUTPUT_PLACEHOLDER, run_training_job, tfjob_manifest, training_workers
@@ -156,9 +158,9 @@ def with_result(arguments: list[str]) -> list[str]:
 
 def pod_settings(task: Task, workflow: Workflow) -> dict[str, Any]:
     """KubernetesPodOperator arguments for a step: image, namespace, credentials, GPU and placement."""
-    step, cluster = STEPS[task.step], workflow.cluster
+    where, cluster = placement(task), workflow.cluster
     settings = {
-        "image": image_for(step.image, repository=cluster.image_repository),
+        "image": where.image(cluster.image_repository),
         "cmds": ["modelpress"],
         "namespace": cluster.namespace,
         "service_account_name": cluster.service_account,
@@ -166,9 +168,9 @@ def pod_settings(task: Task, workflow: Workflow) -> dict[str, Any]:
         "do_xcom_push": True,
         "get_logs": True,
         "on_finish_action": "delete_succeeded_pod",
-        "node_selector": dict(cluster.gpu_node_selector if step.gpu else cluster.cpu_node_selector),
+        "node_selector": dict(cluster.gpu_node_selector if where.gpu else cluster.cpu_node_selector),
     }
-    if step.gpu:
+    if where.gpu:
         settings["container_resources"] = k8s.V1ResourceRequirements(limits={cluster.gpu_resource: "1"})
         settings["tolerations"] = [
             k8s.V1Toleration(key=t.key, operator=t.operator, value=t.value, effect=t.effect) for t in cluster.gpu_tolerations
@@ -187,7 +189,7 @@ def step_operator(task_id: str, task: Task, workflow: Workflow, arguments):
     if workers > 1:  # multi-worker training: this task creates a TFJob (chief + workers) and waits for it
         output = arguments[arguments.index("--output") + 1]
         command = [OUTPUT_PLACEHOLDER if a == output else a for a in arguments]
-        image = image_for(STEPS[task.step].image, repository=workflow.cluster.image_repository)
+        image = placement(task).image(workflow.cluster.image_repository)
         manifest = tfjob_manifest(f"{workflow.name}-{task_id}", workers=workers, image=image, arguments=command, cluster=workflow.cluster)
         return PythonOperator(task_id=task_id, python_callable=run_training_job, op_kwargs={"manifest": manifest, "output": output})
     if isinstance(arguments, list):

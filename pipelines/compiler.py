@@ -1,11 +1,13 @@
 """A workflow spec -> a Kubeflow pipeline, built from `plan.build_plan` (the same plan `modelpress run` executes).
 
 - each plan task is a task of its step's component, displayed under the plan task id;
-- the conversion targets fan out with `dsl.ParallelFor` (convert + validate per target, named like Airflow's);
+- the conversion targets fan out with `dsl.ParallelFor` (convert + validate per target, named like Airflow's); a
+  target placed apart from the others (TensorRT: its own image, a GPU) runs as ordinary tasks under its plan ids;
 - a task that reads one validation (deploy) runs under `dsl.If` on that validation's blessing; push reads them all
   and publishes only the blessed;
-- GPU steps request `cluster.gpu_accelerator` x1 and get the GPU pool's node selector and tolerations; every task
-  gets the S3 credentials from `cluster.secret_name`; models and validations are cached, publishing always runs;
+- each task runs in its placement's image (`plan.placement`: a GPU step in its set's CUDA variant); GPU tasks
+  request `cluster.gpu_accelerator` x1 and get the GPU pool's node selector and tolerations; every task gets the S3
+  credentials from `cluster.secret_name`; models and validations are cached, publishing always runs;
 - pipeline parameters (PARAMETERS) override the matching config fields at run time; their defaults are the spec's.
 """
 
@@ -18,7 +20,7 @@ from typing import Any
 
 from kfp import compiler, dsl, kubernetes
 
-from modelpress._core.plan import FAN_OUT_NAMES, Task, build_plan, target_pairs
+from modelpress._core.plan import FAN_OUT_NAMES, Task, build_plan, placement, target_pairs
 from modelpress._core.registry import STEPS
 from modelpress._core.spec import Workflow, load_workflow
 from modelpress._core.tfjob import training_workers
@@ -68,7 +70,7 @@ def configure_task(kfp_task, task: Task, workflow: Workflow, name: str) -> None:
     # the world outside the pipeline root, so it runs every time.
     kfp_task.set_caching_options(step.output in CACHED_OUTPUTS)
     kubernetes.use_secret_as_env(kfp_task, secret_name=cluster.secret_name, secret_key_to_env=S3_SECRET_KEYS, optional=True)
-    if step.gpu and training_workers(task.step, task.config) == 1:  # a TFJob's replicas hold the GPUs, not its launcher
+    if placement(task).gpu and training_workers(task.step, task.config) == 1:  # a TFJob's replicas hold the GPUs, not its launcher
         kfp_task.set_accelerator_type(cluster.gpu_accelerator).set_accelerator_limit(1)
         for key, value in cluster.gpu_node_selector.items():
             kubernetes.add_node_selector(kfp_task, label_key=key, label_value=value)
@@ -86,8 +88,6 @@ class PipelineBuilder:
         self.workflow, self.plan, self.parameters = workflow, plan, parameters
         self.by_id = {task.id: task for task in plan}
         self.kfp_tasks: dict[str, Any] = {}
-        repository = workflow.cluster.image_repository
-        self.component = lambda step, shapes=(): step_component(step, shapes, repository)
         self.pairs = target_pairs(plan)
         self.fanned = {task.id for pair in self.pairs for task in pair}
 
@@ -123,11 +123,12 @@ class PipelineBuilder:
         with contextlib.ExitStack() as stack:
             for blessed in gates:
                 stack.enter_context(dsl.If(blessed == True, name=f"{task.id}-if-blessed"))  # noqa: E712 (a KFP condition)
+            image = placement(task).image(self.workflow.cluster.image_repository)
             workers = training_workers(task.step, task.config)
             if workers > 1:  # multi-worker training: a task that runs a TFJob (pipelines/training_job.py)
-                kfp_task = training_job_task(self.workflow, workers, arguments)
+                kfp_task = training_job_task(self.workflow, workers, image, arguments)
             else:
-                kfp_task = self.component(task.step, shapes)(**arguments)
+                kfp_task = step_component(task.step, image, shapes)(**arguments)
         configure_task(kfp_task, task, self.workflow, name or task.id)
         self.kfp_tasks[task.id] = kfp_task
 

@@ -9,8 +9,8 @@ A component's signature is derived from its StepSpec (so a newly registered step
   and return the blessing (a bool, what `dsl.If` gates deploy on)
   <parameter>: Optional[type]      pipeline parameters that can override a field of this step's config
 
-The body runs `modelpress step NAME ...` through the CLI's own entry point inside the step's image: no
-packages_to_install and no runtime pip (the images carry modelpress and the kfp executor).
+The body runs `modelpress step NAME ...` through the CLI's own entry point inside the task's image (plan.placement):
+no packages_to_install and no runtime pip (the images carry modelpress and the kfp executor).
 KFP embeds a component's source text, so the function is generated as source and registered with linecache.
 """
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Input, Metrics, Model, Output
 
-from modelpress._core.registry import StepSpec, get_step, image_for
+from modelpress._core.registry import StepSpec, get_step
 
 
 @dataclass(frozen=True)
@@ -205,8 +205,8 @@ def component_source(name: str, step: StepSpec, list_shapes: tuple[tuple[str, in
 
 
 @functools.cache
-def step_component(name: str, list_shapes: tuple[tuple[str, int, bool], ...] = (), repository: str | None = None):
-    """The KFP component of a registered step (cached: one per step, list-input shape and image repository)."""
+def step_component(name: str, image: str, list_shapes: tuple[tuple[str, int, bool], ...] = ()):
+    """The KFP component of a registered step running in `image` (cached: one per step, image and list-input shape)."""
     step = get_step(name)
     source = component_source(name, step, list_shapes)
     filename = f"<modelpress component {name}>"
@@ -217,4 +217,4 @@ def step_component(name: str, list_shapes: tuple[tuple[str, int, bool], ...] = (
     }  # fmt: skip
     exec(compile(source, filename, "exec", dont_inherit=True), namespace)  # real annotations: KFP reads them
     function = namespace[name.replace("-", "_")]
-    return dsl.component(base_image=image_for(step.image, repository=repository), install_kfp_package=False)(function)
+    return dsl.component(base_image=image, install_kfp_package=False)(function)

@@ -189,12 +189,12 @@ def add_steps(sub) -> None:
 
 
 def cmd_steps(args) -> int:
-    from .registry import STEPS, image_for
+    from .registry import STEPS
 
     for name, step in STEPS.items():
         inputs = ", ".join([*step.inputs, *(f"[{o}]" for o in step.optional_inputs)]) or "-"
         print(f"{name:<10} {step.description}")
-        print(f"{'':<10} inputs: {inputs}; output: {step.output}; image: {image_for(step.image)}{'; gpu' if step.gpu else ''}")
+        print(f"{'':<10} inputs: {inputs}; output: {step.output}; image: {step.placement.image()}{'; gpu' if step.gpu else ''}")
         print(f"{'':<10} config keys: {', '.join(step.config.model_fields)}")
     return 0
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..quantize.config import POST_TRAINING_TARGETS
 from .errors import UserError
-from .registry import STEPS, get_step
+from .registry import STEPS, TARGET_PLACEMENTS, Placement, get_step
 from .spec import TargetSpec, TechniqueSpec, Workflow, spec_hash, unknown_key_message
 
 # Workflow sections a step config receives when it has a field of the same name.
@@ -33,6 +33,7 @@ class Task:
     inputs: dict[str, str | list[str]] = field(default_factory=dict)
     artifact: str | None = None  # the model artifact's name in reports (model-producing and validate tasks)
     group: str | None = None  # tasks that fan out over targets share a group ("convert", "validate")
+    target: str | None = None  # the conversion target (format) a convert task makes and its validation checks
 
     @property
     def output_kind(self) -> str:
@@ -92,15 +93,16 @@ def build_plan(workflow: Workflow) -> list[Task]:
         params = {"format": target.format, "on_unavailable": target.on_unavailable, **target.options}
         keys = ("targets", position) if position < len(workflow.targets) else ()  # past the list: added by quantize
         config = step_config("convert", workflow, params, f"targets ({target.format})", keys)
-        tasks.append(Task(f"convert_{target.format}", "convert", config, {"model": last}, artifact=target.format, group="convert"))
-        models.append((f"convert_{target.format}", last))
+        task_id = f"convert_{target.format}"
+        tasks.append(Task(task_id, "convert", config, {"model": last}, artifact=target.format, group="convert", target=target.format))
+        models.append((task_id, last))
     for task_id, parent in models:
-        artifact = next(t.artifact for t in tasks if t.id == task_id)
-        config = step_config("validate", workflow, {"name": artifact}, "validate")
+        model = next(t for t in tasks if t.id == task_id)
+        config = step_config("validate", workflow, {"name": model.artifact}, "validate")
         inputs = {"model": task_id}
         if parent is not None:
             inputs.update(parent=f"validate_{parent}", baseline="validate_train")
-        tasks.append(Task(f"validate_{task_id}", "validate", config, inputs, artifact=artifact, group="validate"))
+        tasks.append(Task(f"validate_{task_id}", "validate", config, inputs, artifact=model.artifact, group="validate", target=model.target))
     validations = [t.id for t in tasks if t.step == "validate"]
     if workflow.push is not None:
         config = step_config("push", workflow, {"workflow_hash": spec_hash(workflow)}, "push")
@@ -196,14 +198,23 @@ def with_post_training_target(workflow: Workflow, index: int, targets: list[Targ
     return [*targets, TargetSpec(format=target, options=options)]
 
 
-# The orchestrators run all conversion targets as one fan-out of two tasks with these names (KFP and Airflow alike).
+def placement(task: Task) -> Placement:
+    """Where a plan task runs on the cluster (image and GPU): its step's, or its conversion target's when that
+    target needs other hardware (TARGET_PLACEMENTS: a TensorRT target's convert and validate)."""
+    return TARGET_PLACEMENTS.get(task.target) or STEPS[task.step].placement
+
+
+# The orchestrators run the conversion targets as one fan-out of two tasks with these names (KFP and Airflow alike).
 FAN_OUT_NAMES = ("convert", "validate_convert")
 
 
 def target_pairs(plan: list[Task]) -> list[tuple[Task, Task]]:
-    """(convert, the validation of its output) per conversion target: what the orchestrators fan out over."""
+    """(convert, the validation of its output) per conversion target placed where those steps run: what the
+    orchestrators fan out over, as a fan-out carries one image and one resource request. Targets placed elsewhere
+    (TensorRT, on a GPU) run as ordinary tasks under their plan ids."""
     converts = [t for t in plan if t.group == "convert"]
-    return [(c, next(t for t in plan if t.step == "validate" and t.inputs.get("model") == c.id)) for c in converts]
+    pairs = [(c, next(t for t in plan if t.step == "validate" and t.inputs.get("model") == c.id)) for c in converts]
+    return [pair for pair in pairs if all(placement(t) == STEPS[t.step].placement for t in pair)]
 
 
 def check_acyclic(tasks: list[Task]) -> None:

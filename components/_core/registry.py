@@ -13,13 +13,13 @@ import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel
 
 from .. import __version__
 from ..cluster.config import ClusterConfig
-from ..convert.config import ConvertConfig
+from ..convert.config import TENSORRT_FORMATS, ConvertConfig
 from ..deploy.config import DeployConfig
 from ..distill.config import DistillConfig
 from ..prune.config import PruneConfig
@@ -37,18 +37,41 @@ DEPENDENCY_SETS: dict[str, tuple[str, ...]] = {
     "base": ("s3", "serving"),
     "tf": ("tf", "onnx", "s3"),
     "openvino": ("tf", "openvino", "s3"),
-    "tensorrt": ("tensorrt", "s3"),
+    # tensorrt_* convert loads the Keras model (tf) and exports ONNX (onnx: tf2onnx) before TensorRT builds the
+    # engine; their validate loads the data and plots like any validate (tf: scikit-learn, pillow, matplotlib)
+    "tensorrt": ("tf", "onnx", "tensorrt", "s3"),
 }
+# Sets whose Dockerfile also has a CUDA `gpu` stage, built as a second image tagged <version>-gpu: the image their
+# GPU steps run in. The tensorrt image is CUDA-based already, so it is the one image of its set.
+GPU_VARIANT_SETS = ("tf",)
+GPU_TAG_SUFFIX = "-gpu"
 
 
-def image_for(dependency_set: str, version: str = __version__, repository: str | None = None) -> str:
-    """The image of a dependency set; `repository` (a workflow's cluster.image_repository) overrides the default."""
+def image_for(dependency_set: str, version: str = __version__, repository: str | None = None, *, gpu: bool = False) -> str:
+    """The image of a dependency set, its CUDA variant when `gpu` and the set has one; `repository` (a workflow's
+    cluster.image_repository) overrides the default."""
     if dependency_set not in DEPENDENCY_SETS:
         raise UserError(
             f"no image for dependency set '{dependency_set}'; known sets: {', '.join(DEPENDENCY_SETS)}"
             " (add it to DEPENDENCY_SETS in modelpress/_core/registry.py and build it in containers/)"
         )
-    return f"{(repository or IMAGE_REPOSITORY).rstrip('/')}/modelpress-{dependency_set}:{version}"
+    suffix = GPU_TAG_SUFFIX if gpu and dependency_set in GPU_VARIANT_SETS else ""
+    return f"{(repository or IMAGE_REPOSITORY).rstrip('/')}/modelpress-{dependency_set}:{version}{suffix}"
+
+
+class Placement(NamedTuple):
+    """Where a task runs on the cluster: the dependency set of its image and whether it asks for a GPU."""
+
+    dependency_set: str
+    gpu: bool
+
+    def image(self, repository: str | None = None) -> str:
+        return image_for(self.dependency_set, repository=repository, gpu=self.gpu)
+
+
+# Conversion targets whose convert and validate run elsewhere than those steps do: a TensorRT engine is built and
+# run on the GPU that serves it, with TensorRT installed (see plan.placement).
+TARGET_PLACEMENTS: dict[str, Placement] = dict.fromkeys(TENSORRT_FORMATS, Placement("tensorrt", gpu=True))
 
 
 @dataclass(frozen=True)
@@ -62,6 +85,10 @@ class StepSpec:
     image: str = "tf"  # dependency set, see DEPENDENCY_SETS
     gpu: bool = False  # request a GPU on the cluster
     description: str = ""
+
+    @property
+    def placement(self) -> Placement:
+        return Placement(self.image, self.gpu)
 
     def load(self) -> Callable[..., dict[str, Any]]:
         module, _, function = self.run.partition(":")

@@ -1,5 +1,6 @@
 """Parity: every registered step appears in the Kubeflow pipeline and in the Airflow DAG with the same task name,
-inputs (and where they come from), output, image and GPU request; and bad workflows fail both compiles clearly."""
+inputs (and where they come from), output, image, GPU request, node selector and tolerations; and bad workflows fail
+both compiles clearly."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from kfp import compiler
 from dags.modelpress_airflow import MODE_ENV, WORKFLOWS_ENV, build_dag, workflow_dags
 from modelpress._core.cli import main
 from modelpress._core.errors import UserError
-from modelpress._core.registry import STEPS
+from modelpress._core.registry import STEPS, image_for
 from modelpress._core.runner import KIND_FOLDERS
 from modelpress._core.spec import load_workflow
 from pipelines.compiler import build_pipeline
@@ -36,13 +37,25 @@ targets: [saved_model, tflite_fp32, onnx]
 push: {uri: s3://models/registry}
 serving: {base_path: s3://models/serving}
 """
-WORKFLOWS = {"all_steps": ALL_STEPS} | {p.stem: p.read_text() for p in sorted((ROOT / "examples").glob("*.yaml"))}
+# A CPU target in the fan-out and a TensorRT target beside it, in its own image on the GPU pool.
+MIXED_TARGETS = """\
+name: mixed-targets
+model: {zoo: mlp, params: {hidden: [32]}}
+data: {source: digits}
+targets: [saved_model, tflite_int8, tensorrt_fp16]
+push: {uri: s3://models/registry}
+"""
+WORKFLOWS = {"all_steps": ALL_STEPS, "mixed_targets": MIXED_TARGETS} | {
+    p.stem: p.read_text() for p in sorted((ROOT / "examples").glob("*.yaml"))
+}
 
 
 def kfp_tasks(pipeline_path: Path) -> dict[str, dict]:
-    """Each step task of a compiled pipeline: display name -> step, inputs (name, producer), output, image, GPU."""
-    ir = yaml.safe_load_all(pipeline_path.read_text()).__next__()
+    """Each step task of a compiled pipeline: display name -> step, inputs (name, producer), output, image, GPU,
+    node selector, tolerations."""
+    ir, platform = yaml.safe_load_all(pipeline_path.read_text())
     components, executors = ir["components"], ir["deploymentSpec"]["executors"]
+    placements = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     found: dict[str, dict] = {}
 
     def producers(source: dict, dag: dict, outer: dict[str, list[str]]) -> list[str]:
@@ -66,6 +79,7 @@ def kfp_tasks(pipeline_path: Path) -> dict[str, dict]:
                 walk(component["dag"], sources)
                 continue
             container = executors[component["executorLabel"]]["container"]
+            placement = placements[component["executorLabel"]]
             step = container["args"][container["args"].index("--function_to_execute") + 1]
             list_inputs = STEPS[step].list_inputs
             outputs = [n for n in component["outputDefinitions"]["artifacts"] if n.startswith("output_")]
@@ -79,6 +93,8 @@ def kfp_tasks(pipeline_path: Path) -> dict[str, dict]:
                 "output": outputs[0].removeprefix("output_"),
                 "image": container["image"],
                 "gpu": container.get("resources", {}).get("accelerator", {}).get("resourceCount"),
+                "node_selector": placement.get("nodeSelector", {}).get("labels", {}),
+                "tolerations": placement.get("tolerations", []),
             }
 
     walk(ir["root"]["dag"], {})
@@ -117,6 +133,8 @@ def airflow_tasks(dag) -> dict[str, dict]:
             "output": folders.get(output, output),
             "image": settings["image"],
             "gpu": resources.limits.get("nvidia.com/gpu") if resources else None,
+            "node_selector": settings["node_selector"],
+            "tolerations": [{k: v for k, v in t.to_dict().items() if v is not None} for t in settings.get("tolerations") or []],
         }
     return found
 
@@ -143,6 +161,17 @@ def test_pipeline_and_dag_have_the_same_steps_inputs_outputs_images_and_gpus(nam
         assert in_kfp["train"]["gpu"] == "1" and in_kfp["push"]["gpu"] is None
         assert ("hyperparameters", "tune") in in_kfp["train"]["inputs"]
         assert in_kfp["push"]["inputs"] >= {("validations", "validate_convert"), ("validations", "validate_distill")}
+    gpu_steps = [t for t in in_kfp.values() if t["gpu"] and "tensorrt" not in t["image"]]
+    assert all(t["image"].endswith("-gpu") for t in gpu_steps)  # a GPU step runs in TF's CUDA build, not the CPU one
+    if name == "mixed_targets":
+        for task in ("convert_tensorrt_fp16", "validate_convert_tensorrt_fp16"):
+            assert (in_kfp[task]["image"], in_kfp[task]["gpu"]) == (image_for("tensorrt"), "1"), task
+            assert in_kfp[task]["node_selector"] == {"modelpress.io/pool": "gpu"} and in_kfp[task]["tolerations"], task
+        assert (in_kfp["convert"]["image"], in_kfp["convert"]["gpu"]) == (image_for("openvino"), None)
+        assert ("model", "convert_tensorrt_fp16") in in_kfp["validate_convert_tensorrt_fp16"]["inputs"]
+        assert in_kfp["push"]["inputs"] == {
+            ("validations", "validate_train"), ("validations", "validate_convert"), ("validations", "validate_convert_tensorrt_fp16")
+        }  # fmt: skip
 
 
 BAD_WORKFLOWS = {

@@ -67,12 +67,13 @@ def test_dag_takes_schedule_asset_retries_and_step_names_from_the_spec(workflows
 
     weekly = dags["weekly"]
     assert weekly.schedule == "@weekly" and weekly.max_active_runs == 1
-    assert set(weekly.task_ids) == {"train", "validate_train", "convert", "validate_convert", "push"}
+    tensorrt = {"convert_tensorrt_fp16", "validate_convert_tensorrt_fp16"}  # beside the group: its own image, a GPU
+    assert set(weekly.task_ids) == {"train", "validate_train", "convert", "validate_convert", *tensorrt, "push"}
     targets = weekly.task_group_dict["targets"]  # one mapped task group: index i is target i's convert -> validate
     assert type(targets).__name__ == "MappedTaskGroup" and set(targets.children) == {"convert", "validate_convert"}
     train = weekly.get_task("train")
     assert train.retries == 2 and train.retry_exponential_backoff and train.retry_delay == timedelta(seconds=30)
-    assert set(weekly.get_task("push").upstream_task_ids) == {"validate_train", "validate_convert"}
+    assert set(weekly.get_task("push").upstream_task_ids) == {"validate_train", "validate_convert", "validate_convert_tensorrt_fp16"}
 
     on_data, both = dags["on_data"].timetable, dags["both"].timetable  # a new data drop triggers a run
     assert [asset.uri for asset in on_data.asset_condition.objects] == ["s3://drops/digits"]
@@ -112,7 +113,7 @@ def test_gpu_step_pod_has_image_command_gpu_limit_tolerations_and_node_selector(
 
     container, sidecar = pod.spec.containers
     assert sidecar.name == "airflow-xcom-sidecar"  # it hands /airflow/xcom/return.json to Airflow as the XCom value
-    assert container.image == image_for("tf")
+    assert container.image == image_for("tf", gpu=True) and container.image.endswith("-gpu")  # TF's CUDA build
     assert container.command == ["modelpress"]
     arguments = container.args
     assert arguments[:2] == ["step", "train"]
@@ -132,6 +133,29 @@ def test_gpu_step_pod_has_image_command_gpu_limit_tolerations_and_node_selector(
     assert cpu.args[cpu.args.index("--input") + 1] == "model=s3://runs/gpu/scheduled__2026-01-05/artifacts/train"
 
 
+def test_tensorrt_target_runs_beside_the_targets_group_in_its_image_on_the_gpu_pool(workflows, adapter_workflow, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps({"conn_type": "kubernetes", "extra": {"kube_config": KUBE_CONFIG}}))
+    adapter_workflow("mixed", folder=workflows, targets="[tflite_int8, tensorrt_fp16]", extra="push: {}\n")
+    dag = workflow_dags()["mixed"]
+    assert set(dag.task_group_dict["targets"].children) == {"convert", "validate_convert"}
+    mapped = [item["convert"] for item in dag.get_task("convert").arguments._input.value]  # MappedArgument internals
+    assert [json.loads(a[a.index("--config") + 1])["format"] for a in mapped] == ["tflite_int8"]  # the group maps it alone
+    assert set(dag.get_task("push").upstream_task_ids) == {"validate_train", "validate_convert", "validate_convert_tensorrt_fp16"}
+    assert set(dag.get_task("validate_convert_tensorrt_fp16").upstream_task_ids) == {"convert_tensorrt_fp16", "validate_train"}
+    for task_id in ("convert_tensorrt_fp16", "validate_convert_tensorrt_fp16"):
+        task = dag.get_task(task_id)
+        ti = SimpleNamespace(dag_id=dag.dag_id, task_id=task_id, map_index=-1, try_number=1)
+        context = {"params": {"run_root": "s3://runs"}, "dag": dag, "run_id": "manual__1", "ti": ti}
+        task.render_template_fields(context)
+        pod = task.build_pod_request_obj(context)
+        container = pod.spec.containers[0]
+        assert container.image == image_for("tensorrt") and container.resources.limits == {"nvidia.com/gpu": "1"}
+        assert pod.spec.node_selector == {"modelpress.io/pool": "gpu"}
+        assert [(t.key, t.operator, t.effect) for t in pod.spec.tolerations] == [("nvidia.com/gpu", "Exists", "NoSchedule")]
+    convert = dag.get_task("convert_tensorrt_fp16").arguments
+    assert json.loads(convert[convert.index("--config") + 1])["format"] == "tensorrt_fp16"
+
+
 def test_dag_test_runs_tiny_workflow_end_to_end_in_local_mode(airflow_db, workflows, adapter_workflow, monkeypatch, tmp_path):
     registry, serving = tmp_path / "registry", tmp_path / "serving"
     adapter_workflow("tiny", folder=workflows, extra=f"push: {{uri: {registry}}}\nserving: {{base_path: {serving}}}\n")
@@ -141,10 +165,12 @@ def test_dag_test_runs_tiny_workflow_end_to_end_in_local_mode(airflow_db, workfl
     run = dag.test()
 
     states = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
-    tensorrt = {("convert", 1), ("validate_convert", 1)}  # skipped on this machine (no GPU); only its own chain
+    # TensorRT runs apart from the targets' fan-out (its own image, a GPU); skipped on this machine (no GPU), and
+    # only its own chain is
+    tensorrt = {("convert_tensorrt_fp16", -1), ("validate_convert_tensorrt_fp16", -1)}
     assert {k: v for k, v in states.items() if k in tensorrt} == dict.fromkeys(tensorrt, "skipped")
     assert {v for k, v in states.items() if k not in tensorrt} == {"success"}, states
-    assert ("convert", 0) in states and ("validate_convert", 0) in states
+    assert {k for k in states if k[0] in ("convert", "validate_convert")} == {("convert", 0), ("validate_convert", 0)}
     run_folder = tmp_path / "runs" / "tiny" / run.run_id
     blessings = {p.parent.name: json.loads(p.read_text()) for p in run_folder.glob("validation/*/blessing.json")}
     assert set(blessings) == {"train", "tflite_fp32"} and all(b["blessed"] for b in blessings.values())

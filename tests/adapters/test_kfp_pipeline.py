@@ -62,6 +62,7 @@ def test_no_compiled_pipeline_without_its_example():
 
 def test_ir_has_parameters_gpu_placement_fan_out_and_blessing_gate(cli, adapter_workflow, tmp_path):
     workflow = adapter_workflow(
+        targets="[saved_model, tflite_fp32, onnx]",
         extra="push: {uri: s3://models/registry}\nserving: {base_path: /srv/models}\n"
         "cluster: {gpu_node_selector: {pool: a100}, gpu_tolerations: [{key: gpu, operator: Equal, value: 'yes'}]}\n"
     )
@@ -79,7 +80,7 @@ def test_ir_has_parameters_gpu_placement_fan_out_and_blessing_gate(cli, adapter_
         return component["executorLabel"]
 
     train = executors[executor("train")]["container"]
-    assert train["image"] == image_for("tf")
+    assert train["image"] == image_for("tf", gpu=True) and train["image"].endswith("-gpu")  # TF's CUDA build
     accelerator = train["resources"]["accelerator"]
     assert (accelerator["resourceType"], accelerator["resourceCount"]) == ("nvidia-tesla-t4", "1")
     assert platform[executor("train")]["nodeSelector"] == {"labels": {"pool": "a100"}}
@@ -92,8 +93,8 @@ def test_ir_has_parameters_gpu_placement_fan_out_and_blessing_gate(cli, adapter_
 
     fan_out = next(t for t in pipeline["root"]["dag"]["tasks"].values() if "parameterIterator" in t)
     items = json.loads(fan_out["parameterIterator"]["items"]["raw"])
-    assert [json.loads(item["convert"])["format"] for item in items] == ["tflite_fp32", "tensorrt_fp16"]
-    assert [json.loads(item["validate"])["name"] for item in items] == ["tflite_fp32", "tensorrt_fp16"]
+    assert [json.loads(item["convert"])["format"] for item in items] == ["tflite_fp32", "onnx"]
+    assert [json.loads(item["validate"])["name"] for item in items] == ["tflite_fp32", "onnx"]
 
     gate = next(t for t in pipeline["root"]["dag"]["tasks"].values() if "triggerPolicy" in t)
     assert gate["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--validate-Output'] == true"
@@ -103,6 +104,42 @@ def test_ir_has_parameters_gpu_placement_fan_out_and_blessing_gate(cli, adapter_
     assert tasks["train"]["cachingOptions"] == {"enableCache": True}
     assert tasks["validate_convert"]["cachingOptions"] == {"enableCache": True}
     assert tasks["push"]["cachingOptions"] == {} and tasks["deploy"]["cachingOptions"] == {}  # publishing always runs
+
+
+def test_tensorrt_target_runs_apart_from_the_fan_out_in_its_image_on_the_gpu_pool(cli, adapter_workflow, tmp_path):
+    """A fan-out carries one image and one resource request: a TensorRT target's convert and validation are tasks of
+    their own, in the tensorrt image with a GPU, read by push like the fanned-out validations."""
+    workflow = adapter_workflow(targets="[tflite_int8, tensorrt_fp16]", extra="push: {uri: s3://models/registry}\n")
+    pipeline, platform = compiled(cli, workflow, tmp_path)
+    tasks = all_dag_tasks(pipeline)
+    tensorrt = ("convert_tensorrt_fp16", "validate_convert_tensorrt_fp16")
+    assert set(tasks) == {"train", "validate_train", "convert", "validate_convert", *tensorrt, "push"}
+    executors = pipeline["deploymentSpec"]["executors"]
+
+    def executor(name: str) -> str:
+        return pipeline["components"][tasks[name]["componentRef"]["name"]]["executorLabel"]
+
+    for name in tensorrt:
+        container = executors[executor(name)]["container"]
+        assert container["image"] == image_for("tensorrt")
+        accelerator = container["resources"]["accelerator"]
+        assert (accelerator["resourceType"], accelerator["resourceCount"]) == ("nvidia-tesla-t4", "1")
+        assert platform[executor(name)]["nodeSelector"] == {"labels": {"modelpress.io/pool": "gpu"}}
+        assert platform[executor(name)]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert json.loads(tasks["convert_tensorrt_fp16"]["inputs"]["parameters"]["config"]["runtimeValue"]["constant"])["format"] == "tensorrt_fp16"
+
+    # The fan-out keeps the CPU targets, in the convert step's own image and without a GPU.
+    fan_out = next(t for t in pipeline["root"]["dag"]["tasks"].values() if "parameterIterator" in t)
+    assert [json.loads(item["convert"])["format"] for item in json.loads(fan_out["parameterIterator"]["items"]["raw"])] == ["tflite_int8"]
+    for name in ("convert", "validate_convert"):
+        container = executors[executor(name)]["container"]
+        assert "resources" not in container and "tolerations" not in platform[executor(name)]
+    assert executors[executor("convert")]["container"]["image"] == image_for("openvino")
+    assert executors[executor("validate_convert")]["container"]["image"] == image_for("tf")
+
+    names = {key: task["taskInfo"]["name"] for key, task in pipeline["root"]["dag"]["tasks"].items()}
+    assert {names[key] for key in tasks["push"]["dependentTasks"]} == {"targets", "validate_train", "validate_convert_tensorrt_fp16"}
+    assert set(tasks["push"]["inputs"]["artifacts"]) == {"validations", "validations_1", "validations_2"}
 
 
 @pytest.fixture
@@ -137,9 +174,12 @@ def test_kfp_local_runs_tiny_workflow_to_s3_and_serving(kfp_local, s3, adapter_w
     assert len(matrix["rows"]) == 10 and sum(sum(r["row"]) for r in matrix["rows"]) == 359  # the digits test split
     report = Path(outputs["report"]["artifacts"][0]["uri"]).read_text()
     assert "<table>" in report and "train" in report
-    tflite, tensorrt = [o["artifacts"]["metrics"]["artifacts"][0]["metadata"] for o in executor_outputs(kfp_local, "for-loop-*/validate-2")]
+    (tflite,) = [o["artifacts"]["metrics"]["artifacts"][0]["metadata"] for o in executor_outputs(kfp_local, "for-loop-*/validate-2")]
     assert tflite["accuracy"] > 0.6
-    assert tensorrt == {"skipped": "its input 'model' was skipped"}  # its convert skipped, so its validation did
+    # TensorRT runs apart from the fan-out (validate-3: the third validate task KFP names); its convert skipped, so
+    # its validation did
+    (tensorrt,) = [o["artifacts"]["metrics"]["artifacts"][0]["metadata"] for o in executor_outputs(kfp_local, "validate-3")]
+    assert tensorrt == {"skipped": "its input 'model' was skipped"}
 
 
 def test_kfp_local_gate_parameter_stops_push_and_deploy(kfp_local, adapter_workflow, tmp_path):

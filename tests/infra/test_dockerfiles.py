@@ -175,7 +175,9 @@ def test_build_script_tags_each_image_with_the_registry_name_and_package_version
     assert build.main(["--dry-run"]) == 0
     commands = [shlex.split(line) for line in capsys.readouterr().out.splitlines()]
     tags = {c[c.index("--tag") + 1] for c in commands}
-    assert tags == {image_for(s) for s in DEPENDENCY_SETS} | {image_for("tf") + "-gpu"}
+    # Every image an adapter can name, CPU or GPU; the tf set's GPU steps get its CUDA build.
+    assert tags == {image_for(s, gpu=gpu) for s in DEPENDENCY_SETS for gpu in (False, True)}
+    assert image_for("tf", gpu=True) == image_for("tf") + "-gpu" and image_for("tf", gpu=True) in tags
     for command in commands:
         assert command[:2] == ["docker", "build"] and command[-1] == str(ROOT)
         assert command[command.index("--build-arg") + 1] == f"VERSION={__version__}"

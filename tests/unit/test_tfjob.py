@@ -17,10 +17,11 @@ from modelpress.validate.config import ValidateConfig
 
 CONFIG = json.dumps({"model": {"zoo": "mlp"}, "data": {"source": "digits"}, "train": {"epochs": 3, "workers": 3}})
 COMMAND = ["step", "train", "--config", CONFIG, "--output", OUTPUT_PLACEHOLDER, "--overwrite"]
+REPLICA_IMAGE = image_for("tf", gpu=True)  # every replica holds a GPU: the CUDA build of the train step's image
 
 
 def manifest(workers: int = 3, cluster: ClusterSpec | None = None) -> dict:
-    return tfjob_manifest("digits_mlp-train", workers=workers, image=image_for("tf"), arguments=COMMAND, cluster=cluster or ClusterSpec())
+    return tfjob_manifest("digits_mlp-train", workers=workers, image=REPLICA_IMAGE, arguments=COMMAND, cluster=cluster or ClusterSpec())
 
 
 def replica_pods(job: dict) -> dict[str, dict]:
@@ -39,7 +40,7 @@ def test_one_chief_and_the_other_workers_each_with_a_gpu_from_the_cluster_defaul
     for pod in replica_pods(job).values():
         (container,) = pod["containers"]
         assert container["name"] == "tensorflow"  # the container the operator gives TF_CONFIG
-        assert container["image"] == image_for("tf")
+        assert container["image"] == REPLICA_IMAGE
         assert [*container["command"], *container["args"]] == ["modelpress", *COMMAND]
         assert container["resources"] == {"limits": {"nvidia.com/gpu": "1"}}
         assert container["envFrom"] == [{"secretRef": {"name": "modelpress-s3", "optional": True}}]
@@ -125,5 +126,5 @@ def test_the_chiefs_metrics_are_read_with_the_storage_settings_of_the_jobs_confi
     monkeypatch.delenv("AWS_ENDPOINT_URL")  # only the config knows where the bucket is
     config = {"storage": {"endpoint_url": s3_endpoint}, "model": {"zoo": "mlp"}, "data": {"source": "digits"}}
     command = ["step", "train", "--config", json.dumps(config), "--output", OUTPUT_PLACEHOLDER]
-    job = tfjob_manifest("t", workers=2, image=image_for("tf"), arguments=command, cluster=ClusterSpec())
+    job = tfjob_manifest("t", workers=2, image=REPLICA_IMAGE, arguments=command, cluster=ClusterSpec())
     assert trained_metrics(job, output) == {"accuracy": 0.91, "params": 2410}
