@@ -31,7 +31,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from kubernetes.client import models as k8s
 
 from modelpress._core.errors import UserError
-from modelpress._core.plan import FAN_OUT_NAMES, Task, build_plan, placement, target_pairs
+from modelpress._core.plan import FAN_OUT_NAMES, NOTHING_TO_PUBLISH, Task, build_plan, placement, target_pairs
 from modelpress._core.registry import STEPS
 from modelpress._core.runner import output_uri
 from modelpress._core.spec import Workflow, load_workflow
@@ -89,7 +89,7 @@ class StepOperation:
 
     def check_blessed(self) -> None:
         if self.nothing_blessed:
-            raise AirflowSkipException("no validation it reads blessed its model; nothing to publish")
+            raise AirflowSkipException(NOTHING_TO_PUBLISH)
 
     @staticmethod
     def step_result(result: dict) -> dict:
@@ -189,8 +189,9 @@ def step_operator(task_id: str, task: Task, workflow: Workflow, arguments):
     if workers > 1:  # multi-worker training: this task creates a TFJob (chief + workers) and waits for it
         output = arguments[arguments.index("--output") + 1]
         command = [OUTPUT_PLACEHOLDER if a == output else a for a in arguments]
-        image = placement(task).image(workflow.cluster.image_repository)
-        manifest = tfjob_manifest(f"{workflow.name}-{task_id}", workers=workers, image=image, arguments=command, cluster=workflow.cluster)
+        manifest = tfjob_manifest(
+            f"{workflow.name}-{task_id}", workers=workers, placement=placement(task), arguments=command, cluster=workflow.cluster
+        )
         return PythonOperator(task_id=task_id, python_callable=run_training_job, op_kwargs={"manifest": manifest, "output": output})
     if isinstance(arguments, list):
         arguments = with_result(arguments)

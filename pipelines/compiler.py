@@ -123,12 +123,12 @@ class PipelineBuilder:
         with contextlib.ExitStack() as stack:
             for blessed in gates:
                 stack.enter_context(dsl.If(blessed == True, name=f"{task.id}-if-blessed"))  # noqa: E712 (a KFP condition)
-            image = placement(task).image(self.workflow.cluster.image_repository)
+            where = placement(task)
             workers = training_workers(task.step, task.config)
             if workers > 1:  # multi-worker training: a task that runs a TFJob (pipelines/training_job.py)
-                kfp_task = training_job_task(self.workflow, workers, image, arguments)
+                kfp_task = training_job_task(self.workflow, workers, where, arguments)
             else:
-                kfp_task = step_component(task.step, image, shapes)(**arguments)
+                kfp_task = step_component(task.step, where.image(self.workflow.cluster.image_repository), shapes)(**arguments)
         configure_task(kfp_task, task, self.workflow, name or task.id)
         self.kfp_tasks[task.id] = kfp_task
 

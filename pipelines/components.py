@@ -89,6 +89,7 @@ def _component_body(step_name, config, overrides, inputs, output, metrics, confu
     import tempfile
 
     from modelpress._core.cli import main
+    from modelpress._core.plan import NOTHING_TO_PUBLISH
 
     values = json.loads(config)
     for paths, value in overrides:
@@ -122,7 +123,7 @@ def _component_body(step_name, config, overrides, inputs, output, metrics, confu
                     with open(blessing_path) as handle:
                         blessings.append(json.load(handle)["blessed"])
     if result is None and blessings and not any(blessings):  # as `modelpress run` skips push and deploy
-        result = {"skipped": True, "reason": "no validation it reads blessed its model; nothing to publish"}
+        result = {"skipped": True, "reason": NOTHING_TO_PUBLISH}
     if result is None:
         with tempfile.TemporaryDirectory() as scratch:
             result_file = os.path.join(scratch, "result.json")

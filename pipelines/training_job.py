@@ -14,7 +14,7 @@ from typing import Optional
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Metrics, Model, Output
 
-from modelpress._core.registry import image_for
+from modelpress._core.registry import Placement, image_for
 from modelpress._core.spec import Workflow
 from modelpress._core.tfjob import OUTPUT_PLACEHOLDER, tfjob_manifest
 
@@ -46,10 +46,10 @@ def training_job_component(repository: Optional[str] = None):  # noqa: UP045
     return dsl.component(base_image=image_for("base", repository=repository), install_kfp_package=False)(train_tfjob)
 
 
-def training_job_task(workflow: Workflow, workers: int, image: str, arguments: dict):
-    """The KFP task for a train plan task with `workers` > 1, whose replicas run in `image` (the train task's), given
-    the arguments of the train component."""
+def training_job_task(workflow: Workflow, workers: int, placement: Placement, arguments: dict):
+    """The KFP task for a train plan task with `workers` > 1, whose replicas run in `placement` (the train task's),
+    given the arguments of the train component."""
     command = ["step", "train", "--config", arguments["config"], "--output", OUTPUT_PLACEHOLDER, "--overwrite"]
-    manifest = tfjob_manifest(f"{workflow.name}-train", workers=workers, image=image, arguments=command, cluster=workflow.cluster)
+    manifest = tfjob_manifest(f"{workflow.name}-train", workers=workers, placement=placement, arguments=command, cluster=workflow.cluster)
     component = training_job_component(workflow.cluster.image_repository)
     return component(manifest=json.dumps(manifest), **{name: value for name, value in arguments.items() if name != "config"})

@@ -204,6 +204,9 @@ def placement(task: Task) -> Placement:
     return TARGET_PLACEMENTS.get(task.target) or STEPS[task.step].placement
 
 
+# Why the orchestrators skip a publishing task (push, deploy) when none of the validations it reads blessed its model.
+NOTHING_TO_PUBLISH = "no validation it reads blessed its model; nothing to publish"
+
 # The orchestrators run the conversion targets as one fan-out of two tasks with these names (KFP and Airflow alike).
 FAN_OUT_NAMES = ("convert", "validate_convert")
 

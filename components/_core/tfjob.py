@@ -20,7 +20,7 @@ from typing import Any
 from . import storage
 from .errors import StepFailed, UserError
 from .progress import log
-from .registry import STEPS
+from .registry import Placement
 from .spec import ClusterSpec
 
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "tfjobs"
@@ -33,19 +33,20 @@ def training_workers(step: str, config: Any) -> int:
     return config.train.workers if step == "train" else 1
 
 
-def tfjob_manifest(name: str, *, workers: int, image: str, arguments: list[str], cluster: ClusterSpec) -> dict[str, Any]:
-    """The TFJob running `modelpress <arguments>` on `workers` replicas: Chief x1 + Worker x(workers - 1)."""
+def tfjob_manifest(name: str, *, workers: int, placement: Placement, arguments: list[str], cluster: ClusterSpec) -> dict[str, Any]:
+    """The TFJob running `modelpress <arguments>` on `workers` replicas: Chief x1 + Worker x(workers - 1), each in the
+    train task's placement (its image; a GPU, the GPU pool's node selector and tolerations when it has one)."""
     if workers < 2:
         raise ValueError(f"a TFJob trains with at least 2 workers, not {workers}; one worker is a plain step pod")
     container: dict[str, Any] = {
         "name": CONTAINER,
-        "image": image,
+        "image": placement.image(cluster.image_repository),
         "command": ["modelpress"],
         "args": list(arguments),
         "envFrom": [{"secretRef": {"name": cluster.secret_name, "optional": True}}],  # the S3 keys
     }
     pod: dict[str, Any] = {"serviceAccountName": cluster.service_account, "containers": [container]}
-    if STEPS["train"].gpu:
+    if placement.gpu:
         container["resources"] = {"limits": {cluster.gpu_resource: "1"}}
         pod["nodeSelector"] = dict(cluster.gpu_node_selector)
         pod["tolerations"] = [t.model_dump(exclude_none=True) for t in cluster.gpu_tolerations]

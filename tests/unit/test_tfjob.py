@@ -9,7 +9,7 @@ import kubernetes_validate
 import pytest
 
 from modelpress._core.errors import UserError
-from modelpress._core.registry import image_for
+from modelpress._core.registry import STEPS, image_for
 from modelpress._core.spec import ClusterSpec
 from modelpress._core.tfjob import OUTPUT_PLACEHOLDER, job_state, tfjob_manifest, training_workers, with_run_values
 from modelpress.train.config import TrainConfig
@@ -18,10 +18,11 @@ from modelpress.validate.config import ValidateConfig
 CONFIG = json.dumps({"model": {"zoo": "mlp"}, "data": {"source": "digits"}, "train": {"epochs": 3, "workers": 3}})
 COMMAND = ["step", "train", "--config", CONFIG, "--output", OUTPUT_PLACEHOLDER, "--overwrite"]
 REPLICA_IMAGE = image_for("tf", gpu=True)  # every replica holds a GPU: the CUDA build of the train step's image
+TRAIN_PLACEMENT = STEPS["train"].placement
 
 
 def manifest(workers: int = 3, cluster: ClusterSpec | None = None) -> dict:
-    return tfjob_manifest("digits_mlp-train", workers=workers, image=REPLICA_IMAGE, arguments=COMMAND, cluster=cluster or ClusterSpec())
+    return tfjob_manifest("digits_mlp-train", workers=workers, placement=TRAIN_PLACEMENT, arguments=COMMAND, cluster=cluster or ClusterSpec())
 
 
 def replica_pods(job: dict) -> dict[str, dict]:
@@ -126,5 +127,5 @@ def test_the_chiefs_metrics_are_read_with_the_storage_settings_of_the_jobs_confi
     monkeypatch.delenv("AWS_ENDPOINT_URL")  # only the config knows where the bucket is
     config = {"storage": {"endpoint_url": s3_endpoint}, "model": {"zoo": "mlp"}, "data": {"source": "digits"}}
     command = ["step", "train", "--config", json.dumps(config), "--output", OUTPUT_PLACEHOLDER]
-    job = tfjob_manifest("t", workers=2, image=REPLICA_IMAGE, arguments=command, cluster=ClusterSpec())
+    job = tfjob_manifest("t", workers=2, placement=TRAIN_PLACEMENT, arguments=command, cluster=ClusterSpec())
     assert trained_metrics(job, output) == {"accuracy": 0.91, "params": 2410}
