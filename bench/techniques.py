@@ -1,7 +1,7 @@
 """`make bench-techniques`: every compression technique on the digits CNN and the 300-150 MLP, side by side.
 
 Each technique is a workflow spec (train -> the technique -> one TFLite target) run through the plan; every row is
-measured by the validate step in its own process, all in the TFLite runtime, so the rows differ only by the
+measured by the validate step in its own process, all in LiteRT (the .tflite runtime), so the rows differ only by the
 technique. Prints one table and the targets of issue 3, writes bench/results/techniques.json.
 
     python -m bench.techniques [--quick] [--repeats N] [--out DIR]
@@ -35,7 +35,7 @@ ROW_FIELDS = ("technique", "model", "format", "accuracy", "drop_pp", "params", "
 class Technique:
     name: str
     compress: list[dict]
-    target: str = "tflite_fp32"  # every row runs in TFLite; QAT's own target is INT8
+    target: str = "tflite_fp32"  # every row runs in LiteRT; QAT's own target is INT8
     model: dict | None = None  # a different architecture than the workload's (the student trained from scratch)
     tune: dict | None = None  # the workflow's tune: section (a hyperparameter search before train)
 

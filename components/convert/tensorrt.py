@@ -1,9 +1,16 @@
 """TensorRT engines from the ONNX export, built with the TensorRT builder API on the GPU that will serve them.
 
-- tensorrt_fp16: the float ONNX, built with FP16 kernels allowed.
+Precision lives in the ONNX graph and the network is strongly typed, the only mode TensorRT 11 has (10.x: from
+10.12 by the STRONGLY_TYPED creation flag, which 11 accepts and ignores); no precision builder flag or calibrator,
+which 11 removed, is used, so one code path builds on both majors.
+
+- tensorrt_fp16: the ONNX with its float tensors converted to float16 (inputs and outputs stay float32), so the
+  strongly typed network computes in FP16.
 - tensorrt_int8: explicit quantization. The ONNX gets QuantizeLinear/DequantizeLinear pairs calibrated on the hashed
   calibration subset (onnxruntime's static quantizer, symmetric INT8 as TensorRT requires), so the scales are part of
   the graph, checkable on CPU with onnxruntime, and TensorRT needs no device-side calibrator.
+
+Both ONNX graphs run in onnxruntime on CPU: everything up to the GPU boundary is tested without one.
 
 An engine only runs on the GPU model and TensorRT version it was built with, so artifact.json carries an engine tag
 (GPU name, compute capability, TensorRT and CUDA versions, and the node label of that GPU) and the runtime refuses an
@@ -139,19 +146,28 @@ def quantize_qdq(proto, calibration: np.ndarray):
         return onnx.load(str(target))
 
 
+def to_float16(proto):
+    """The ONNX computing in float16 with float32 inputs and outputs (a Cast at each edge)."""
+    float16 = require("onnxruntime.transformers.float16", "tensorrt")
+    return float16.convert_float_to_float16(proto, keep_io_types=True)
+
+
 def engine_onnx(model, config: ConvertConfig, calibration: np.ndarray | None):
-    """The ONNX TensorRT builds from: float for FP16 engines, Q/DQ-quantized for INT8 ones."""
+    """The ONNX TensorRT builds from, its precision in its types: float16 for FP16 engines, Q/DQ INT8 for INT8 ones."""
     proto = export_onnx(model, config.opset)
-    return quantize_qdq(proto, calibration) if config.format == "tensorrt_int8" else proto
+    return quantize_qdq(proto, calibration) if config.format == "tensorrt_int8" else to_float16(proto)
+
+
+def strongly_typed_network(trt, builder):
+    """A network whose layers compute in the types of the graph's tensors: required on 10.x, the only kind on 11.x."""
+    return builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
 
 
 def configure_builder(trt, builder, network, config: ConvertConfig):
-    """Precision flags, workspace limit and a dynamic-batch optimization profile (1 .. max_batch_size)."""
+    """Workspace limit and a dynamic-batch optimization profile (1 .. max_batch_size); no precision flags: the
+    network is strongly typed and its precision comes from the ONNX."""
     builder_config = builder.create_builder_config()
     builder_config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, config.workspace_mb << 20)
-    builder_config.set_flag(trt.BuilderFlag.FP16)
-    if config.format == "tensorrt_int8":
-        builder_config.set_flag(trt.BuilderFlag.INT8)  # scales come from the graph's Q/DQ nodes: no calibrator
     tensor = network.get_input(0)
     shape = tuple(tensor.shape)[1:]
     profile = builder.create_optimization_profile()
@@ -164,7 +180,7 @@ def build_engine(onnx_bytes: bytes, config: ConvertConfig) -> bytes:
     trt = require("tensorrt", "tensorrt")
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)
+    network = strongly_typed_network(trt, builder)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_bytes):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))

@@ -1,5 +1,8 @@
 """TFLite from the Keras model: FP32, FP16 weights, dynamic range, and full integer INT8.
 
+TensorFlow's converter writes the .tflite; LiteRT (`ai_edge_litert`, which replaces the deprecated tf.lite
+interpreter) reads and runs it, here and in validate.
+
 Converting the Keras model (not the SavedModel) is what lets QAT models become real INT8: the converter reads the
 ranges their QuantizeWrapper layers learned. INT8 is integer-only (TFLITE_BUILTINS_INT8); a model the converter cannot
 express that way fails the conversion instead of silently keeping float kernels.
@@ -7,12 +10,11 @@ express that way fails the conversion instead of silently keeping float kernels.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .._core.errors import StepFailed
+from .._core.errors import StepFailed, require
 from .._core.tf import import_tf
 from .config import ConvertConfig
 
@@ -39,11 +41,9 @@ def build_converter(model, config: ConvertConfig, calibration: np.ndarray | None
 
 
 def interpreter(model_content: bytes | None = None, model_path: str | None = None, num_threads: int | None = None):
-    """tf.lite.Interpreter without its deprecation warning (the LiteRT package is the same runtime)."""
-    tf, _ = import_tf()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return tf.lite.Interpreter(model_content=model_content, model_path=model_path, num_threads=num_threads)
+    """The LiteRT interpreter of a .tflite model; num_threads None leaves LiteRT's default."""
+    litert = require("ai_edge_litert.interpreter", "tf")
+    return litert.Interpreter(model_content=model_content, model_path=model_path, num_threads=num_threads)
 
 
 def op_dtypes(model_content: bytes) -> dict[str, list[str]]:

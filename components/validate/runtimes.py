@@ -53,10 +53,10 @@ def fix_tf_threads(tf, threads: int) -> bool:
 
 
 class TFLiteRunner:
-    """The TFLite interpreter (the LiteRT runtime). Integer I/O is quantized and dequantized with the model's own
-    scale and zero point, so callers always pass and get floats."""
+    """A .tflite model in LiteRT (`ai_edge_litert`), computing with `threads` CPU threads. Integer I/O is quantized
+    and dequantized with the model's own scale and zero point, so callers always pass and get floats."""
 
-    runtime = "tflite"
+    runtime = "litert"
 
     def __init__(self, model_path: Path, threads: int | None = None):
         from ..convert.tflite import interpreter

@@ -19,7 +19,7 @@ TINY_CNN = {
     "evaluation": {"latency_runs": 5, "warmup_runs": 2},
 }
 FLOAT_TARGETS = ("openvino_fp32", "onnx")
-RUNTIMES = {"train": "tensorflow", "tflite_int8": "tflite", "openvino_fp32": "openvino", "onnx": "onnxruntime"}
+RUNTIMES = {"train": "tensorflow", "tflite_int8": "litert", "openvino_fp32": "openvino", "onnx": "onnxruntime"}
 
 
 def write_workflow(folder: Path, **changes) -> Path:

@@ -34,7 +34,7 @@ def measured(tmp_path_factory):
 def test_every_artifact_is_validated_in_fresh_processes_with_repeats(measured):
     bench, peers, ours = measured
     assert [m.name for m in peers] == [reference.TF_PEER, "tflite_fp32"]
-    assert [(m.format, m.runtime) for m in peers] == [("saved_model", "tensorflow"), ("tflite_fp32", "tflite")]
+    assert [(m.format, m.runtime) for m in peers] == [("saved_model", "tensorflow"), ("tflite_fp32", "litert")]
     for m in peers:
         assert m.repeats == 2 and m.threads == 1
         assert m.latency_ms_p50_min <= m.latency_ms_p50 <= m.latency_ms_p50_max

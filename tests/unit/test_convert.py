@@ -26,7 +26,7 @@ from modelpress.validate.config import ValidateConfig
 DATA = {"source": "digits"}
 CPU_FORMATS = [f for f in CONVERT_FORMATS if not f.startswith("tensorrt")]
 MODEL_SUFFIX = {"tflite": ".tflite", "openvino": ".xml", "onnx": ".onnx"}
-RUNTIME = {"tflite": "tflite", "openvino": "openvino", "onnx": "onnxruntime"}
+RUNTIME = {"tflite": "litert", "openvino": "openvino", "onnx": "onnxruntime"}
 # Names that only training-time parts carry: optimizer slots, pruning masks/thresholds, clustering centroids/indices.
 TRAINING_NAMES = ("optimizer", "adam", "prune", "pruning", "mask", "threshold", "cluster", "centroid", "pulling_indices")
 

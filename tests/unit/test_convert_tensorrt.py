@@ -12,7 +12,7 @@ import pytest
 from modelpress._core.data import calibration_subset, load_dataset
 from modelpress._core.errors import UserError
 from modelpress._core.runner import run_workflow
-from modelpress._core.spec import DigitsData, parse_workflow
+from modelpress._core.spec import DigitsData, Gates, parse_workflow
 from modelpress._core.tf import load_keras_model
 from modelpress.convert import step as convert
 from modelpress.convert import tensorrt
@@ -95,30 +95,43 @@ def predictions(proto, rows: np.ndarray) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: rows})[0]
 
 
-def test_fp16_engine_onnx_matches_the_keras_model_at_any_batch_size(model):
+def test_fp16_engine_onnx_computes_in_float16_with_float32_io_and_matches_the_keras_model(model):
+    from onnx import TensorProto
+
     data = load_dataset(DigitsData(source="digits"))
     proto = tensorrt.engine_onnx(model, config("tensorrt_fp16"), None)
+    io_types = [t.type.tensor_type.elem_type for t in [*proto.graph.input, *proto.graph.output]]
+    assert io_types == [TensorProto.FLOAT, TensorProto.FLOAT]  # callers pass and get float32
+    weight_types = {i.data_type for i in proto.graph.initializer if len(i.dims) >= 2}
+    assert weight_types == {TensorProto.FLOAT16}  # the precision a strongly typed network builds with
     reference = model.predict(data.x_test, verbose=0)
     batched = predictions(proto, data.x_test)
     single = np.concatenate([predictions(proto, data.x_test[i : i + 1]) for i in range(16)])
     assert np.mean(batched.argmax(1) == reference.argmax(1)) >= 0.99
-    np.testing.assert_allclose(single, batched[:16], atol=1e-5)
+    np.testing.assert_allclose(batched, reference, atol=1e-2)  # float16 rounding, nothing more
+    np.testing.assert_allclose(single, batched[:16], atol=1e-3)
 
 
-def test_int8_engine_onnx_is_symmetric_qdq_and_runs_in_onnxruntime(model):
+def test_int8_engine_onnx_is_symmetric_qdq_calibrated_on_the_recorded_subset_and_meets_the_gates(model):
     from onnx import numpy_helper
 
+    from modelpress.validate.step import apply_gates
+
     data = load_dataset(DigitsData(source="digits"))
-    calibration, _ = calibration_subset(data, 128, 0)
-    proto = tensorrt.engine_onnx(model, config("tensorrt_int8"), calibration)
+    settings = config("tensorrt_int8", calibration_samples=128)
+    calibration, _ = calibration_subset(data, settings.calibration_samples, settings.calibration_seed)  # what convert records
+    proto = tensorrt.engine_onnx(model, settings, calibration)
     ops = [node.op_type for node in proto.graph.node]
     assert ops.count("QuantizeLinear") >= 3 and ops.count("DequantizeLinear") >= 3
     initializers = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
     zero_points = [initializers[n.input[2]] for n in proto.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
     assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)  # TensorRT needs symmetric INT8
     assert any(v.dtype == np.int8 and v.ndim == 4 for v in initializers.values())  # conv weights stored as INT8
-    agreement = np.mean(predictions(proto, data.x_test).argmax(1) == model.predict(data.x_test, verbose=0).argmax(1))
-    assert agreement >= 0.9
+    keras_accuracy = float(np.mean(model.predict(data.x_test, verbose=0).argmax(1) == data.y_test))
+    qdq_accuracy = float(np.mean(predictions(proto, data.x_test).argmax(1) == data.y_test))
+    checks = apply_gates(Gates(max_drop=0.02), {"accuracy": qdq_accuracy}, {"name": "train", "accuracy": keras_accuracy})
+    assert [(c["gate"], c["passed"]) for c in checks] == [("max_drop", True)], checks
+    assert keras_accuracy > 0.8  # a trained model, so the gate compares something
 
 
 def test_engine_tag_binds_gpu_tensorrt_and_cuda_versions():
@@ -149,16 +162,16 @@ def test_no_gpu_reason_names_the_missing_part():
 
 
 @needs_gpu
-def test_builder_configuration_on_a_real_gpu(model):
+@pytest.mark.parametrize("target", ["tensorrt_fp16", "tensorrt_int8"])
+def test_builder_configuration_on_a_real_gpu(target, model):
     trt = pytest.importorskip("tensorrt")
-    settings = config("tensorrt_int8", max_batch_size=32, workspace_mb=256)
+    settings = config(target, max_batch_size=32, workspace_mb=256)
     builder = trt.Builder(trt.Logger(trt.Logger.WARNING))
-    network = builder.create_network(0)
+    network = tensorrt.strongly_typed_network(trt, builder)
     parser = trt.OnnxParser(network, trt.Logger(trt.Logger.WARNING))
     calibration, _ = calibration_subset(load_dataset(DigitsData(source="digits")), 64, 0)
     assert parser.parse(tensorrt.engine_onnx(model, settings, calibration).SerializeToString())
     builder_config = tensorrt.configure_builder(trt, builder, network, settings)
-    assert builder_config.get_flag(trt.BuilderFlag.FP16) and builder_config.get_flag(trt.BuilderFlag.INT8)
     assert builder_config.get_memory_pool_limit(trt.MemoryPoolType.WORKSPACE) == 256 << 20
     assert builder_config.num_optimization_profiles == 1
     engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(
@@ -179,3 +192,12 @@ def test_engine_build_and_check_on_a_real_gpu(target, run, tmp_path):
     assert meta.model_path == "model.engine" and (tmp_path / target / "model.onnx").is_file()
     assert meta.details["engine_tag"] == tensorrt.engine_tag(tensorrt.current_gpu(), trt.__version__)
     assert result["metrics"]["check_agreement"] >= (0.99 if target == "tensorrt_fp16" else 0.9)
+
+
+def test_the_builder_uses_no_api_tensorrt_11_removed():
+    """TensorRT 11 cannot be installed without a GPU index here, so the removed weak-typing API is checked in the
+    source: any of these names would fail on 11.x at its first call."""
+    source = Path(tensorrt.__file__).read_text()
+    removed = ["BuilderFlag.FP16", "BuilderFlag.INT8", "IInt8", "int8_calibrator", "platform_has_fast", "set_quantization_flag"]
+    assert [name for name in removed if name in source] == []
+    assert "NetworkDefinitionCreationFlag.STRONGLY_TYPED" in source
