@@ -429,6 +429,10 @@ class ClusterSpec(StrictModel):
     )
     cpu_node_selector: dict[str, str] = Field(default_factory=dict, description="node labels for CPU-only steps")
     secret_name: str = Field("modelpress-s3", description="Secret holding AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
+    training_operator: Literal["trainer", "tfjob"] = Field(
+        "trainer",
+        description="what runs train.workers > 1: a Kubeflow Trainer v2 TrainJob (infra/trainer) or a Training Operator v1 TFJob",
+    )
 
 
 SCHEDULE_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly", "@annually")
