@@ -1,6 +1,11 @@
 """Data loading for every source in the spec, local or s3://, split reproducibly, checked before any training.
 
 Images come out as float32 NHWC in [0, 1] (tabular rows as float32 vectors), labels as int64 0..K-1.
+
+The data contract, checked for what the data means and not only what it parses to: paired arrays come together
+(an `x_test` without its `y_test` is an error, never a silent re-split), features and labels have equal lengths,
+every label is one of the declared classes (the test split cannot add a class; a class with no training example
+is an error unless `data.num_classes` declares it), no NaN or infinite value, one example shape throughout.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import functools
 import hashlib
 import io
 import uuid
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,18 +211,59 @@ def _csv(spec: CsvData) -> Dataset:
 def _npz(spec: NpzData) -> Dataset:
     try:
         archive = np.load(io.BytesIO(storage.read_bytes(spec.path)), allow_pickle=False)
-    except ValueError as exc:
-        raise UserError(f"{spec.path} is not a readable .npz file ({exc}); write it with numpy.savez") from None
-    for key in (spec.x_key, spec.y_key):
-        if key not in archive.files:
-            raise UserError(f"{spec.path} has no array '{key}' (arrays: {', '.join(archive.files)}); set data.x_key/y_key")
-    x = archive[spec.x_key].astype(np.float32) / np.float32(spec.scale)
-    y, names = _labels(archive[spec.y_key].tolist(), spec.path, spec.num_classes)
-    test = None
-    if f"{spec.x_key}_test" in archive.files and f"{spec.y_key}_test" in archive.files:
-        y_test, _ = _labels(archive[f"{spec.y_key}_test"].tolist(), spec.path, spec.num_classes or len(names))
-        test = (archive[f"{spec.x_key}_test"].astype(np.float32) / np.float32(spec.scale), y_test)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{spec.path} is not a readable .npz file ({_first_line(exc)}); write it with numpy.savez") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise UserError(f"{spec.path} holds a single array, not an .npz archive; write it with numpy.savez(x=..., y=...)")
+    with archive:
+        for key in (spec.x_key, spec.y_key):
+            if key not in archive.files:
+                raise UserError(f"{spec.path} has no array '{key}' (arrays: {', '.join(archive.files)}); set data.x_key/y_key")
+        x_test_key, y_test_key = f"{spec.x_key}_test", f"{spec.y_key}_test"
+        present = [key for key in (x_test_key, y_test_key) if key in archive.files]
+        if len(present) == 1:
+            missing = ({x_test_key, y_test_key} - set(present)).pop()
+            raise UserError(
+                f"{spec.path} has '{present[0]}' but no '{missing}'; a fixed test split needs both (or neither, to split "
+                "the training arrays)"
+            )
+        x = _features(_npz_array(archive, spec.x_key, spec.path), spec.x_key, spec)
+        y, names = _labels(_npz_array(archive, spec.y_key, spec.path).tolist(), spec.path, spec.num_classes)
+        _same_length(x, y, spec.path, spec.x_key, spec.y_key)
+        test = None
+        if present:
+            x_test = _features(_npz_array(archive, x_test_key, spec.path), x_test_key, spec)
+            y_test, _ = _labels(_npz_array(archive, y_test_key, spec.path).tolist(), spec.path, len(names), names)
+            _same_length(x_test, y_test, spec.path, x_test_key, y_test_key)
+            test = (x_test, y_test)
     return _split(x, y, spec, "npz", names, test=test)
+
+
+def _first_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:160] or type(exc).__name__
+
+
+def _npz_array(archive, key: str, where: str) -> np.ndarray:
+    """One array of an archive, read only now (npz is lazy): object arrays, truncated members and other damage are
+    one line."""
+    try:
+        array = archive[key]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{where}: array '{key}' is unreadable ({_first_line(exc)}); save plain numeric arrays with numpy.savez") from None
+    if array.dtype.kind not in "biuf":
+        raise UserError(f"{where}: array '{key}' holds {array.dtype} values; features and labels must be numbers")
+    return array
+
+
+def _features(array: np.ndarray, key: str, spec) -> np.ndarray:
+    if array.ndim < 2:
+        raise UserError(f"{spec.path}: array '{key}' has shape {array.shape}; features need one row per example, e.g. (N, 64)")
+    return array.astype(np.float32) / np.float32(spec.scale)
+
+
+def _same_length(x: np.ndarray, y: np.ndarray, where: str, x_name: str, y_name: str) -> None:
+    if len(x) != len(y):
+        raise UserError(f"{where}: '{x_name}' has {len(x)} examples but '{y_name}' {len(y)} labels; they must pair up one to one")
 
 
 def _tfrecord(spec: TfrecordData) -> Dataset:
@@ -275,17 +322,30 @@ def _image_folder(spec: ImageFolderData) -> Dataset:
 
 
 # ------------------------------------------------------------------------------------------------------- helpers
-def _labels(values: list, where: str, num_classes: int | None) -> tuple[np.ndarray, list[str]]:
-    """Integer labels stay as they are (checked against num_classes); text labels map to sorted class indexes."""
+def _labels(values: list, where: str, num_classes: int | None, names: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Integer labels stay as they are (checked against num_classes); text labels map to sorted class indexes.
+
+    `names`: the classes already known (the training split's), which a test split must keep to. Without a declared
+    num_classes, every class 0..max must have an example: a gap means a stray label, not a class.
+    """
     if not values:
         raise UserError(f"{where} holds no examples; point data.path at a file with data")
+    if any(isinstance(v, (list, tuple)) for v in values[:1]):
+        raise UserError(f"{where}: labels must be one class per example (found a nested value); store a 1-D label array")
     try:
         floats = np.asarray(values, dtype=np.float64)
+    except OverflowError:
+        raise UserError(f"{where}: a label is a number too large to be a class; labels are 0..K-1") from None
     except ValueError:
-        names = sorted({str(v) for v in values})
-        return np.asarray([names.index(str(v)) for v in values], dtype=np.int64), names
+        known = names or sorted({str(v) for v in values})
+        stray = next((str(v) for v in values if str(v) not in known), None)
+        if stray is not None:
+            raise UserError(f"{where}: test label '{stray}' is not a class of the training data ({', '.join(known[:8])}); fix the label") from None
+        return np.asarray([known.index(str(v)) for v in values], dtype=np.int64), known
     if np.isnan(floats).any():
         raise UserError(f"{where}: a label is NaN (row {int(np.argmax(np.isnan(floats)))}); every example needs a class")
+    if not np.isfinite(floats).all() or (np.abs(floats) > 2**31).any():
+        raise UserError(f"{where}: a label is a number too large to be a class; labels are 0..K-1")
     if (floats != np.round(floats)).any():
         raise UserError(f"{where}: labels must be whole class numbers 0..K-1 (found {floats[floats != np.round(floats)][0]})")
     labels = floats.astype(np.int64)
@@ -296,6 +356,13 @@ def _labels(values: list, where: str, num_classes: int | None) -> tuple[np.ndarr
             f"{where}: label {labels[bad[0]]} (row {bad[0]}) is out of range 0..{bound - 1}; "
             "fix the label or set data.num_classes"
         )
+    if num_classes is None:
+        empty = sorted(set(range(bound)) - set(labels.tolist()))
+        if empty:
+            raise UserError(
+                f"{where}: class {empty[0]} has no example although label {bound - 1} exists; fix the stray label, or "
+                f"declare data.num_classes: {bound} if the class is real"
+            )
     return labels, [str(c) for c in range(bound)]
 
 
@@ -316,7 +383,9 @@ def _split(x, y, spec, source: str, names: list[str], test: tuple | None = None)
     if test is None:
         order = np.sort(np.concatenate(test_idx))
         test = (x[order], y[order])
-    num_classes = max(len(names), int(max(y.max(), test[1].max() if len(test[1]) else 0)) + 1)
+    if len(test[1]) and int(test[1].max()) >= len(names):
+        raise UserError(f"the {source} test split has label {int(test[1].max())}, not a class of the training data (0..{len(names) - 1})")
+    num_classes = len(names)
     return Dataset(x[train], y[train], x[val], y[val], test[0], test[1], num_classes, names, source)
 
 

@@ -102,10 +102,24 @@ def load_keras_artifact(folder: Path, meta: ArtifactMeta, uri: str, step: str):
             f"{step} reads a Keras model artifact (with {KERAS_FILE}); {uri} is a {meta.format} artifact: pass the "
             "output of train or of a compression step"
         )
+    from .modelfiles import HDF5_MAGIC, check_magic
+
+    check_magic(folder / KERAS_FILE, HDF5_MAGIC, 0, "an HDF5 Keras model")
     classes = {name: import_layer_class(location) for name, location in meta.details.get(CUSTOM_LAYERS, {}).items()}
+    import_tf()
+    from tf_keras.src.saving.serialization_lib import SafeModeScope
+
     try:
-        return load_keras_model(folder / KERAS_FILE, classes)
+        with SafeModeScope(True):  # the HDF5 loader ignores load_model's safe_mode argument; the scope applies to it
+            return load_keras_model(folder / KERAS_FILE, classes)
+    except (OSError, KeyError) as exc:  # h5py: truncated file or missing groups
+        raise UserError(f"{folder / KERAS_FILE} is unreadable ({' '.join(str(exc).split())[:160]}); re-run the step that makes it") from None
     except ValueError as exc:
+        if "arbitrary code execution" in str(exc):
+            raise UserError(
+                f"{step}: the model in {uri} holds a Lambda layer with Python code, which is never loaded (it would run "
+                "on load); replace the Lambda with a registered layer class in the builder's module and re-run train"
+            ) from None
         unknown = UNKNOWN_CLASS.search(str(exc))
         if unknown is None:
             raise

@@ -5,13 +5,19 @@ Layout under the registry URI:
     <model>/<version>/validation/<name>/...     its blessing, golden examples and test predictions
     <model>/<version>/MODEL_CARD.md             the comparison table, gates, lineage
     <model>/<version>/manifest.json             written last: a version without it does not exist
-    <model>/labels/<label>.json                 {"version": N, ...}: one PUT, so a label moves atomically
-    <model>/claims/<version>                    the digest of the bundle that version number belongs to
+    <model>/labels/<label>.json                 {"version": N, "history": [...]}: changed by compare-and-swap
+    <model>/claims/<version>                    {"digest", "run_id", "claimed"}: whose bundle that number is
+    <model>/.incoming/<version>-<run>/          local only: a version being assembled, renamed into place whole
 
 Versions are integers and never change once their manifest exists. A bundle's digest covers the model files
 (artifacts/**), so pushing the same models again finds the existing version instead of making a new one. A push
 first claims its version number with a create-if-absent write (S3 `If-None-Match: *`, a hard link locally), so two
-pushes running at once never write into the same version folder.
+pushes of different content never write into the same version folder; a re-run of the same run (same run id) or a
+push of the same content takes that claim up again instead of leaving a gap. A claim whose version never got a
+manifest is abandoned debris that `registry gc` reports and removes.
+
+Labels move forward only (to a higher version) unless a caller asks for a rollback or promotion, and their history
+keeps every version they pointed at, in order.
 """
 
 from __future__ import annotations
@@ -31,12 +37,14 @@ from typing import Any, TypeVar
 
 from . import storage
 from .errors import UserError
+from .names import check_name
 from .progress import log
 
 MANIFEST_FILE = "manifest.json"
 MODEL_CARD_FILE = "MODEL_CARD.md"
 LABELS_DIR = "labels"
 CLAIMS_DIR = "claims"
+INCOMING_DIR = ".incoming"
 ARTIFACTS_DIR = "artifacts"
 VALIDATION_DIR = "validation"
 # Libraries whose versions a manifest records when they are installed.
@@ -57,12 +65,20 @@ def default_registry_uri(output: str) -> str:
     return storage.join(run_folder(output), "registry")
 
 
+def model_uri(root: str, model: str) -> str:
+    return storage.join(root, check_name(model, "model name"))
+
+
 def version_uri(root: str, model: str, version: int) -> str:
-    return storage.join(root, model, str(version))
+    return storage.join(model_uri(root, model), str(int(version)))
 
 
 def label_uri(root: str, model: str, label: str) -> str:
-    return storage.join(root, model, LABELS_DIR, f"{label}.json")
+    return storage.join(model_uri(root, model), LABELS_DIR, f"{check_name(label, 'label')}.json")
+
+
+def claim_uri(root: str, model: str, version: int) -> str:
+    return storage.join(model_uri(root, model), CLAIMS_DIR, str(int(version)))
 
 
 # --------------------------------------------------------------------------------------------------- listing
@@ -81,10 +97,29 @@ def child_names(uri: str) -> list[str]:
     return sorted(names)
 
 
+def file_names(uri: str) -> list[str]:
+    """Names of the files (S3: objects) directly inside a folder or prefix."""
+    if not storage.is_s3(uri):
+        path = Path(uri)
+        return sorted(p.name for p in path.iterdir() if p.is_file()) if path.is_dir() else []
+    loc = storage.S3Location.parse(uri)
+    prefix = f"{loc.key}/" if loc.key else ""
+    names: list[str] = []
+    with storage.s3_errors(uri):
+        pages = storage.s3_client().get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=prefix, Delimiter="/")
+        for page in pages:
+            names.extend(obj["Key"][len(prefix) :] for obj in page.get("Contents", []))
+    return sorted(names)
+
+
+def version_folders(root: str, model: str) -> list[int]:
+    """Every integer folder under the model, complete or not."""
+    return sorted(int(name) for name in child_names(model_uri(root, model)) if name.isdigit())
+
+
 def list_versions(root: str, model: str) -> list[int]:
     """Complete versions (those with a manifest), oldest first. Half-written versions are invisible."""
-    numbers = sorted(int(name) for name in child_names(storage.join(root, model)) if name.isdigit())
-    return [v for v in numbers if storage.exists(storage.join(version_uri(root, model, v), MANIFEST_FILE))]
+    return [v for v in version_folders(root, model) if storage.exists(storage.join(version_uri(root, model, v), MANIFEST_FILE))]
 
 
 def read_manifest(root: str, model: str, version: int) -> dict[str, Any]:
@@ -102,15 +137,7 @@ def read_label(root: str, model: str, label: str) -> dict[str, Any] | None:
 
 
 def labels_by_version(root: str, model: str) -> dict[int, list[str]]:
-    names = []
-    folder = storage.join(root, model, LABELS_DIR)
-    if storage.is_s3(folder):
-        loc = storage.S3Location.parse(folder)
-        with storage.s3_errors(folder):
-            listing = storage.s3_client().list_objects_v2(Bucket=loc.bucket, Prefix=f"{loc.key}/")
-        names = [obj["Key"].rsplit("/", 1)[-1] for obj in listing.get("Contents", [])]
-    elif Path(folder).is_dir():
-        names = [p.name for p in Path(folder).iterdir()]
+    names = file_names(storage.join(model_uri(root, model), LABELS_DIR))
     out: dict[int, list[str]] = {}
     for name in sorted(n for n in names if n.endswith(".json") and not n.startswith(".")):
         label = name[: -len(".json")]
@@ -120,14 +147,23 @@ def labels_by_version(root: str, model: str) -> dict[int, list[str]]:
     return out
 
 
-def set_label(root: str, model: str, label: str, version: int, digest: str) -> None:
-    """Point `label` at a complete version: one atomic write, keeping where it pointed before."""
-    previous = read_label(root, model, label)
-    if previous and previous["version"] == version:
-        return
-    history = ([*previous.get("history", []), previous["version"]] if previous else [])[-50:]
-    pointer = {"label": label, "version": version, "digest": digest, "updated": _now(), "history": history}
-    storage.write_bytes(label_uri(root, model, label), json.dumps(pointer, indent=2).encode())
+def move_label(root: str, model: str, label: str, version: int, digest: str, backwards: bool = False) -> bool:
+    """Point `label` at a complete version by compare-and-swap; True when this call moved it.
+
+    A label only moves forward (to a higher version) unless `backwards` (an explicit rollback or promotion); the
+    version it leaves is appended to its history, so concurrent moves never lose an entry.
+    """
+
+    def change(pointer: dict | None) -> dict | None:
+        if pointer is not None and (pointer["version"] == version or (version < pointer["version"] and not backwards)):
+            return None
+        history = [*pointer["history"], pointer["version"]] if pointer is not None else []
+        return {"label": label, "version": version, "digest": digest, "updated": _now(), "history": history}
+
+    pointer, moved = storage.update_json(label_uri(root, model, label), change)
+    if not moved and pointer is not None and pointer["version"] != version:
+        log(f"{model}: label {label} stays at version {pointer['version']}, newer than version {version}")
+    return moved
 
 
 def find_by_digest(root: str, model: str, digest: str) -> int | None:
@@ -201,13 +237,62 @@ def create_exclusive(uri: str, data: bytes) -> bool:
     return True
 
 
-def claim_version(root: str, model: str, version: int, digest: str) -> bool:
-    """Reserve a version number for the bundle `digest`. True when the number is this bundle's: claimed now, or by
-    an interrupted push of the same bundle. False when another bundle holds it."""
-    uri = storage.join(root, model, CLAIMS_DIR, str(version))
-    if create_exclusive(uri, digest.encode()):
-        return True
-    return storage.exists(uri) and storage.read_bytes(uri).decode() == digest
+def read_claim(root: str, model: str, version: int) -> dict | None:
+    """A version's claim: digest, run_id, claimed (epoch seconds). Claims of older releases hold the digest only."""
+    uri = claim_uri(root, model, version)
+    if not storage.exists(uri):
+        return None
+    raw = storage.read_bytes(uri).decode(errors="replace")
+    try:
+        claim = json.loads(raw)
+    except ValueError:
+        claim = None
+    return claim if isinstance(claim, dict) else {"digest": raw.strip(), "run_id": None, "claimed": None}
+
+
+def claim_version(root: str, model: str, version: int, digest: str, run_id: str) -> dict:
+    """Try to reserve a version number for the bundle `digest` pushed by `run_id`; the claim that holds the number
+    afterwards. It is this push's when its run_id is ours: claimed now, or earlier by the same run (a re-run, whose
+    bundle may differ: the claim then names the new digest)."""
+    uri = claim_uri(root, model, version)
+    claim = {"digest": digest, "run_id": run_id, "claimed": time.time()}
+    if create_exclusive(uri, json.dumps(claim).encode()):
+        return claim
+    held = read_claim(root, model, version) or {"digest": None, "run_id": None, "claimed": None}
+    if held["run_id"] == run_id and held["digest"] != digest:
+        storage.write_bytes(uri, json.dumps(claim).encode())
+        return claim
+    return held
+
+
+def wait_for_version(root: str, model: str, version: int, digest: str, claim: dict, timeout_s: float) -> None:
+    """Another run is publishing this very bundle as `version`: wait for its manifest instead of uploading the same
+    models twice or mixing two runs' files in one version."""
+    log(f"{model}: run {claim['run_id']} is publishing the same models as version {version}; waiting for it")
+    deadline = time.monotonic() + timeout_s
+    manifest = storage.join(version_uri(root, model, version), MANIFEST_FILE)
+    while time.monotonic() < deadline:
+        if storage.exists(manifest):
+            return
+        time.sleep(0.5)
+    raise UserError(
+        f"version {version} of '{model}' holds these models (digest {digest[:12]}) but run {claim['run_id']} has not "
+        f"completed it in {timeout_s:.0f}s; retry later, or if that run is dead: modelpress registry gc {model} --delete"
+    )
+
+
+def claimed_versions(root: str, model: str) -> list[int]:
+    return sorted(int(name) for name in file_names(storage.join(model_uri(root, model), CLAIMS_DIR)) if name.isdigit())
+
+
+def open_claim(root: str, model: str, digest: str, run_id: str) -> tuple[int, dict] | None:
+    """The lowest claimed, still incomplete version held by this run or for this bundle, with its claim."""
+    complete = set(list_versions(root, model))
+    for version in claimed_versions(root, model):
+        held = read_claim(root, model, version) if version not in complete else None
+        if held is not None and (held["run_id"] == run_id or held["digest"] == digest):
+            return version, held
+    return None
 
 
 def bundle_digest(files: dict[str, str]) -> str:

@@ -552,18 +552,93 @@ class Workflow(StrictModel):
 
 
 # ------------------------------------------------------------------------------------------------------- loading
+# Bounds on what a workflow file may make the parser do: a YAML file is input from users and from DAG folders.
+MAX_WORKFLOW_BYTES = 1 << 20
+MAX_YAML_NODES = 100_000  # after aliases are expanded: an alias bomb is a few lines that expand to billions
+MAX_YAML_DEPTH = 64
+MAX_YAML_INT_DIGITS = 19  # 64-bit integers; anything longer is a typo or an attack, never a setting
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses integers beyond 64 bits instead of building (or refusing with a traceback)
+    arbitrarily large ones."""
+
+    def construct_yaml_int(self, node):
+        digits = node.value.replace("_", "").lstrip("+-")
+        if len(digits) > MAX_YAML_INT_DIGITS + 2:  # 0x/0o/0b prefixes
+            raise yaml.constructor.ConstructorError(None, None, f"integer {node.value[:24]}... is too large", node.start_mark)
+        value = super().construct_yaml_int(node)
+        if abs(value) >= 2**63:
+            raise yaml.constructor.ConstructorError(None, None, f"integer {node.value[:24]} is too large", node.start_mark)
+        return value
+
+
+BoundedLoader.add_constructor("tag:yaml.org,2002:int", BoundedLoader.construct_yaml_int)
+
+
+def check_yaml_size(node: yaml.Node) -> None:
+    """Refuse a document whose alias-expanded size or nesting exceeds the bounds, before anything is constructed."""
+    expanded: dict[int, int] = {}  # node id -> nodes it expands to (aliases point at shared node objects)
+    open_nodes: set[int] = set()
+
+    def size(current: yaml.Node, depth: int) -> int:
+        if depth > MAX_YAML_DEPTH:
+            raise UserError(f"nested more than {MAX_YAML_DEPTH} levels deep")
+        if id(current) in open_nodes:
+            raise UserError(f"line {current.start_mark.line + 1}: an alias refers to the value that contains it")
+        if id(current) in expanded:
+            return expanded[id(current)]
+        open_nodes.add(id(current))
+        children = []
+        if isinstance(current, yaml.SequenceNode):
+            children = current.value
+        elif isinstance(current, yaml.MappingNode):
+            children = [part for pair in current.value for part in pair]
+        total = 1 + sum(size(child, depth + 1) for child in children)
+        if total > MAX_YAML_NODES:
+            raise UserError(f"expands to more than {MAX_YAML_NODES:,} values (anchors and aliases included)")
+        open_nodes.discard(id(current))
+        expanded[id(current)] = total
+        return total
+
+    size(node, 0)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """The data of a YAML document within the bounds; every problem is one line naming `where` and the line."""
+    try:
+        node = yaml.compose(text, Loader=BoundedLoader)
+        if node is None:
+            return None
+        try:
+            check_yaml_size(node)
+        except UserError as exc:
+            raise UserError(f"{where}: {exc}; simplify the file") from None
+        loader = BoundedLoader(text)
+        try:
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{where}{line}: not valid YAML ({getattr(exc, 'problem', None) or exc}); fix the syntax") from None
+    except RecursionError:
+        raise UserError(f"{where}: nested too deeply to read; simplify the file") from None
+
+
 def load_workflow(path: str | Path) -> Workflow:
     """Read and validate a workflow YAML file; every problem is a UserError naming file, line and key."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"workflow file {path} not found; pass the path of a workflow YAML (see examples/)")
-    text = path.read_text()
+    if path.stat().st_size > MAX_WORKFLOW_BYTES:
+        raise UserError(f"{path} is {path.stat().st_size:,} bytes; a workflow is at most {MAX_WORKFLOW_BYTES:,} bytes of YAML")
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}); save the workflow as UTF-8 YAML") from None
+    data = parse_yaml(text, str(path))
     if not isinstance(data, dict):
         raise UserError(f"{path}: a workflow is a YAML mapping with keys like name, model, data; see examples/")
     workflow = parse_workflow(data, source=str(path), text=text)
@@ -634,8 +709,8 @@ def input_path(data: Any, loc: tuple) -> list:
 def yaml_line(text: str, keys: list) -> int | None:
     """1-based line of the deepest key in `keys` that the YAML text contains."""
     try:
-        node = yaml.compose(text)
-    except yaml.YAMLError:
+        node = yaml.compose(text, Loader=BoundedLoader)
+    except (yaml.YAMLError, RecursionError):
         return None
     line = None
     for key in keys:

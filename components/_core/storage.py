@@ -6,17 +6,26 @@ output under the final name:
 - s3: uploaded under a hidden staging prefix, copied server-side to the final prefix with the completion marker
   (`artifact.json`, or the last file) copied last, then the staging prefix is deleted. Readers treat a prefix without
   its marker as absent.
+Staging names are fixed per output (`.<name>.staging`), so a re-run first clears what a killed run left there,
+incomplete multipart uploads included.
+
+Small shared JSON documents (registry labels, deployment state) change by compare-and-swap (`update_json`): a
+conditional PUT on the ETag on S3, an exclusive lock locally, retried on conflict, so no update is ever lost.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
+import json
 import os
+import random
 import shutil
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +60,11 @@ def join(uri: str, *parts: str) -> str:
     if is_s3(uri):
         return "/".join([str(uri).rstrip("/"), *[p.strip("/") for p in parts]])
     return str(Path(uri).joinpath(*parts))
+
+
+def absolute_uri(uri: str) -> str:
+    """The URI as any process on this machine can read it: s3:// as is, a local path made absolute."""
+    return str(uri).rstrip("/") if is_s3(uri) else str(Path(uri).resolve())
 
 
 # ------------------------------------------------------------------------------------------------------ S3 client
@@ -121,10 +135,46 @@ def _list_keys(loc: S3Location) -> list[str]:
     return keys
 
 
-def _delete_keys(bucket: str, keys: list[str]) -> None:
+def list_keys(uri: str) -> list[str]:
+    """Every object key under an s3:// prefix."""
+    with s3_errors(uri):
+        return _list_keys(S3Location.parse(uri))
+
+
+def delete_keys(bucket: str, keys: list[str]) -> None:
     for start in range(0, len(keys), 1000):
         chunk = [{"Key": k} for k in keys[start : start + 1000]]
         s3_client().delete_objects(Bucket=bucket, Delete={"Objects": chunk, "Quiet": True})
+
+
+def incomplete_uploads(uri: str) -> list[dict]:
+    """Multipart uploads started under an s3:// prefix and never completed or aborted: Key, UploadId, Initiated."""
+    if not is_s3(uri):
+        return []
+    loc = S3Location.parse(uri)
+    uploads: list[dict] = []
+    with s3_errors(uri):
+        pages = s3_client().get_paginator("list_multipart_uploads").paginate(Bucket=loc.bucket, Prefix=f"{loc.key}/" if loc.key else "")
+        for page in pages:
+            uploads.extend({k: u[k] for k in ("Key", "UploadId", "Initiated")} for u in page.get("Uploads", []))
+    return uploads
+
+
+def abort_uploads(uri: str, uploads: list[dict] | None = None) -> int:
+    """Abort the incomplete multipart uploads under a prefix (or the given ones); their parts stop costing storage."""
+    if not is_s3(uri):
+        return 0
+    from botocore.exceptions import ClientError
+
+    bucket = S3Location.parse(uri).bucket
+    todo = incomplete_uploads(uri) if uploads is None else uploads
+    for upload in todo:
+        try:
+            s3_client().abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":  # finished or aborted meanwhile
+                raise explain_s3_error(exc, uri) from None
+    return len(todo)
 
 
 # ------------------------------------------------------------------------------------------------------ questions
@@ -176,6 +226,61 @@ def write_bytes(uri: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+CAS_ATTEMPTS = 40
+CONFLICT_CODES = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+
+
+def is_conflict(exc: Exception) -> bool:
+    """A conditional write lost: the object changed (412) or another conditional write to it is in flight (409)."""
+    from botocore.exceptions import ClientError
+
+    return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in CONFLICT_CODES
+
+
+def update_json(uri: str, change: Callable[[dict | None], dict | None]) -> tuple[dict | None, bool]:
+    """Compare-and-swap a small JSON document: `change(current)` returns the new document, or None to leave it.
+
+    S3: the write carries If-Match on the ETag read (If-None-Match when absent), and a conflict re-reads and asks
+    `change` again. Locally: an exclusive lock beside the file serializes read-change-write. Returns the document
+    as it stands afterwards and whether this call changed it.
+    """
+    if not is_s3(uri):
+        path = Path(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            current = json.loads(path.read_bytes()) if path.is_file() else None
+            new = change(current)
+            if new is None:
+                return current, False
+            write_bytes(uri, json.dumps(new, indent=2).encode())
+            return new, True
+    from botocore.exceptions import ClientError
+
+    loc = S3Location.parse(uri)
+    client = s3_client()
+    for attempt in range(CAS_ATTEMPTS):
+        with s3_errors(uri):
+            try:
+                response = client.get_object(Bucket=loc.bucket, Key=loc.key)
+                current, condition = json.loads(response["Body"].read()), {"IfMatch": response["ETag"]}
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+                    raise
+                current, condition = None, {"IfNoneMatch": "*"}
+        new = change(current)
+        if new is None:
+            return current, False
+        try:
+            client.put_object(Bucket=loc.bucket, Key=loc.key, Body=json.dumps(new, indent=2).encode(), **condition)
+            return new, True
+        except ClientError as exc:
+            if not is_conflict(exc):
+                raise explain_s3_error(exc, uri) from None
+        time.sleep(min(0.02 * 2**attempt, 1.0) * random.random())  # another writer won: back off, read again
+    raise UserError(f"{uri} kept changing under {CAS_ATTEMPTS} attempts to update it; retry when fewer writers run at once")
+
+
 # -------------------------------------------------------------------------------------------- folders in and out
 @contextlib.contextmanager
 def local_copy(uri: str) -> Iterator[Path]:
@@ -204,10 +309,12 @@ def local_copy(uri: str) -> Iterator[Path]:
 
 
 def remove(uri: str) -> None:
+    """Delete a file, folder or prefix; on S3 also abort the multipart uploads a killed writer left under it."""
     if is_s3(uri):
         loc = S3Location.parse(uri)
         with s3_errors(uri):
-            _delete_keys(loc.bucket, _list_keys(loc))
+            abort_uploads(uri)
+            delete_keys(loc.bucket, _list_keys(loc))
     elif Path(uri).is_dir():
         shutil.rmtree(uri)
     elif Path(uri).exists():
@@ -249,7 +356,8 @@ def staged_output(uri: str, overwrite: bool = False, marker: str = MARKER) -> It
         return
     final = Path(uri)
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = final.with_name(f".{final.name}.staging-{uuid.uuid4().hex[:8]}")
+    staging = final.with_name(f".{final.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)  # what a killed run of this step left
     staging.mkdir()
     try:
         yield staging
@@ -269,14 +377,15 @@ def _publish_s3(local: Path, uri: str, marker: str) -> None:
     """Upload to a staging prefix, then copy into place server-side with the marker last."""
     loc = S3Location.parse(uri)
     parent, _, name = loc.key.rpartition("/")
-    staging_key = f"{parent}/.{name}.staging-{uuid.uuid4().hex[:8]}" if parent else f".{name}.staging-{uuid.uuid4().hex[:8]}"
+    staging_key = f"{parent}/.{name}.staging" if parent else f".{name}.staging"
     staging = S3Location(loc.bucket, staging_key)
+    remove(f"s3://{loc.bucket}/{staging_key}")  # what a killed run of this step left, incomplete uploads included
     upload_folder(local, f"s3://{loc.bucket}/{staging_key}", last=marker)
     with s3_errors(uri):
         client = s3_client()
         old = _list_keys(loc)
         marker_keys = [k for k in old if k.rsplit("/", 1)[-1] == marker]
-        _delete_keys(loc.bucket, marker_keys)  # the old version stops being visible before any file changes
+        delete_keys(loc.bucket, marker_keys)  # the old version stops being visible before any file changes
         staged = _list_keys(staging)
         staged.sort(key=lambda k: k.rsplit("/", 1)[-1] == marker)
         new_keys = set()
@@ -285,5 +394,5 @@ def _publish_s3(local: Path, uri: str, marker: str) -> None:
             target = loc.child(relative)
             new_keys.add(target)
             client.copy({"Bucket": loc.bucket, "Key": key}, loc.bucket, target)
-        _delete_keys(loc.bucket, [k for k in old if k not in new_keys and k not in marker_keys])
-        _delete_keys(loc.bucket, staged)
+        delete_keys(loc.bucket, [k for k in old if k not in new_keys and k not in marker_keys])
+        delete_keys(loc.bucket, staged)

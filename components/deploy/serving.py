@@ -15,8 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from collections.abc import Callable
+
 from .._core import storage
 from .._core.errors import StepFailed, UserError
+from .._core.names import check_name
 from .._core.tf import import_tf
 
 CONFIG_FILE = "models.config"
@@ -26,7 +29,7 @@ STABLE, CANARY = "stable", "canary"
 
 # -------------------------------------------------------------------------------------------- state and config
 def state_uri(base: str, model: str) -> str:
-    return storage.join(base, STATE_DIR, f"{model}.json")
+    return storage.join(base, STATE_DIR, f"{check_name(model, 'model name')}.json")
 
 
 def load_state(base: str, model: str) -> dict[str, Any]:
@@ -36,8 +39,17 @@ def load_state(base: str, model: str) -> dict[str, Any]:
     return {"model": model, "stable": None, "history": []}
 
 
-def save_state(base: str, state: dict[str, Any]) -> None:
-    storage.write_bytes(state_uri(base, state["model"]), json.dumps(state, indent=2).encode())
+def update_state(base: str, model: str, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Apply `change` to the model's deployment state by compare-and-swap: a concurrent deploy or rollback is
+    re-read and changed again, never overwritten."""
+
+    def apply(current: dict | None) -> dict:
+        state = current or {"model": model, "stable": None, "history": []}
+        change(state)
+        return state
+
+    state, _ = storage.update_json(state_uri(base, model), apply)
+    return state
 
 
 def deployed_models(base: str) -> list[str]:

@@ -17,14 +17,17 @@ import io
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
+
+import zipfile
 
 import numpy as np
 
 from .._core import releases, storage
-from .._core.artifacts import open_artifact, sha256_file
+from .._core.artifacts import Blessing, check_blessed_content, open_artifact, read_blessing, sha256_file
 from .._core.errors import StepFailed, UserError
+from .._core.modelfiles import check_model_files
+from .._core.names import check_name
 from .._core.progress import log
 from .._core.spec import ServingSpec
 from . import serving
@@ -34,16 +37,16 @@ DEPLOYMENT_FILE = "deployment.json"
 PB_FILE = "saved_model.pb"  # TF Serving loads a version once this file is there: it is written last
 
 
-def read_validation(uri: str) -> tuple[dict, np.ndarray, np.ndarray]:
-    marker = storage.join(uri, "blessing.json")
-    if not storage.exists(marker):
-        raise UserError(f"{uri} is not a validate output (no blessing.json); pass the folder the validate step wrote")
-    blessing = json.loads(storage.read_bytes(marker))
+def read_validation(uri: str) -> tuple[Blessing, np.ndarray, np.ndarray]:
+    blessing, _ = read_blessing(uri)
     golden_uri = storage.join(uri, "golden.npz")
     if not storage.exists(golden_uri):
         raise UserError(f"{uri} has no golden.npz (validated outputs for the smoke test); validate the model again")
-    golden = np.load(io.BytesIO(storage.read_bytes(golden_uri)))
-    return blessing, golden["inputs"], golden["outputs"]
+    try:
+        with np.load(io.BytesIO(storage.read_bytes(golden_uri)), allow_pickle=False) as golden:
+            return blessing, golden["inputs"], golden["outputs"]
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{golden_uri} is unreadable ({' '.join(str(exc).split())[:120]}); validate the model again") from None
 
 
 def compare_outputs(actual: np.ndarray, expected: np.ndarray, tolerance: float, what: str) -> float:
@@ -65,13 +68,13 @@ def tree_digest(folder: Path) -> str:
 
 def complete_versions(base: str, model: str) -> list[int]:
     """Version folders TF Serving would load: integer names holding saved_model.pb."""
-    model_uri = storage.join(base, model)
+    model_uri = storage.join(base, check_name(model, "model name"))
     numbers = sorted(int(n) for n in releases.child_names(model_uri) if n.isdigit())
     return [v for v in numbers if storage.exists(storage.join(model_uri, str(v), PB_FILE))]
 
 
 def version_digest(base: str, model: str, version: int) -> str:
-    with storage.local_copy(storage.join(base, model, str(version))) as folder:
+    with storage.local_copy(storage.join(base, check_name(model, "model name"), str(version))) as folder:
         return tree_digest(folder)
 
 
@@ -82,7 +85,8 @@ def copy_version(saved_model: Path, uri: str) -> None:
         return
     final = Path(uri)
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = final.with_name(f".{final.name}.staging-{uuid.uuid4().hex[:8]}")  # not an integer: TF Serving ignores it
+    staging = final.with_name(f".{final.name}.staging")  # not an integer: TF Serving ignores it
+    shutil.rmtree(staging, ignore_errors=True)  # what a killed copy left
     try:
         shutil.copytree(saved_model, staging, ignore=shutil.ignore_patterns(PB_FILE))
         shutil.copyfile(saved_model / PB_FILE, staging / PB_FILE)
@@ -110,7 +114,7 @@ def place_version(base: str, model: str, saved_model: Path, pinned: int | None) 
         if same is not None:
             return same, True
     version = pinned if pinned is not None else (existing[-1] + 1 if existing else 1)
-    copy_version(saved_model, storage.join(base, model, str(version)))
+    copy_version(saved_model, storage.join(base, check_name(model, "model name"), str(version)))
     return version, False
 
 
@@ -120,6 +124,11 @@ def promote(state: dict, version: int) -> None:
     if not state["history"] or state["history"][-1] != version:
         state["history"].append(version)
     state["updated"] = releases._now()
+
+
+def promote_stored(base: str, model: str, version: int) -> dict:
+    """Move `stable` to `version` in the stored state (compare-and-swap) and return the state."""
+    return serving.update_state(base, model, lambda state: promote(state, version))
 
 
 def roll_out(client: serving.ServingClient, base: str, spec: ServingSpec, model: str, new: int, state: dict, golden) -> dict:
@@ -160,16 +169,19 @@ def deploy(spec: ServingSpec, base: str, model_uri: str, validation_uri: str, pi
     model = spec.model_name
     if model is None:
         raise UserError("serving.model_name is not set; set it (a workflow defaults it to push.model_name or its name)")
+    check_name(model, "model name")
     storage.check_bucket(base)
     blessing, *golden = read_validation(validation_uri)
-    if not blessing["blessed"]:
-        raise UserError(f"refusing to deploy {blessing['name']}: it is not blessed ({'; '.join(blessing['reasons'])}); fix it and validate again")
+    if not blessing.blessed:
+        raise UserError(f"refusing to deploy {blessing.name}: it is not blessed ({'; '.join(blessing.reasons)}); fix it and validate again")
     client = client_for(spec)  # an unreachable server fails here, before anything is written
     from ..validate.runtimes import SavedModelRunner
 
     with open_artifact(model_uri) as (folder, meta):
+        check_blessed_content(blessing, folder, meta, model_uri)
         if meta.format != "saved_model":
             raise UserError(f"{model_uri} is a {meta.format} artifact; TF Serving deploys a saved_model artifact")
+        check_model_files(folder, meta)
         local = SavedModelRunner(folder / meta.model_path).predict(golden[0])
         try:
             compare_outputs(local, golden[1], spec.tolerance, f"the outputs of {model_uri}")
@@ -179,12 +191,8 @@ def deploy(spec: ServingSpec, base: str, model_uri: str, validation_uri: str, pi
     log(f"{model} version {version} {'already in' if reused else 'written to'} {storage.join(base, model, str(version))}")
     state = serving.load_state(base, model)
     previous = state["stable"]
-    smoke = None
-    if client is None:
-        promote(state, version)
-    else:
-        smoke = roll_out(client, base, spec, model, version, state, golden)
-    serving.save_state(base, state)
+    smoke = None if client is None else roll_out(client, base, spec, model, version, state, golden)
+    promote_stored(base, model, version)
     config_uri = serving.write_config_file(base, serving.server_config(base, spec.mount_path, {}))
     if client is None:
         log(f"no TF Serving address configured: wrote {config_uri} (stable -> version {version}); no server was reloaded")
@@ -211,18 +219,21 @@ def run(config: DeployConfig, inputs: dict[str, str], output: str, overwrite: bo
 
 def deploy_release(spec: ServingSpec, base: str, registry: str, version: int | None, label: str | None) -> dict:
     """`modelpress deploy`: deploy a published release's serving artifact under the release's version number."""
+    if label is not None:
+        check_name(label, "label")
     number = releases.resolve_version(registry, spec.model_name, version, label)
     manifest = releases.read_manifest(registry, spec.model_name, number)
     name = manifest["serving_artifact"]
     if name is None:
         raise UserError(f"release {number} of '{spec.model_name}' holds no saved_model artifact; TF Serving cannot run it")
+    check_name(name, f"release {number}'s serving artifact")
     root = releases.version_uri(registry, spec.model_name, number)
     return deploy(spec, base, storage.join(root, releases.ARTIFACTS_DIR, name), storage.join(root, releases.VALIDATION_DIR, name), number)
 
 
 def rollback(spec: ServingSpec, base: str, to: int | None = None) -> dict:
     """Move `stable` back to the version it pointed at before (or to `to`), loading it first when a server is given."""
-    model = spec.model_name
+    model = check_name(spec.model_name, "model name")
     state = serving.load_state(base, model)
     current = state["stable"]
     if current is None:
@@ -244,13 +255,15 @@ def rollback(spec: ServingSpec, base: str, to: int | None = None) -> dict:
         except StepFailed as exc:
             client.reload(serving.server_config(base, spec.mount_path, {model: serving.entry_for(state)}))
             raise StepFailed(f"{exc}; stable stays at version {current}") from None
-    history = state["history"]
-    state["history"] = history[: len(history) - history[::-1].index(target)] if target in history else [*history, target]
-    state["stable"], state["updated"] = target, releases._now()
+    def move_back(stored: dict) -> None:
+        history = stored["history"]
+        stored["history"] = history[: len(history) - history[::-1].index(target)] if target in history else [*history, target]
+        stored["stable"], stored["updated"] = target, releases._now()
+
+    state = serving.update_state(base, model, move_back)
     final = serving.server_config(base, spec.mount_path, {model: serving.entry_for(state)})
     if client is not None:
         client.reload(final)
-    serving.save_state(base, state)
     serving.write_config_file(base, final)
     log(f"{model}: stable moved back {current} -> {target}{'' if client else '; no server was reloaded (no address)'}")
     return {"model": model, "stable": target, "previous_stable": current, "reloaded": client is not None}

@@ -1,45 +1,67 @@
 """push: publish the blessed artifacts of a run as one numbered release bundle in the registry.
 
-Inputs: `validations`, the validate outputs of every artifact (each blessing names its artifact). Unblessed
-artifacts are never uploaded: they are listed in the manifest with their reasons, and a push with nothing blessed
-(or with `require_all_blessed` and anything unblessed) fails with those reasons. The bundle's files are uploaded
-into <registry>/<model>/<version>/, `manifest.json` last; then the labels move. Output: a small record folder
+Inputs: `validations`, the validate outputs of every artifact (each blessing names its artifact and the digest of
+the content it approved). Unblessed artifacts are never uploaded: they are listed in the manifest with their
+reasons, and a push with nothing blessed (or with `require_all_blessed` and anything unblessed) fails with those
+reasons. A blessed artifact whose content no longer matches its blessing is refused before anything is written.
+The bundle's files are uploaded into <registry>/<model>/<version>/, `manifest.json` last (locally the version is
+assembled beside it and renamed into place whole); then the labels move forward. Output: a small record folder
 (`release.json`, a copy of the manifest and the model card) for the run report and later steps.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import os
+import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from .._core import releases, storage
-from .._core.artifacts import ArtifactMeta, open_artifact, sha256_file
+from .._core.artifacts import BLESSING_FILE, ArtifactMeta, Blessing, check_blessed_content, open_artifact, read_blessing, sha256_file
 from .._core.errors import UserError
 from .._core.progress import log
 from .._core.report import artifact_rows, markdown_table
 from .config import PushConfig
 
 RELEASE_FILE = "release.json"
-VALIDATION_FILES = ("blessing.json", "golden.npz", "predictions.npy", "evaluation.json")
+VALIDATION_FILES = (BLESSING_FILE, "golden.npz", "predictions.npy", "evaluation.json")
 SERVABLE_FORMAT = "saved_model"
+SAME_BUNDLE_WAIT_S = 600.0  # how long a push waits for another run publishing the very same bundle
 
 
-def read_blessings(validations: list[str]) -> list[dict]:
-    blessings = []
-    for uri in validations:
-        marker = storage.join(uri, "blessing.json")
-        if not storage.exists(marker):
-            raise UserError(f"{uri} is not a validate output (no blessing.json); pass the folders the validate step wrote")
-        blessings.append({**json.loads(storage.read_bytes(marker)), "validation_uri": uri})
-    return blessings
+@dataclass
+class Validation:
+    """One validate output: where it is, its blessing, and the sha256 of blessing.json as read."""
+
+    uri: str
+    blessing: Blessing
+    blessing_sha256: str
+
+    @property
+    def name(self) -> str:
+        return self.blessing.name
+
+    def row(self) -> dict:
+        return {**self.blessing.model_dump(), "validation_uri": self.uri}
 
 
-def select_blessed(blessings: list[dict], require_all: bool) -> tuple[list[dict], list[dict]]:
-    blessed = [b for b in blessings if b["blessed"]]
-    rejected = [b for b in blessings if not b["blessed"]]
-    why = "; ".join(f"{b['name']}: {', '.join(b['reasons'])}" for b in rejected)
+def read_blessings(validations: list[str]) -> list[Validation]:
+    read = [Validation(uri, *read_blessing(uri)) for uri in validations]
+    names = [v.name for v in read]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UserError(f"two validations are named '{twice[0]}'; each artifact of a release needs its own name")
+    return read
+
+
+def select_blessed(validations: list[Validation], require_all: bool) -> tuple[list[Validation], list[Validation]]:
+    blessed = [v for v in validations if v.blessing.blessed]
+    rejected = [v for v in validations if not v.blessing.blessed]
+    why = "; ".join(f"{v.name}: {', '.join(v.blessing.reasons)}" for v in rejected)
     if not blessed:
         raise UserError(f"nothing to push: no artifact is blessed ({why}); fix the model or the gates and validate again")
     if require_all and rejected:
@@ -47,12 +69,16 @@ def select_blessed(blessings: list[dict], require_all: bool) -> tuple[list[dict]
     return blessed, rejected
 
 
-def collect_files(blessing: dict, folder: Path, meta: ArtifactMeta, validation: Path) -> list[tuple[str, Path]]:
+def collect_files(name: str, folder: Path, validation: Path) -> list[tuple[str, Path]]:
     """(path in the bundle, local file) for one artifact and its validation record."""
-    name = blessing["name"]
     files = [(f"{releases.ARTIFACTS_DIR}/{name}/{p.relative_to(folder).as_posix()}", p) for p in sorted(folder.rglob("*")) if p.is_file()]
     files += [(f"{releases.VALIDATION_DIR}/{name}/{f}", validation / f) for f in VALIDATION_FILES if (validation / f).is_file()]
     return files
+
+
+def default_run_id(output: str) -> str:
+    """A run's push output is its own (<run>/release/push), so its absolute URI identifies the run across retries."""
+    return hashlib.sha256(storage.absolute_uri(output).encode()).hexdigest()[:16]
 
 
 def model_card(model: str, version: int, manifest: dict, blessings: list[dict]) -> str:
@@ -91,26 +117,28 @@ def model_card(model: str, version: int, manifest: dict, blessings: list[dict]) 
     return "\n".join(lines)
 
 
-def build_manifest(model, digest, files, blessed, rejected, metas, config: PushConfig) -> dict:
+def build_manifest(model, digest, files, blessed: list[Validation], rejected: list[Validation], metas, config: PushConfig) -> dict:
     artifacts = []
-    for blessing in blessed:
-        meta = metas[blessing["name"]]
+    for validation in blessed:
+        blessing, meta = validation.blessing, metas[validation.name]
         artifacts.append(
             {
-                "name": blessing["name"],
-                "format": blessing["format"],
-                "path": f"{releases.ARTIFACTS_DIR}/{blessing['name']}",
+                "name": blessing.name,
+                "format": blessing.format,
+                "path": f"{releases.ARTIFACTS_DIR}/{blessing.name}",
                 "model_path": meta.model_path,
-                "source_uri": blessing["artifact"],
+                "source_uri": blessing.artifact,
+                "artifact_digest": blessing.artifact_digest,
+                "blessing_sha256": validation.blessing_sha256,
                 "step": meta.step,
                 "parent": meta.parent,
                 "config_hash": meta.config_hash,
-                "metrics": blessing["metrics"],
-                "thresholds": blessing["thresholds"],
-                "gates": blessing["gates"],
+                "metrics": blessing.metrics,
+                "thresholds": blessing.thresholds,
+                "gates": blessing.gates,
             }
         )
-    servable = [b["name"] for b in blessed if b["format"] == SERVABLE_FORMAT]
+    servable = [v.name for v in blessed if v.blessing.format == SERVABLE_FORMAT]
     data_hashes = sorted({m.data_hash for m in metas.values() if m.data_hash})
     return {
         "model": model,
@@ -118,7 +146,7 @@ def build_manifest(model, digest, files, blessed, rejected, metas, config: PushC
         "created": releases._now(),
         "serving_artifact": servable[-1] if servable else None,  # the last Keras model of the chain is the final one
         "artifacts": artifacts,
-        "rejected": [{"name": r["name"], "format": r["format"], "reasons": r["reasons"]} for r in rejected],
+        "rejected": [{"name": r.name, "format": r.blessing.format, "reasons": r.blessing.reasons} for r in rejected],
         "files": files,
         "lineage": {
             "data_hash": data_hashes[0] if len(data_hashes) == 1 else data_hashes or None,
@@ -139,27 +167,29 @@ def run(config: PushConfig, inputs: dict[str, str | list[str]], output: str, ove
     storage.check_output(output, overwrite)
     root = spec.uri or releases.default_registry_uri(output)
     storage.check_bucket(root)
+    run_id = config.run_id or default_run_id(output)
     validations = inputs["validations"]
     blessed, rejected = select_blessed(read_blessings([validations] if isinstance(validations, str) else validations), spec.require_all_blessed)
     for entry in rejected:
-        log(f"not pushing {entry['name']}: {'; '.join(entry['reasons'])}")
+        log(f"not pushing {entry.name}: {'; '.join(entry.blessing.reasons)}")
     with contextlib.ExitStack() as stack:
         bundle: list[tuple[str, Path]] = []
         metas: dict[str, ArtifactMeta] = {}
-        for blessing in blessed:
-            folder, meta = stack.enter_context(open_artifact(blessing["artifact"]))
-            validation = stack.enter_context(storage.local_copy(blessing["validation_uri"]))
-            metas[blessing["name"]] = meta
-            bundle += collect_files(blessing, folder, meta, validation)
+        for validation in blessed:
+            uri = validation.blessing.artifact
+            folder, meta = stack.enter_context(open_artifact(uri))
+            check_blessed_content(validation.blessing, folder, meta, uri)
+            local_validation = stack.enter_context(storage.local_copy(validation.uri))
+            metas[validation.name] = meta
+            bundle += collect_files(validation.name, folder, local_validation)
         files = {path: {"sha256": sha256_file(local), "size": local.stat().st_size} for path, local in bundle}
         digest = releases.bundle_digest({path: f["sha256"] for path, f in files.items()})
-        version, reused = publish(root, model, digest, bundle, files, blessed, rejected, metas, config)
-    for label in spec.labels:
-        releases.set_label(root, model, label, version, digest)
+        version, reused = publish(root, model, digest, run_id, bundle, files, blessed, rejected, metas, config)
+    moved = [label for label in spec.labels if releases.move_label(root, model, label, version, digest)]
     record = {
         "model": model, "version": version, "reused": reused, "digest": digest, "labels": spec.labels,
-        "registry": root, "version_uri": releases.version_uri(root, model, version),
-        "published": [b["name"] for b in blessed], "rejected": [r["name"] for r in rejected],
+        "labels_moved": moved, "run_id": run_id, "registry": root, "version_uri": releases.version_uri(root, model, version),
+        "published": [v.name for v in blessed], "rejected": [r.name for r in rejected],
     }
     with storage.staged_output(output, overwrite=overwrite, marker=RELEASE_FILE) as folder:
         manifest = releases.read_manifest(root, model, version)
@@ -168,45 +198,92 @@ def run(config: PushConfig, inputs: dict[str, str | list[str]], output: str, ove
         (folder / releases.MODEL_CARD_FILE).write_bytes(card)
         (folder / RELEASE_FILE).write_text(json.dumps(record, indent=2))
     verb = "already published as" if reused else "published"
-    log(f"{model}: {verb} version {version} at {record['version_uri']} (labels: {', '.join(spec.labels) or 'none'})")
+    log(f"{model}: {verb} version {version} at {record['version_uri']} (labels moved: {', '.join(moved) or 'none'})")
     return {"uri": output, **record}
 
 
-def publish(root, model, digest, bundle, files, blessed, rejected, metas, config: PushConfig) -> tuple[int, bool]:
-    """Upload the bundle as a new version (manifest last), or find the version that already holds this content."""
-    spec = config.push
+def choose_version(root: str, model: str, digest: str, run_id: str, pinned: int | None) -> tuple[int, bool]:
+    """(version, content already complete there): the version holding this bundle, the claim this run already
+    holds, the pinned number, or the next free number, claimed before anything is uploaded. When another run is
+    publishing the same bundle, its version is waited for and reused."""
     existing = releases.find_by_digest(root, model, digest)
-    if existing is not None and spec.version in (None, existing):
+    if existing is not None and pinned in (None, existing):
         log(f"{model}: these models are already version {existing} (digest {digest[:12]}); nothing uploaded")
         return existing, True
     versions = releases.list_versions(root, model)
-    version = spec.version or (versions[-1] + 1 if versions else 1)
-    if version in versions:
-        other = releases.read_manifest(root, model, version)["digest"]
+    if pinned is not None and pinned in versions:
+        other = releases.read_manifest(root, model, pinned)["digest"]
         raise UserError(
-            f"version {version} of '{model}' already exists with different content (digest {other[:12]}, this push "
+            f"version {pinned} of '{model}' already exists with different content (digest {other[:12]}, this push "
             f"{digest[:12]}); versions never change: unset push.version to publish the next one"
         )
-    while not releases.claim_version(root, model, version, digest):
-        if spec.version is not None:
+    held = releases.open_claim(root, model, digest, run_id) if pinned is None else None
+    version = held[0] if held else pinned or max([*versions, *releases.claimed_versions(root, model), 0]) + 1
+    while True:
+        claim = releases.claim_version(root, model, version, digest, run_id)
+        if claim["run_id"] == run_id:
+            return version, False
+        if claim["digest"] == digest:
+            releases.wait_for_version(root, model, version, digest, claim, SAME_BUNDLE_WAIT_S)
+            return version, True
+        if pinned is not None:
             raise UserError(
                 f"version {version} of '{model}' is being published by another push with different content; "
                 "unset push.version to publish the next one"
             )
         version += 1  # another push took this number first
+
+
+def publish(root, model, digest, run_id, bundle, files, blessed, rejected, metas, config: PushConfig) -> tuple[int, bool]:
+    """Upload the bundle as a new version (manifest last), or find the version that already holds this content."""
+    spec = config.push
+    version, complete = choose_version(root, model, digest, run_id, spec.version)
+    if complete:
+        return version, True
     target = releases.version_uri(root, model, version)
-    transfer = releases.transfer_config(spec.part_size_mb, spec.max_concurrency)
     total = sum(f["size"] for f in files.values())
     log(f"{model}: uploading version {version} ({len(bundle)} files, {total / (1 << 20):.1f} MiB) to {target}")
-    for path, local in bundle:
-        releases.put_file(local, storage.join(target, path), transfer, spec.retries)
     manifest = build_manifest(model, digest, files, blessed, rejected, metas, config)
     manifest["version"] = version
     with tempfile.TemporaryDirectory(prefix="modelpress-push-") as tmp:
         card = Path(tmp) / releases.MODEL_CARD_FILE
-        card.write_text(model_card(model, version, manifest, blessed))
-        releases.put_file(card, storage.join(target, releases.MODEL_CARD_FILE), transfer, spec.retries)
+        card.write_text(model_card(model, version, manifest, [v.row() for v in blessed]))
         manifest_file = Path(tmp) / releases.MANIFEST_FILE
         manifest_file.write_text(json.dumps(manifest, indent=2))
-        releases.put_file(manifest_file, storage.join(target, releases.MANIFEST_FILE), transfer, spec.retries)  # completes it
+        # the model card, then the manifest: the manifest completes a version
+        complete_bundle = [*bundle, (releases.MODEL_CARD_FILE, card), (releases.MANIFEST_FILE, manifest_file)]
+        if storage.is_s3(target):
+            upload_version(target, complete_bundle, run_id, config)
+        else:
+            assemble_version(root, model, version, run_id, complete_bundle)
     return version, False
+
+
+def upload_version(target: str, bundle: list[tuple[str, Path]], run_id: str, config: PushConfig) -> None:
+    """S3: the version prefix is invisible until its manifest, so it is its own staging area, claimed by this run.
+    Before uploading, clear what a killed attempt left there: incomplete multipart uploads and stray objects."""
+    spec = config.push
+    wanted = {storage.join(target, path) for path, _ in bundle}
+    aborted = storage.abort_uploads(target)
+    loc = storage.S3Location.parse(target)
+    stale = [key for key in storage.list_keys(target) if f"s3://{loc.bucket}/{key}" not in wanted]  # same paths are overwritten
+    storage.delete_keys(loc.bucket, stale)
+    if aborted or stale:
+        log(f"cleared what an interrupted push left in {target}: {aborted} incomplete upload(s), {len(stale)} stray object(s)")
+    transfer = releases.transfer_config(spec.part_size_mb, spec.max_concurrency)
+    for path, local in bundle:
+        releases.put_file(local, storage.join(target, path), transfer, spec.retries)
+
+
+def assemble_version(root: str, model: str, version: int, run_id: str, bundle: list[tuple[str, Path]]) -> None:
+    """Local: build the version in <model>/.incoming/ and rename it into place whole, so a version folder never holds
+    a temporary or partial file."""
+    incoming = Path(releases.model_uri(root, model)) / releases.INCOMING_DIR / f"{version}-{run_id}"
+    shutil.rmtree(incoming, ignore_errors=True)  # a killed attempt of this run
+    for path, local in bundle:
+        (incoming / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local, incoming / path)
+    final = Path(releases.version_uri(root, model, version))
+    if final.is_dir() and not (final / releases.MANIFEST_FILE).is_file():
+        shutil.rmtree(final)  # an incomplete folder of an older ModelPress: the claim is ours
+    os.rename(incoming, final)

@@ -1,10 +1,11 @@
 from pydantic import Field
 
+from .._core.names import Name
 from .._core.spec import DataSpec, EvaluationSpec, Gates, PushSpec, StepConfig
 
 
 class ValidateConfig(StepConfig):
-    name: str = Field(..., description="the artifact's name in reports (e.g. train, prune, tflite_int8)")
+    name: Name = Field(..., description="the artifact's name in reports (e.g. train, prune, tflite_int8)")
     data: DataSpec
     gates: Gates = Field(default_factory=Gates)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)

@@ -25,15 +25,15 @@ from pathlib import Path
 import numpy as np
 
 from .._core import releases, storage
-from .._core.artifacts import ArtifactMeta, open_artifact
+from .._core.artifacts import BLESSING_FILE, ArtifactMeta, Blessing, content_digest, open_artifact, read_blessing
 from .._core.data import load_dataset
 from .._core.errors import StepFailed, UserError
+from .._core.modelfiles import check_model_files
 from .._core.progress import log
 from .._core.spec import EvaluationSpec, Gates
 from .config import ValidateConfig
 from .runtimes import load_runner
 
-BLESSING_FILE = "blessing.json"
 EVALUATION_FILE = "evaluation.json"
 PREDICTIONS_FILE = "predictions.npy"
 GOLDEN_FILE = "golden.npz"
@@ -192,6 +192,7 @@ def published_reference(config: ValidateConfig, output: str, data) -> dict | Non
     reference = {"version": published["version"], "name": published["name"], "predictions": None}
     try:
         with open_artifact(published["uri"]) as (folder, meta):
+            check_model_files(folder, meta)
             predicted = predict_all(load_runner(folder, meta), data.x_test, config.evaluation.batch_size)
         return {**reference, "accuracy": float(np.mean(predicted == data.y_test)), "source": "measured", "predictions": predicted}
     except UserError as exc:
@@ -203,9 +204,9 @@ def _read_reference(uri: str | None) -> tuple[dict | None, np.ndarray | None]:
     """A parent's or baseline's validation output: its metrics and its test predictions."""
     if not uri:
         return None, None
-    blessing = json.loads(storage.read_bytes(storage.join(uri, BLESSING_FILE)))
-    predictions = np.load(io.BytesIO(storage.read_bytes(storage.join(uri, PREDICTIONS_FILE))))
-    return {"name": blessing["name"], **blessing["metrics"]}, predictions
+    blessing, _ = read_blessing(uri)
+    predictions = np.load(io.BytesIO(storage.read_bytes(storage.join(uri, PREDICTIONS_FILE))), allow_pickle=False)
+    return {"name": blessing.name, **blessing.metrics}, predictions
 
 
 def run(config: ValidateConfig, inputs: dict[str, str], output: str, overwrite: bool = False) -> dict:
@@ -214,6 +215,8 @@ def run(config: ValidateConfig, inputs: dict[str, str], output: str, overwrite: 
     parent, parent_predictions = _read_reference(inputs.get("parent"))
     baseline, _ = _read_reference(inputs.get("baseline") or inputs.get("parent"))
     with open_artifact(inputs["model"]) as (folder, meta):
+        digest = content_digest(folder, meta)
+        check_model_files(folder, meta)
         log(f"validate {config.name} ({meta.format}) on {len(data.x_test)} test examples, {config.evaluation.threads} thread(s)")
         measured = measure_artifact(folder, meta, data.x_test, config.evaluation)
     predicted, latencies = measured.predicted, measured.latencies
@@ -240,22 +243,23 @@ def run(config: ValidateConfig, inputs: dict[str, str], output: str, overwrite: 
             metrics["agreement_with_serving"] = float(np.mean(predicted == serving["predictions"]))
     checks = apply_gates(config.gates, metrics, baseline, serving)
     reasons = [c["reason"] for c in checks if not c["passed"]]
-    blessing = {
-        "name": config.name,
-        "artifact": inputs["model"],
-        "format": meta.format,
-        "runtime": measured.runtime,
-        "blessed": not reasons,
-        "reasons": reasons,
-        "metrics": metrics,
-        "baseline": {"name": baseline["name"], "accuracy": baseline["accuracy"]} if baseline else None,
-        "parent": parent["name"] if parent else None,
-        "serving": {k: v for k, v in serving.items() if k != "predictions"} if serving else None,
-        "thresholds": config.gates.model_dump(exclude_none=True),
-        "gates": checks,
-        "data_hash": data.hash,
-        "artifact_data_hash": meta.data_hash,
-    }
+    blessing = Blessing(
+        name=config.name,
+        artifact=storage.absolute_uri(inputs["model"]),
+        artifact_digest=digest,
+        format=meta.format,
+        runtime=measured.runtime,
+        blessed=not reasons,
+        reasons=reasons,
+        metrics=metrics,
+        baseline={"name": baseline["name"], "accuracy": baseline["accuracy"]} if baseline else None,
+        parent=parent["name"] if parent else None,
+        serving={k: v for k, v in serving.items() if k != "predictions"} if serving else None,
+        thresholds=config.gates.model_dump(exclude_none=True),
+        gates=checks,
+        data_hash=data.hash,
+        artifact_data_hash=meta.data_hash,
+    )
     evaluation = {
         "confusion_matrix": matrix.tolist(),
         "class_names": data.class_names,
@@ -270,7 +274,7 @@ def run(config: ValidateConfig, inputs: dict[str, str], output: str, overwrite: 
         (folder / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2))
         np.save(folder / PREDICTIONS_FILE, predicted)
         np.savez(folder / GOLDEN_FILE, inputs=data.x_test[:GOLDEN_ROWS], outputs=measured.golden_outputs)
-        (folder / BLESSING_FILE).write_text(json.dumps(blessing, indent=2))
+        (folder / BLESSING_FILE).write_text(blessing.model_dump_json(indent=2))
     verdict = "BLESSED" if not reasons else "NOT blessed: " + "; ".join(reasons)
     log(f"{config.name}: accuracy {metrics['accuracy']:.4f}, p50 {metrics['latency_ms_p50']:.3f} ms -> {verdict}")
     return {"uri": output, "blessed": not reasons, "reasons": reasons, "metrics": metrics}
