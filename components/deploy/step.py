@@ -205,6 +205,10 @@ def deploy(spec: ServingSpec, base: str, model_uri: str, validation_uri: str, pi
 
 
 def run(config: DeployConfig, inputs: dict[str, str], output: str, overwrite: bool = False) -> dict:
+    if config.serving.kind == "kserve":
+        from . import kserve  # it imports this module
+
+        return kserve.run(config, inputs, output, overwrite)
     storage.check_output(output, overwrite)
     spec = config.serving
     base = spec.base_path or storage.join(releases.run_folder(output), "serving")
