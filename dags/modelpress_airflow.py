@@ -6,9 +6,10 @@ Every plan task runs `modelpress step STEP --config ... --input ... --output ...
   /airflow/xcom/return.json;
 - local mode (MODELPRESS_AIRFLOW_MODE=local, for development and tests): the same command in a subprocess.
 Outputs live under <run_root>/<dag id>/<run id>/, and every step overwrites its own output, so a retried task
-repeats its work without touching other runs. Conversion targets fan out with dynamic task mapping: a mapped
-task group runs each target's convert and validation; a target placed apart from the others (TensorRT: its own image,
-a GPU) runs as ordinary tasks under its plan ids; a target that skips (no GPU here) skips only its own.
+repeats its work without touching other runs. Conversion targets fan out with dynamic task mapping, one mapped task
+group per image they run in (`plan.fan_outs`), each running a target's convert and validation; a target that skips
+(no GPU here) skips only its own. Skipping, config overrides and "nothing blessed, nothing to publish" are decided
+by the core's task driver inside the step (`modelpress._core.driver`), as in every other mode.
 This module imports no TensorFlow: it reads specs and the registry only.
 """
 
@@ -24,18 +25,33 @@ from pathlib import Path
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-from airflow.providers.standard.operators.python import PythonOperator, ShortCircuitOperator
-from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, BaseOperator, CronTriggerTimetable, Param, task_group
-from airflow.sdk.definitions._internal.contextmanager import DagContext
+from airflow.providers.standard.operators.python import (
+    PythonOperator,
+    ShortCircuitOperator,
+)
+from airflow.sdk import (
+    DAG,
+    Asset,
+    AssetOrTimeSchedule,
+    BaseOperator,
+    CronTriggerTimetable,
+    Param,
+    task_group,
+)
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from kubernetes.client import models as k8s
-
 from modelpress._core.errors import UserError
-from modelpress._core.plan import FAN_OUT_NAMES, NOTHING_TO_PUBLISH, Task, build_plan, placement, target_pairs
+from modelpress._core.plan import FanOut, Task, build_plan, fan_outs, placement
+from modelpress._core.pods import check_cluster_workflow, pod_placement
 from modelpress._core.registry import STEPS
 from modelpress._core.runner import output_uri
 from modelpress._core.spec import Workflow, load_workflow
-from modelpress._core.tfjob import OUTPUT_PLACEHOLDER, run_training_job, tfjob_manifest, training_workers
+from modelpress._core.tfjob import (
+    OUTPUT_PLACEHOLDER,
+    run_training_job,
+    tfjob_manifest,
+    training_workers,
+)
 
 MODE_ENV = "MODELPRESS_AIRFLOW_MODE"  # "kubernetes" (default) or "local"
 WORKFLOWS_ENV = "MODELPRESS_WORKFLOWS_DIR"  # default: dags/workflows next to this file
@@ -64,32 +80,24 @@ def workflows_dir() -> Path:
 
 class StepOperation:
     """What both step operators share:
-    - in the targets' mapped task group `arguments` is resolved from the group's expansion after templating, so its
+    - in a targets' mapped task group `arguments` is resolved from the group's expansion after templating, so its
       run-prefix templates are rendered once more here (JSON configs hold no '{{');
-    - a list input (push's validations) leaves out the outputs of skipped tasks, which pushed no result, and when
-      none of the validations it reads blessed its model the task skips (as `modelpress run` skips push);
-    - a step that returns {"skipped": ...} (a target whose hardware is absent) skips the task and what reads it.
+    - a list input (push's validations) leaves out the outputs of tasks Airflow skipped, which never ran;
+    - a step that returns {"skipped": ...} (the driver's decision) skips the task and what reads it.
     """
 
     list_sources: dict[int, tuple[str, int | None]] = {}  # position of a list input's URI -> (task id, map index)
-    nothing_blessed = False
 
     def render_template_fields(self, context, jinja_env=None) -> None:
         super().render_template_fields(context, jinja_env)
         self.arguments = self.render_template(self.arguments, context, jinja_env)
         ti = context["ti"]
-        results = {
-            position: ti.xcom_pull(task_ids=task_id) if index is None else ti.xcom_pull(task_ids=task_id, map_indexes=index)
+        skipped = {
+            position
             for position, (task_id, index) in self.list_sources.items()
+            if (ti.xcom_pull(task_ids=task_id) if index is None else ti.xcom_pull(task_ids=task_id, map_indexes=index)) is None
         }
-        ran = [result for result in results.values() if result is not None]
-        self.nothing_blessed = bool(ran) and all("blessed" in r and not r["blessed"] for r in ran)
-        skipped = {position for position, result in results.items() if result is None}
         self.arguments = [a for i, a in enumerate(self.arguments) if i not in skipped and i + 1 not in skipped]
-
-    def check_blessed(self) -> None:
-        if self.nothing_blessed:
-            raise AirflowSkipException(NOTHING_TO_PUBLISH)
 
     @staticmethod
     def step_result(result: dict) -> dict:
@@ -102,7 +110,9 @@ class StepPodOperator(StepOperation, KubernetesPodOperator):
     """`modelpress step ...` in the step's image on the cluster; its result comes back through the XCom sidecar."""
 
     def execute(self, context):
-        self.check_blessed()
+        output = self.arguments[self.arguments.index("--output") + 1]
+        if "://" not in output:  # a folder would be this pod's own disk, gone with it
+            raise AirflowFailException(f"run_root must be an s3:// prefix on the cluster (this run writes {output}); set the run's run_root")
         return self.step_result(super().execute(context))
 
 
@@ -119,7 +129,6 @@ class LocalStepOperator(StepOperation, BaseOperator):
         self.arguments = arguments
 
     def execute(self, context) -> dict:
-        self.check_blessed()
         with tempfile.TemporaryDirectory(prefix="modelpress-airflow-") as scratch:
             result_file = Path(scratch) / "result.json"
             command = [sys.executable, "-m", "modelpress._core.cli", *self.arguments, "--result", str(result_file)]
@@ -158,9 +167,10 @@ def with_result(arguments: list[str]) -> list[str]:
 
 def pod_settings(task: Task, workflow: Workflow) -> dict[str, Any]:
     """KubernetesPodOperator arguments for a step: image, namespace, credentials, GPU and placement."""
-    where, cluster = placement(task), workflow.cluster
+    cluster = workflow.cluster
+    where = pod_placement(placement(task), cluster)
     settings = {
-        "image": where.image(cluster.image_repository),
+        "image": where.image,
         "cmds": ["modelpress"],
         "namespace": cluster.namespace,
         "service_account_name": cluster.service_account,
@@ -168,13 +178,12 @@ def pod_settings(task: Task, workflow: Workflow) -> dict[str, Any]:
         "do_xcom_push": True,
         "get_logs": True,
         "on_finish_action": "delete_succeeded_pod",
-        "node_selector": dict(cluster.gpu_node_selector if where.gpu else cluster.cpu_node_selector),
+        "node_selector": where.node_selector,
     }
-    if where.gpu:
-        settings["container_resources"] = k8s.V1ResourceRequirements(limits={cluster.gpu_resource: "1"})
-        settings["tolerations"] = [
-            k8s.V1Toleration(key=t.key, operator=t.operator, value=t.value, effect=t.effect) for t in cluster.gpu_tolerations
-        ]
+    if where.gpu_limits:
+        settings["container_resources"] = k8s.V1ResourceRequirements(limits=where.gpu_limits)
+    if where.tolerations:
+        settings["tolerations"] = [k8s.V1Toleration(**toleration) for toleration in where.tolerations]
     return settings
 
 
@@ -213,21 +222,19 @@ def schedule_of(workflow: Workflow):
     return workflow.schedule
 
 
-def add_fan_out(pairs: list[tuple[Task, Task]], by_id: dict[str, Task], workflow: Workflow) -> dict[str, Any]:
-    """The targets as a mapped task group: map index i runs target i's convert, then its validation, so a skipped
-    or failed target stops only its own validation. Task ids `convert` and `validate_convert` (KFP uses the same)."""
+def add_fan_out(dag: DAG, fan_out: FanOut, by_id: dict[str, Task], workflow: Workflow) -> dict[str, Any]:
+    """One image's targets as a mapped task group: map index i runs target i's convert, then its validation, so a
+    skipped or failed target stops only its own validation. Task ids FanOut.names (KFP uses the same)."""
+    pairs, names = fan_out.pairs, fan_out.names
 
-    @task_group(group_id="targets", prefix_group_id=False)
+    @task_group(group_id=f"targets_{fan_out.placement.label}", prefix_group_id=False)
     def targets(convert: list[str], validate: list[str]) -> None:
-        step_operator(FAN_OUT_NAMES[0], pairs[0][0], workflow, convert) >> step_operator(
-            FAN_OUT_NAMES[1], pairs[0][1], workflow, validate
-        )
+        step_operator(names[0], pairs[0][0], workflow, convert) >> step_operator(names[1], pairs[0][1], workflow, validate)
 
     targets.expand_kwargs(
         [{"convert": with_result(step_arguments(c, by_id)), "validate": with_result(step_arguments(v, by_id))} for c, v in pairs]
     )
-    dag = DagContext.get_current()
-    return {task.id: dag.get_task(FAN_OUT_NAMES[i]) for pair in pairs for i, task in enumerate(pair)}
+    return {task.id: dag.get_task(names[i]) for pair in pairs for i, task in enumerate(pair)}
 
 
 def gated(task: Task, source: str, by_id: dict[str, Task]) -> bool:
@@ -237,9 +244,11 @@ def gated(task: Task, source: str, by_id: dict[str, Task]) -> bool:
 
 
 def build_dag(workflow: Workflow, dag_id: str) -> DAG:
+    if mode() == "kubernetes":
+        check_cluster_workflow(workflow)
     plan = build_plan(workflow)
     by_id = {task.id: task for task in plan}
-    pairs = target_pairs(plan)
+    groups = fan_outs(plan)
     dag = DAG(
         dag_id=dag_id,
         description=workflow.description or f"ModelPress workflow {workflow.name}",
@@ -257,9 +266,14 @@ def build_dag(workflow: Workflow, dag_id: str) -> DAG:
     )
     with dag:
         # plan task id -> the operator running it (the fan-out's two stand for every target's tasks)
-        operators: dict[str, Any] = add_fan_out(pairs, by_id, workflow) if pairs else {}
+        operators: dict[str, Any] = {}
+        for fan_out in groups:
+            operators |= add_fan_out(dag, fan_out, by_id, workflow)
         producers = {task.id: (task.id, None) for task in plan} | {
-            task.id: (FAN_OUT_NAMES[i], number) for number, pair in enumerate(pairs) for i, task in enumerate(pair)
+            task.id: (fan_out.names[i], number)
+            for fan_out in groups
+            for number, pair in enumerate(fan_out.pairs)
+            for i, task in enumerate(pair)
         }
         for task in plan:
             if task.id not in operators:

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Input, Metrics, Model, Output
-
 from modelpress._core.registry import StepSpec, get_step
 
 
@@ -35,18 +34,18 @@ class Parameter:
 
     name: str
     type: type
-    paths: tuple[str, ...]  # the first path a task's config has is set
+    path: str  # the config field it sets (dotted), in every task whose config has it
     help: str
 
 
 PARAMETERS: tuple[Parameter, ...] = (
-    Parameter("data_uri", str, ("data.path",), "where the training data is (local path or s3://)"),
-    Parameter("epochs", int, ("train.epochs",), "training epochs"),
-    Parameter("sparsity", float, ("sparsity",), "pruning: share of each layer's weights set to zero"),
-    Parameter("clusters", int, ("clusters",), "weight clustering: distinct values per clustered kernel"),
-    Parameter("min_accuracy", float, ("gates.min_accuracy",), "gate: lowest test accuracy blessed"),
-    Parameter("max_drop", float, ("gates.max_drop",), "gate: accuracy drop allowed vs the trained model"),
-    Parameter("push_uri", str, ("push.uri",), "where blessed artifacts are published"),
+    Parameter("data_uri", str, "data.path", "where the training data is (local path or s3://)"),
+    Parameter("epochs", int, "train.epochs", "training epochs"),
+    Parameter("sparsity", float, "sparsity", "pruning: share of each layer's weights set to zero"),
+    Parameter("clusters", int, "clusters", "weight clustering: distinct values per clustered kernel"),
+    Parameter("min_accuracy", float, "gates.min_accuracy", "gate: lowest test accuracy blessed"),
+    Parameter("max_drop", float, "gates.max_drop", "gate: accuracy drop allowed vs the trained model"),
+    Parameter("push_uri", str, "push.uri", "where blessed artifacts are published"),
 )
 
 
@@ -66,7 +65,7 @@ def model_has_path(model: type, path: str) -> bool:
 
 
 def step_parameters(step: StepSpec) -> list[Parameter]:
-    return [p for p in PARAMETERS if any(model_has_path(step.config, path) for path in p.paths)]
+    return [p for p in PARAMETERS if model_has_path(step.config, p.path)]
 
 
 def output_name(step: StepSpec) -> str:
@@ -83,59 +82,46 @@ def input_type(name: str) -> str:
 
 
 def _component_body(step_name, config, overrides, inputs, output, metrics, confusion_matrix, report):
-    """Runs inside the step's container: apply parameter overrides, run the step via the CLI, publish metrics."""
+    """Runs inside the step's container: `modelpress step` (the core's task driver: overrides, skip markers,
+    nothing-blessed), then the step's result as KFP metrics, confusion matrix and HTML report."""
     import json
     import os
     import tempfile
 
     from modelpress._core.cli import main
-    from modelpress._core.plan import NOTHING_TO_PUBLISH
 
-    values = json.loads(config)
-    for paths, value in overrides:
-        if value is None:
-            continue
-        for path in paths:  # the compiler passes a parameter only to tasks whose config has one of its paths
-            *parents, leaf = path.split(".")
-            node = values
-            for key in parents:
-                node = node.get(key) if isinstance(node, dict) else None
-            if isinstance(node, dict):
-                node[leaf] = value
-                break
-    argv = ["step", step_name, "--config", json.dumps(values), "--output", output.path]
-    result, blessings = None, []
+    def address(artifact):
+        """A URI any pod can open: the step reads and writes the pipeline root itself (KFP's minio:// is the s3://
+        bucket on the MinIO endpoint), so blessings, results and manifests name URIs, never this pod's local copy,
+        and <run>/registry or <run>/serving defaults land in the run's storage. kfp.local's root is a folder every
+        task mounts."""
+        scheme, sep, rest = artifact.uri.partition("://")
+        if not sep:
+            return artifact.path
+        if scheme in ("s3", "minio"):
+            return f"s3://{rest}"
+        raise SystemExit(
+            f"modelpress: error: artifact {artifact.uri} is in {scheme}:// storage, which ModelPress steps cannot open; "
+            "run the pipeline with an s3:// or minio:// pipeline root"
+        )
+
+    argv = ["step", step_name, "--config", config, "--output", address(output)]
+    for path, value in overrides:
+        if value is not None:
+            argv += ["--set", f"{path}={json.dumps(value)}"]
     for name, artifacts in inputs.items():
         for item in artifacts if isinstance(artifacts, list) else [artifacts]:
             for artifact in item if isinstance(item, list) else [item]:  # a collected ParallelFor output is a list
-                if artifact is None:
-                    continue
-                if os.path.exists(os.path.join(artifact.path, "skipped.json")):  # written below by a skipped step
-                    if not isinstance(artifacts, list):  # a list input takes what ran, as `modelpress run` does
-                        result = {"skipped": True, "reason": f"its input '{name}' was skipped"}
-                    continue
-                # An s3:// URI is readable from every pod (push opens artifacts named in blessings); a local
-                # path exists only in this pod, which is all kfp.local has.
-                where = artifact.uri if artifact.uri.startswith("s3://") else artifact.path
-                argv += ["--input", f"{name}={where}"]
-                blessing_path = os.path.join(artifact.path, "blessing.json")
-                if confusion_matrix is None and os.path.exists(blessing_path):  # a validation a publishing step reads
-                    with open(blessing_path) as handle:
-                        blessings.append(json.load(handle)["blessed"])
-    if result is None and blessings and not any(blessings):  # as `modelpress run` skips push and deploy
-        result = {"skipped": True, "reason": NOTHING_TO_PUBLISH}
-    if result is None:
-        with tempfile.TemporaryDirectory() as scratch:
-            result_file = os.path.join(scratch, "result.json")
-            code = main([*argv, "--result", result_file])
-            if code != 0:
-                raise SystemExit(code)
-            with open(result_file) as handle:
-                result = json.load(handle)
-    if result.get("skipped"):  # e.g. a target whose hardware is absent: the tasks reading it skip too
-        os.makedirs(output.path, exist_ok=True)
-        with open(os.path.join(output.path, "skipped.json"), "w") as handle:
-            json.dump(result, handle)
+                if artifact is not None:
+                    argv += ["--input", f"{name}={address(artifact)}"]
+    with tempfile.TemporaryDirectory() as scratch:
+        result_file = os.path.join(scratch, "result.json")
+        code = main([*argv, "--result", result_file])
+        if code != 0:
+            raise SystemExit(code)
+        with open(result_file) as handle:
+            result = json.load(handle)
+    if result.get("skipped"):  # the tasks reading this output skip too (its skip marker)
         metrics.metadata["skipped"] = result["reason"]
         return None if confusion_matrix is None else False
     for key, value in (result.get("metrics") or {}).items():
@@ -143,33 +129,31 @@ def _component_body(step_name, config, overrides, inputs, output, metrics, confu
             metrics.log_metric(key, value)
     if confusion_matrix is None:
         return None
-    evaluation_path = os.path.join(output.path, "evaluation.json")
-    if os.path.exists(evaluation_path):
-        with open(evaluation_path) as handle:
-            evaluation = json.load(handle)
-        names = evaluation.get("class_names") or [str(i) for i in range(len(evaluation["confusion_matrix"]))]
-        confusion_matrix.log_confusion_matrix([str(n) for n in names], evaluation["confusion_matrix"])
-        from modelpress._core.report import artifact_rows, html_report
+    from modelpress._core import storage
+    from modelpress._core.report import artifact_rows, html_report
 
-        with open(os.path.join(output.path, "blessing.json")) as handle:
-            blessing = json.load(handle)
-        gates = ", ".join(f"{k} {v}" for k, v in blessing["thresholds"].items()) or "none configured"
-        page = html_report(blessing["name"], {"created": ""}, artifact_rows([blessing], {}, {}), [], gates, b"")
-        with open(report.path, "w") as handle:
-            handle.write(page)
+    evaluation = json.loads(storage.read_bytes(storage.join(address(output), "evaluation.json")))
+    names = evaluation.get("class_names") or [str(i) for i in range(len(evaluation["confusion_matrix"]))]
+    confusion_matrix.log_confusion_matrix([str(n) for n in names], evaluation["confusion_matrix"])
+    blessing = json.loads(storage.read_bytes(storage.join(address(output), "blessing.json")))
+    gates = ", ".join(f"{k} {v}" for k, v in blessing["thresholds"].items()) or "none configured"
+    page = html_report(blessing["name"], {"created": ""}, artifact_rows([blessing], {}, {}), [], gates, b"")
+    with open(report.path, "w") as handle:
+        handle.write(page)
     return bool(result.get("blessed", False))
 
 
-def list_input_names(name: str, singles: int, collected: bool) -> list[str]:
-    """KFP has no list of separate tasks' artifacts: a list input becomes the ParallelFor's collected outputs
-    (`name`) plus one optional input per other source (`name_1`, `name_2`, ...); the body joins them again."""
-    return ([name] if collected else []) + [f"{name}_{i}" for i in range(1, singles + 1)]
+def list_input_names(name: str, singles: int, collected: tuple[str, ...]) -> list[str]:
+    """KFP has no list of separate tasks' artifacts: a list input becomes one input per fan-out feeding it (its
+    ParallelFor's collected outputs, `name_<image>`) plus one optional input per other source (`name_1`, ...);
+    the body joins them again."""
+    return [f"{name}_{label}" for label in collected] + [f"{name}_{i}" for i in range(1, singles + 1)]
 
 
-def component_source(name: str, step: StepSpec, list_shapes: tuple[tuple[str, int, bool], ...] = ()) -> str:
+def component_source(name: str, step: StepSpec, list_shapes: tuple[tuple[str, int, tuple[str, ...]], ...] = ()) -> str:
     """The Python source of the step's component function (a valid identifier, one nested helper).
 
-    `list_shapes`: for each list input, (name, number of single sources, whether a ParallelFor feeds it).
+    `list_shapes`: for each list input, (name, number of single sources, labels of the fan-outs feeding it).
     """
     shapes = {shape[0]: shape for shape in list_shapes}
     required, optional, inputs = ["config: str"], [], []
@@ -178,8 +162,8 @@ def component_source(name: str, step: StepSpec, list_shapes: tuple[tuple[str, in
         if input_name in shapes:
             _, singles, collected = shapes[input_name]
             names = list_input_names(*shapes[input_name])
-            optional += [f"{input_name}: Input[List[{kind}]] = None"] if collected else []
-            optional += [f"{n}: Input[{kind}] = None" for n in names if n != input_name]
+            optional += [f"{input_name}_{label}: Input[List[{kind}]] = None" for label in collected]
+            optional += [f"{input_name}_{i}: Input[{kind}] = None" for i in range(1, singles + 1)]
             inputs.append(f"{input_name!r}: [{', '.join(names)}]")
         elif input_name in step.inputs:
             required.append(f"{input_name}: Input[{kind}]")
@@ -194,7 +178,7 @@ def component_source(name: str, step: StepSpec, list_shapes: tuple[tuple[str, in
     parameters = step_parameters(step)
     optional += [f"{p.name}: Optional[{p.type.__name__}] = None" for p in parameters]
     returns = " -> bool" if returns_blessing(step) else ""
-    overrides = ", ".join(f"({p.paths!r}, {p.name})" for p in parameters)
+    overrides = ", ".join(f"({p.path!r}, {p.name})" for p in parameters)
     extra = "confusion_matrix, report" if returns_blessing(step) else "None, None"
     helper = textwrap.indent(textwrap.dedent(inspect.getsource(_component_body)), "    ")
     return (
@@ -206,7 +190,7 @@ def component_source(name: str, step: StepSpec, list_shapes: tuple[tuple[str, in
 
 
 @functools.cache
-def step_component(name: str, image: str, list_shapes: tuple[tuple[str, int, bool], ...] = ()):
+def step_component(name: str, image: str, list_shapes: tuple[tuple[str, int, tuple[str, ...]], ...] = ()):
     """The KFP component of a registered step running in `image` (cached: one per step, image and list-input shape)."""
     step = get_step(name)
     source = component_source(name, step, list_shapes)

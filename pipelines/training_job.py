@@ -13,8 +13,7 @@ from typing import Optional
 
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Metrics, Model, Output
-
-from modelpress._core.registry import Placement, image_for
+from modelpress._core.images import Placement, image_for
 from modelpress._core.spec import Workflow
 from modelpress._core.tfjob import OUTPUT_PLACEHOLDER, tfjob_manifest
 
@@ -42,8 +41,8 @@ def train_tfjob(
 
 
 @functools.cache
-def training_job_component(repository: Optional[str] = None):  # noqa: UP045
-    return dsl.component(base_image=image_for("base", repository=repository), install_kfp_package=False)(train_tfjob)
+def training_job_component(repository: Optional[str] = None, tag: Optional[str] = None):  # noqa: UP045
+    return dsl.component(base_image=image_for("base", repository=repository, tag=tag), install_kfp_package=False)(train_tfjob)
 
 
 def training_job_task(workflow: Workflow, workers: int, placement: Placement, arguments: dict):
@@ -51,5 +50,5 @@ def training_job_task(workflow: Workflow, workers: int, placement: Placement, ar
     given the arguments of the train component."""
     command = ["step", "train", "--config", arguments["config"], "--output", OUTPUT_PLACEHOLDER, "--overwrite"]
     manifest = tfjob_manifest(f"{workflow.name}-train", workers=workers, placement=placement, arguments=command, cluster=workflow.cluster)
-    component = training_job_component(workflow.cluster.image_repository)
+    component = training_job_component(workflow.cluster.image_repository, workflow.cluster.image_tag)
     return component(manifest=json.dumps(manifest), **{name: value for name, value in arguments.items() if name != "config"})

@@ -19,7 +19,7 @@ examples:
   modelpress check examples/digits_mlp.yaml          validate a workflow and print its plan
   modelpress run examples/digits_mlp.yaml --out runs/mlp
                                                      train, compress, convert, validate, report
-  modelpress step train --config cfg.json --output s3://bucket/runs/1/train
+  modelpress step train --config @cfg.json --output s3://bucket/runs/1/train
                                                      run one step (what the containers run)
   modelpress steps                                   list the registered steps
 """
@@ -120,66 +120,45 @@ def add_step(sub) -> None:
     parser.add_argument("--config", default="{}", help="step config as JSON, or @path/to/config.json")
     parser.add_argument("--input", action="append", default=[], metavar="NAME=URI", help="an input (repeatable)")
     parser.add_argument("--output", required=True, help="where the step writes its output (path or s3://)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="PATH=VALUE",
+        help="override a config field (JSON value), e.g. --set train.epochs=5 (repeatable; the UIs' run parameters)",
+    )
     parser.add_argument("--result", help="also write the result JSON to this file")
     parser.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
     parser.set_defaults(handler=cmd_step)
 
 
-def parse_step_config(step_name: str, text: str):
-    from pydantic import ValidationError
-
-    from .registry import get_step
-    from .spec import describe_validation_error
-
-    if text.startswith("@"):
-        from pathlib import Path
-
-        path = Path(text[1:])
-        if not path.is_file():
-            raise UserError(f"--config file {path} not found")
-        text = path.read_text()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"--config is not valid JSON ({exc.msg} at character {exc.pos}); quote it or use @file") from None
-    try:
-        return get_step(step_name).config.model_validate(data)
-    except ValidationError as exc:
-        raise UserError(describe_validation_error(exc, data, f"step {step_name} --config", None)) from None
+def parse_assignment(item: str, flag: str, example: str) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not sep or not name or not value:
+        raise UserError(f"{flag} '{item}' must be {example}")
+    return name, value
 
 
 def cmd_step(args) -> int:
-    from . import storage
-    from .registry import get_step
+    from .driver import run_task
 
-    step = get_step(args.name)
     inputs: dict[str, str | list[str]] = {}
     for item in args.input:
-        name, sep, uri = item.partition("=")
-        if not sep or not uri:
-            raise UserError(f"--input '{item}' must be NAME=URI, e.g. --input model=s3://bucket/run/train")
+        name, uri = parse_assignment(item, "--input", "NAME=URI, e.g. --input model=s3://bucket/run/train")
         if name in inputs:  # a repeated name is a list input, e.g. push's validations
             previous = inputs[name]
             inputs[name] = [*(previous if isinstance(previous, list) else [previous]), uri]
         else:
             inputs[name] = uri
-    known = set(step.inputs) | set(step.optional_inputs)
-    for name in inputs:
-        if name not in known:
-            raise UserError(f"step {args.name} has no input '{name}'; its inputs: {', '.join(sorted(known)) or 'none'}")
-    for name in step.inputs:
-        if name not in inputs:
-            raise UserError(f"step {args.name} needs --input {name}=URI")
-    config = parse_step_config(args.name, args.config)
-    storage.configure(getattr(config, "storage", None))
-    result = step.load()(config, inputs, args.output, overwrite=args.overwrite)
-    payload = json.dumps(result, indent=2, default=str)
-    if args.result:
-        from pathlib import Path
-
-        Path(args.result).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.result).write_text(payload)
-    print(payload)
+    overrides = {}
+    for item in args.set:
+        path, text = parse_assignment(item, "--set", "PATH=VALUE, e.g. --set train.epochs=5")
+        try:
+            overrides[path] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[path] = text  # a bare word is a string: --set data.path=s3://bucket/new
+    result = run_task(
+        args.name, args.config, inputs, args.output, overwrite=args.overwrite, overrides=overrides,
+        result_file=args.result,
+    )
+    print(json.dumps(result, indent=2, default=str))
     return 0
 
 
@@ -438,8 +417,22 @@ def cmd_rollback(args) -> int:
     return 0
 
 
+def add_images(sub) -> None:
+    # The builder has its own parser (image_build.main, also behind containers/build.py): main() hands it the rest
+    # of the command line; this entry lists the command in `modelpress --help`.
+    sub.add_parser("images", help="build the container images, or derive them with a team's builder package", add_help=False)
+
+
+def cmd_images(arguments: list[str]) -> int:
+    from .image_build import main as build_images
+
+    return build_images(arguments)
+
+
 # Subcommands other modules add (compile, new, registry, deploy, rollback) register here with the same shape.
-COMMANDS: list[Callable] = [add_run, add_check, add_step, add_steps, add_compile, add_new, add_registry, add_deploy, add_rollback]
+COMMANDS: list[Callable] = [
+    add_run, add_check, add_step, add_steps, add_compile, add_new, add_registry, add_deploy, add_rollback, add_images
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -459,13 +452,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "handler", None):
+    args = None if argv[:1] == ["images"] else parser.parse_args(argv)
+    if args is not None and not getattr(args, "handler", None):
         parser.print_help()
         return 2
     try:
-        code = args.handler(args)
+        code = cmd_images(argv[1:]) if args is None else args.handler(args)
         sys.stdout.flush()  # inside the try: a reader that went away shows here, not as an error at exit
         return code
     except UserError as exc:

@@ -17,7 +17,9 @@ from pydantic import BaseModel, ValidationError
 
 from ..quantize.config import POST_TRAINING_TARGETS
 from .errors import UserError
-from .registry import STEPS, TARGET_PLACEMENTS, Placement, get_step
+from .formats import FORMATS
+from .images import Placement, placement_for
+from .registry import STEPS, get_step
 from .spec import TargetSpec, TechniqueSpec, Workflow, spec_hash, unknown_key_message
 
 # Workflow sections a step config receives when it has a field of the same name.
@@ -199,25 +201,36 @@ def with_post_training_target(workflow: Workflow, index: int, targets: list[Targ
 
 
 def placement(task: Task) -> Placement:
-    """Where a plan task runs on the cluster (image and GPU): its step's, or its conversion target's when that
-    target needs other hardware (TARGET_PLACEMENTS: a TensorRT target's convert and validate)."""
-    return TARGET_PLACEMENTS.get(task.target) or STEPS[task.step].placement
+    """Where a plan task runs on the cluster: the image carrying what its step needs plus what its target format
+    needs (a convert or validate of that format), with a GPU when either asks for one."""
+    step = STEPS[task.step]
+    target = FORMATS[task.target] if task.target else None
+    extras = (*step.extras, *(target.extras if target else ()))
+    return placement_for(extras, step.gpu or bool(target and target.gpu))
 
 
-# Why the orchestrators skip a publishing task (push, deploy) when none of the validations it reads blessed its model.
-NOTHING_TO_PUBLISH = "no validation it reads blessed its model; nothing to publish"
+@dataclass(eq=False)  # hashed by identity: a key while the adapters build
+class FanOut:
+    """Conversion targets that run in one image: the orchestrators run them as one fan-out (a KFP ParallelFor, an
+    Airflow mapped task group) of a convert and a validate task per target, since a fan-out carries one image."""
 
-# The orchestrators run the conversion targets as one fan-out of two tasks with these names (KFP and Airflow alike).
-FAN_OUT_NAMES = ("convert", "validate_convert")
+    placement: Placement
+    pairs: list[tuple[Task, Task]]  # (convert, the validation of its output) per target
+
+    @property
+    def names(self) -> tuple[str, str]:
+        """The fan-out's convert and validate task names, alike in KFP and Airflow: convert_<image>, ..."""
+        return f"convert_{self.placement.label}", f"validate_convert_{self.placement.label}"
 
 
-def target_pairs(plan: list[Task]) -> list[tuple[Task, Task]]:
-    """(convert, the validation of its output) per conversion target placed where those steps run: what the
-    orchestrators fan out over, as a fan-out carries one image and one resource request. Targets placed elsewhere
-    (TensorRT, on a GPU) run as ordinary tasks under their plan ids."""
-    converts = [t for t in plan if t.group == "convert"]
-    pairs = [(c, next(t for t in plan if t.step == "validate" and t.inputs.get("model") == c.id)) for c in converts]
-    return [pair for pair in pairs if all(placement(t) == STEPS[t.step].placement for t in pair)]
+def fan_outs(plan: list[Task]) -> list[FanOut]:
+    """The plan's conversion targets grouped by where they run, in plan order."""
+    groups: dict[Placement, FanOut] = {}
+    for convert in (t for t in plan if t.group == "convert"):
+        validation = next(t for t in plan if t.step == "validate" and t.inputs.get("model") == convert.id)
+        where = placement(convert)
+        groups.setdefault(where, FanOut(where, [])).pairs.append((convert, validation))
+    return list(groups.values())
 
 
 def check_acyclic(tasks: list[Task]) -> None:

@@ -10,16 +10,14 @@ TensorFlow.
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from pydantic import BaseModel
 
-from .. import __version__
 from ..cluster.config import ClusterConfig
-from ..convert.config import TENSORRT_FORMATS, ConvertConfig
+from ..convert.config import ConvertConfig
 from ..deploy.config import DeployConfig
 from ..distill.config import DistillConfig
 from ..prune.config import PruneConfig
@@ -29,49 +27,7 @@ from ..train.config import TrainConfig
 from ..tune.config import TuneConfig
 from ..validate.config import ValidateConfig
 from .errors import UserError
-
-# Dependency set -> container image repository. The tag is the package version (containers/ builds them).
-IMAGE_REPOSITORY = os.environ.get("MODELPRESS_IMAGE_REPOSITORY", "ghcr.io/modelpress")
-# Dependency set -> the pip extras its image installs.
-DEPENDENCY_SETS: dict[str, tuple[str, ...]] = {
-    "base": ("s3", "serving"),
-    "tf": ("tf", "onnx", "s3"),
-    "openvino": ("tf", "openvino", "s3"),
-    # tensorrt_* convert loads the Keras model (tf) and exports ONNX (onnx: tf2onnx) before TensorRT builds the
-    # engine; their validate loads the data and plots like any validate (tf: scikit-learn, pillow, matplotlib)
-    "tensorrt": ("tf", "onnx", "tensorrt", "s3"),
-}
-# Sets whose Dockerfile also has a CUDA `gpu` stage, built as a second image tagged <version>-gpu: the image their
-# GPU steps run in. The tensorrt image is CUDA-based already, so it is the one image of its set.
-GPU_VARIANT_SETS = ("tf",)
-GPU_TAG_SUFFIX = "-gpu"
-
-
-def image_for(dependency_set: str, version: str = __version__, repository: str | None = None, *, gpu: bool = False) -> str:
-    """The image of a dependency set, its CUDA variant when `gpu` and the set has one; `repository` (a workflow's
-    cluster.image_repository) overrides the default."""
-    if dependency_set not in DEPENDENCY_SETS:
-        raise UserError(
-            f"no image for dependency set '{dependency_set}'; known sets: {', '.join(DEPENDENCY_SETS)}"
-            " (add it to DEPENDENCY_SETS in modelpress/_core/registry.py and build it in containers/)"
-        )
-    suffix = GPU_TAG_SUFFIX if gpu and dependency_set in GPU_VARIANT_SETS else ""
-    return f"{(repository or IMAGE_REPOSITORY).rstrip('/')}/modelpress-{dependency_set}:{version}{suffix}"
-
-
-class Placement(NamedTuple):
-    """Where a task runs on the cluster: the dependency set of its image and whether it asks for a GPU."""
-
-    dependency_set: str
-    gpu: bool
-
-    def image(self, repository: str | None = None) -> str:
-        return image_for(self.dependency_set, repository=repository, gpu=self.gpu)
-
-
-# Conversion targets whose convert and validate run elsewhere than those steps do: a TensorRT engine is built and
-# run on the GPU that serves it, with TensorRT installed (see plan.placement).
-TARGET_PLACEMENTS: dict[str, Placement] = dict.fromkeys(TENSORRT_FORMATS, Placement("tensorrt", gpu=True))
+from .images import Placement, placement_for
 
 
 @dataclass(frozen=True)
@@ -82,13 +38,14 @@ class StepSpec:
     optional_inputs: tuple[str, ...] = ()
     list_inputs: tuple[str, ...] = ()  # inputs that take several URIs (a list; repeat --input NAME=URI)
     output: str = "model"  # what the output folder holds: "model" (an artifact) or "validation", "release", ...
-    image: str = "tf"  # dependency set, see DEPENDENCY_SETS
+    extras: tuple[str, ...] = ("tf",)  # pip extras the step needs (images.py picks the image carrying them)
     gpu: bool = False  # request a GPU on the cluster
     description: str = ""
 
     @property
     def placement(self) -> Placement:
-        return Placement(self.image, self.gpu)
+        """Where the step runs when no target format adds needs (plan.placement has the task's)."""
+        return placement_for(self.extras, self.gpu)
 
     def load(self) -> Callable[..., dict[str, Any]]:
         module, _, function = self.run.partition(":")
@@ -101,7 +58,6 @@ STEPS: dict[str, StepSpec] = {
         config=TuneConfig,
         inputs=(),
         output="hyperparameters",
-        image="tf",
         gpu=True,
         description="search train's hyperparameters (random, Bayesian, Hyperband with keras-tuner); write best.json for train",
     ),
@@ -111,7 +67,6 @@ STEPS: dict[str, StepSpec] = {
         inputs=(),
         optional_inputs=("hyperparameters",),
         output="model",
-        image="tf",
         gpu=True,
         description="build the model, train it on the workflow's data, save a Keras model and a SavedModel",
     ),
@@ -120,7 +75,6 @@ STEPS: dict[str, StepSpec] = {
         config=PruneConfig,
         inputs=("model",),
         output="model",
-        image="tf",
         gpu=True,
         description="prune a Keras model: magnitude (tfmot, N:M patterns), structured (fewer neurons/filters) or lottery rewind",
     ),
@@ -129,7 +83,6 @@ STEPS: dict[str, StepSpec] = {
         config=ClusterConfig,
         inputs=("model",),
         output="model",
-        image="tf",
         gpu=True,
         description="cluster a Keras model's kernels to k shared values (tfmot; keeps a pruned parent's zeros), fine-tune, strip",
     ),
@@ -138,7 +91,6 @@ STEPS: dict[str, StepSpec] = {
         config=QuantizeConfig,
         inputs=("model",),
         output="model",
-        image="tf",
         gpu=True,
         description="quantization-aware training (QAT, or PQAT/CQAT/PCQAT keeping sparsity and clusters); saved with its INT8 ranges",
     ),
@@ -147,7 +99,6 @@ STEPS: dict[str, StepSpec] = {
         config=DistillConfig,
         inputs=("model",),
         output="model",
-        image="tf",
         gpu=True,
         description="distil the model (teacher) into a smaller student on softened logits; also trains the student from scratch to measure the gain",
     ),
@@ -157,7 +108,6 @@ STEPS: dict[str, StepSpec] = {
         inputs=("model",),
         optional_inputs=("parent", "baseline"),
         output="validation",
-        image="tf",
         gpu=False,
         description="evaluate an artifact on the test split, apply the gates, write blessing.json",
     ),
@@ -166,7 +116,6 @@ STEPS: dict[str, StepSpec] = {
         config=ConvertConfig,
         inputs=("model",),
         output="model",
-        image="openvino",
         gpu=False,
         description="convert a Keras artifact to one target (TFLite, OpenVINO, ONNX, TensorRT), checked against its parent",
     ),
@@ -176,7 +125,7 @@ STEPS: dict[str, StepSpec] = {
         inputs=("validations",),
         list_inputs=("validations",),
         output="release",
-        image="base",
+        extras=("s3",),
         gpu=False,
         description="publish the blessed artifacts as a numbered release bundle (manifest, model card) in the registry",
     ),
@@ -186,7 +135,7 @@ STEPS: dict[str, StepSpec] = {
         inputs=("model", "validation"),
         optional_inputs=("release",),
         output="deployment",
-        image="base",
+        extras=("s3", "serving"),
         gpu=False,
         description="copy the blessed SavedModel into TF Serving's base path; reload, smoke-test, move the stable label",
     ),

@@ -12,9 +12,9 @@ from typing import Any
 
 from . import storage
 from .data import load_dataset
+from .driver import run_task
 from .plan import Task, build_plan
 from .progress import log
-from .registry import STEPS
 from .spec import Workflow
 
 KIND_FOLDERS = {"model": "artifacts", "validation": "validation"}
@@ -42,47 +42,20 @@ def run_workflow(workflow: Workflow, out: str, overwrite: bool = False) -> dict[
     plan = preflight(workflow, out, overwrite)
     if overwrite and storage.exists(out):
         storage.remove(out)
-    uris: dict[str, str] = {}
+    uris: dict[str, str] = {}  # every task's output, a skipped one's holding its skip marker
     results: dict[str, dict] = {}
     skipped: list[dict] = []
     for number, task in enumerate(plan, start=1):
-        single = {name: source for name, source in task.inputs.items() if isinstance(source, str)}
-        missing = [source for source in single.values() if source not in uris]
-        if missing:
-            skipped.append({"name": task.artifact or task.id, "task": task.id, "reason": f"{missing[0]} was skipped"})
-            continue
-        unblessed = unblessed_reason(task, plan, uris)
-        if unblessed:
-            log(f"{task.id} skipped: {unblessed}")
-            skipped.append({"name": task.artifact or task.id, "task": task.id, "reason": unblessed})
-            continue
+        inputs = {name: uris[source] if isinstance(source, str) else [uris[s] for s in source] for name, source in task.inputs.items()}
+        uris[task.id] = output_uri(out, task)
         log(f"step {number}/{len(plan)}: {task.id}")
-        # A list input takes what ran of its sources (a skipped conversion drops out of push's list).
-        inputs = {
-            name: uris[source] if isinstance(source, str) else [uris[s] for s in source if s in uris]
-            for name, source in task.inputs.items()
-        }
-        uri = output_uri(out, task)
-        result = STEPS[task.step].load()(task.config, inputs, uri)
+        result = run_task(task.step, task.config, inputs, uris[task.id])
         if result.get("skipped"):
             log(f"{task.id} skipped: {result['reason']}")
             skipped.append({"name": task.artifact or task.id, "task": task.id, "reason": result["reason"]})
-            continue
-        uris[task.id], results[task.id] = uri, result
+        else:
+            results[task.id] = result
     return finish_run(workflow, out, plan, uris, results, skipped, time.monotonic() - started)
-
-
-def unblessed_reason(task: Task, plan: list[Task], uris: dict[str, str]) -> str | None:
-    """The local form of the pipeline's `dsl.If` on the blessing: a step that reads validations (push, deploy) runs
-    only when at least one of them blessed its model; otherwise it is skipped, and the run still reports."""
-    steps = {t.id: t.step for t in plan}
-    validations = [s for s in task.sources() if STEPS[steps[s]].output == "validation" and s in uris]
-    if task.step == "validate" or not validations:
-        return None
-    for source in validations:
-        if json.loads(storage.read_bytes(storage.join(uris[source], "blessing.json")))["blessed"]:
-            return None
-    return f"{', '.join(validations)} blessed nothing; nothing to publish"
 
 
 def finish_run(workflow, out, plan, uris, results, skipped, seconds) -> dict[str, Any]:
@@ -90,7 +63,7 @@ def finish_run(workflow, out, plan, uris, results, skipped, seconds) -> dict[str
 
     blessings, artifact_uris, formats = [], {}, {}
     for task in plan:
-        if task.step == "validate" and task.id in uris:
+        if task.step == "validate" and task.id in results:
             blessing = json.loads(storage.read_bytes(storage.join(uris[task.id], "blessing.json")))
             blessing["validation_uri"] = uris[task.id]
             blessings.append(blessing)

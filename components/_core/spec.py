@@ -418,8 +418,16 @@ class ClusterSpec(StrictModel):
     namespace: str = Field("modelpress", description="Kubernetes namespace of the step pods")
     service_account: str = Field("modelpress-runner", description="ServiceAccount the step pods run as")
     image_repository: str | None = Field(None, description="default: MODELPRESS_IMAGE_REPOSITORY or ghcr.io/modelpress")
+    image_tag: str | None = Field(
+        None, description="tag of every image instead of the version: the derived images `modelpress images --with PKG` builds"
+    )
+    platform: Literal["kubeflow", "vertex"] = Field(
+        "kubeflow", description="where compiled pipelines run: Kubeflow Pipelines on Kubernetes, or Vertex AI Pipelines"
+    )
     gpu_resource: str = Field("nvidia.com/gpu", description="extended resource a GPU step requests (limit 1)")
-    gpu_accelerator: str = Field("nvidia-tesla-t4", description="accelerator type KFP requests for GPU steps")
+    gpu_accelerator: str = Field(
+        "NVIDIA_TESLA_T4", description="platform vertex only: Vertex AI's accelerator type for GPU steps (Kubeflow requests gpu_resource)"
+    )
     gpu_node_selector: dict[str, str] = Field(
         default_factory=lambda: {"modelpress.io/pool": "gpu"}, description="node labels GPU steps are scheduled on"
     )

@@ -19,8 +19,9 @@ from typing import Any
 
 from . import storage
 from .errors import StepFailed, UserError
+from .images import Placement
+from .pods import pod_placement
 from .progress import log
-from .registry import Placement
 from .spec import ClusterSpec
 
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "tfjobs"
@@ -38,20 +39,21 @@ def tfjob_manifest(name: str, *, workers: int, placement: Placement, arguments: 
     train task's placement (its image; a GPU, the GPU pool's node selector and tolerations when it has one)."""
     if workers < 2:
         raise ValueError(f"a TFJob trains with at least 2 workers, not {workers}; one worker is a plain step pod")
+    where = pod_placement(placement, cluster)
     container: dict[str, Any] = {
         "name": CONTAINER,
-        "image": placement.image(cluster.image_repository),
+        "image": where.image,
         "command": ["modelpress"],
         "args": list(arguments),
         "envFrom": [{"secretRef": {"name": cluster.secret_name, "optional": True}}],  # the S3 keys
     }
     pod: dict[str, Any] = {"serviceAccountName": cluster.service_account, "containers": [container]}
-    if placement.gpu:
-        container["resources"] = {"limits": {cluster.gpu_resource: "1"}}
-        pod["nodeSelector"] = dict(cluster.gpu_node_selector)
-        pod["tolerations"] = [t.model_dump(exclude_none=True) for t in cluster.gpu_tolerations]
-    elif cluster.cpu_node_selector:
-        pod["nodeSelector"] = dict(cluster.cpu_node_selector)
+    if where.gpu_limits:
+        container["resources"] = {"limits": dict(where.gpu_limits)}
+    if where.node_selector:
+        pod["nodeSelector"] = where.node_selector
+    if where.tolerations:
+        pod["tolerations"] = where.tolerations
 
     def replicas(count: int) -> dict[str, Any]:
         return {"replicas": count, "restartPolicy": "OnFailure", "template": {"spec": copy.deepcopy(pod)}}
@@ -85,16 +87,7 @@ def with_run_values(manifest: dict[str, Any], output: str, overrides: dict[str, 
         (container,) = replica["template"]["spec"]["containers"]
         arguments = container["args"]
         arguments[arguments.index(OUTPUT_PLACEHOLDER)] = output
-        config_at = arguments.index("--config") + 1
-        config = json.loads(arguments[config_at])
-        for path, value in overrides.items():
-            if value is not None:
-                *parents, leaf = path.split(".")
-                node = config
-                for key in parents:
-                    node = node.setdefault(key, {})
-                node[leaf] = value
-        arguments[config_at] = json.dumps(config)
+        arguments += [a for path, value in overrides.items() if value is not None for a in ("--set", f"{path}={json.dumps(value)}")]
         for name, uri in inputs.items():
             arguments += ["--input", f"{name}={uri}"]
     return manifest

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 from kfp import compiler
-
-from dags.modelpress_airflow import MODE_ENV, WORKFLOWS_ENV, build_dag, workflow_dags
 from modelpress._core.cli import main
 from modelpress._core.errors import UserError
-from modelpress._core.registry import STEPS, image_for
+from modelpress._core.images import image_for
+from modelpress._core.registry import STEPS
 from modelpress._core.runner import KIND_FOLDERS
 from modelpress._core.spec import load_workflow
+
+from dags.modelpress_airflow import MODE_ENV, WORKFLOWS_ENV, build_dag, workflow_dags
 from pipelines.compiler import build_pipeline
 from pipelines.components import step_component
 from tests.conftest import ROOT
@@ -37,12 +38,12 @@ targets: [saved_model, tflite_fp32, onnx]
 push: {uri: s3://models/registry}
 serving: {base_path: s3://models/serving}
 """
-# A CPU target in the fan-out and a TensorRT target beside it, in its own image on the GPU pool.
+# Targets of every image: tf (TFLite, ONNX), openvino, and tensorrt on the GPU pool; each image its own fan-out.
 MIXED_TARGETS = """\
 name: mixed-targets
 model: {zoo: mlp, params: {hidden: [32]}}
 data: {source: digits}
-targets: [saved_model, tflite_int8, tensorrt_fp16]
+targets: [saved_model, tflite_int8, onnx, openvino_int8, tensorrt_fp16]
 push: {uri: s3://models/registry}
 """
 WORKFLOWS = {"all_steps": ALL_STEPS, "mixed_targets": MIXED_TARGETS} | {
@@ -85,8 +86,8 @@ def kfp_tasks(pipeline_path: Path) -> dict[str, dict]:
             outputs = [n for n in component["outputDefinitions"]["artifacts"] if n.startswith("output_")]
             found[task["taskInfo"]["name"]] = {
                 "step": step,
-                "inputs": {
-                    (re.sub(r"_\d+$", "", name) if re.sub(r"_\d+$", "", name) in list_inputs else name, producer)
+                "inputs": {  # a list input arrives as name_<image> (a fan-out's collected outputs) and name_<n>
+                    (name.rsplit("_", 1)[0] if name.rsplit("_", 1)[0] in list_inputs else name, producer)
                     for name, names in sources.items()
                     for producer in names
                 },
@@ -160,17 +161,20 @@ def test_pipeline_and_dag_have_the_same_steps_inputs_outputs_images_and_gpus(nam
         assert not missing, f"registered steps {sorted(missing)} are not in ALL_STEPS; add them so parity covers them"
         assert in_kfp["train"]["gpu"] == "1" and in_kfp["push"]["gpu"] is None
         assert ("hyperparameters", "tune") in in_kfp["train"]["inputs"]
-        assert in_kfp["push"]["inputs"] >= {("validations", "validate_convert"), ("validations", "validate_distill")}
+        assert in_kfp["push"]["inputs"] >= {("validations", "validate_convert_tf"), ("validations", "validate_distill")}
     gpu_steps = [t for t in in_kfp.values() if t["gpu"] and "tensorrt" not in t["image"]]
     assert all(t["image"].endswith("-gpu") for t in gpu_steps)  # a GPU step runs in TF's CUDA build, not the CPU one
     if name == "mixed_targets":
-        for task in ("convert_tensorrt_fp16", "validate_convert_tensorrt_fp16"):
+        for task in ("convert_tensorrt", "validate_convert_tensorrt"):
             assert (in_kfp[task]["image"], in_kfp[task]["gpu"]) == (image_for("tensorrt"), "1"), task
             assert in_kfp[task]["node_selector"] == {"modelpress.io/pool": "gpu"} and in_kfp[task]["tolerations"], task
-        assert (in_kfp["convert"]["image"], in_kfp["convert"]["gpu"]) == (image_for("openvino"), None)
-        assert ("model", "convert_tensorrt_fp16") in in_kfp["validate_convert_tensorrt_fp16"]["inputs"]
+        for image in ("tf", "openvino"):  # convert and validate of a target run in the image carrying its runtime
+            for task in (f"convert_{image}", f"validate_convert_{image}"):
+                assert (in_kfp[task]["image"], in_kfp[task]["gpu"]) == (image_for(image), None), task
+        assert ("model", "convert_tensorrt") in in_kfp["validate_convert_tensorrt"]["inputs"]
         assert in_kfp["push"]["inputs"] == {
-            ("validations", "validate_train"), ("validations", "validate_convert"), ("validations", "validate_convert_tensorrt_fp16")
+            ("validations", "validate_train"), ("validations", "validate_convert_tf"),
+            ("validations", "validate_convert_openvino"), ("validations", "validate_convert_tensorrt"),
         }  # fmt: skip
 
 
@@ -205,12 +209,12 @@ def test_bad_workflow_fails_compile_with_one_line(problem, target, capsys, tmp_p
     assert not (tmp_path / "out").exists()  # nothing written
 
 
-def test_step_without_an_image_fails_both_adapters(cluster_mode, monkeypatch, adapter_workflow, tmp_path):
-    monkeypatch.setitem(STEPS, "validate", dataclasses.replace(STEPS["validate"], image="cuda"))
+def test_step_needing_what_no_image_carries_fails_both_adapters(cluster_mode, monkeypatch, adapter_workflow, tmp_path):
+    monkeypatch.setitem(STEPS, "validate", dataclasses.replace(STEPS["validate"], extras=("tf", "cuda")))
     step_component.cache_clear()  # components are cached per step name; this one must be built again
     try:
         workflow = load_workflow(adapter_workflow())
-        expected = "no image for dependency set 'cuda'; known sets: base, tf, openvino, tensorrt"
+        expected = "no image carries all of cuda, tf; add a set to DEPENDENCY_SETS"
         with pytest.raises(UserError, match=re.escape(expected)):
             compiler.Compiler().compile(build_pipeline(workflow), str(tmp_path / "p.yaml"))
         folder = adapter_workflow().parent

@@ -13,11 +13,17 @@ import kubernetes_validate
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 from kubernetes.client import ApiClient
-
-from dags.modelpress_airflow import MODE_ENV, RUN_ROOT_ENV, WORKFLOWS_ENV, workflow_dags
+from modelpress._core.images import image_for
 from modelpress._core.plan import build_plan
-from modelpress._core.registry import image_for
 from modelpress._core.spec import load_workflow
+
+from dags.modelpress_airflow import (
+    MODE_ENV,
+    RUN_PREFIX,
+    RUN_ROOT_ENV,
+    WORKFLOWS_ENV,
+    workflow_dags,
+)
 from tests.conftest import ROOT
 
 DAGS = ROOT / "dags"
@@ -67,13 +73,16 @@ def test_dag_takes_schedule_asset_retries_and_step_names_from_the_spec(workflows
 
     weekly = dags["weekly"]
     assert weekly.schedule == "@weekly" and weekly.max_active_runs == 1
-    tensorrt = {"convert_tensorrt_fp16", "validate_convert_tensorrt_fp16"}  # beside the group: its own image, a GPU
-    assert set(weekly.task_ids) == {"train", "validate_train", "convert", "validate_convert", *tensorrt, "push"}
-    targets = weekly.task_group_dict["targets"]  # one mapped task group: index i is target i's convert -> validate
-    assert type(targets).__name__ == "MappedTaskGroup" and set(targets.children) == {"convert", "validate_convert"}
+    # One mapped task group per image the targets run in: index i is that image's target i, convert -> validate.
+    fanned = {"convert_tf", "validate_convert_tf", "convert_tensorrt", "validate_convert_tensorrt"}
+    assert set(weekly.task_ids) == {"train", "validate_train", *fanned, "push"}
+    for image in ("tf", "tensorrt"):
+        targets = weekly.task_group_dict[f"targets_{image}"]
+        assert type(targets).__name__ == "MappedTaskGroup"
+        assert set(targets.children) == {f"convert_{image}", f"validate_convert_{image}"}
     train = weekly.get_task("train")
     assert train.retries == 2 and train.retry_exponential_backoff and train.retry_delay == timedelta(seconds=30)
-    assert set(weekly.get_task("push").upstream_task_ids) == {"validate_train", "validate_convert", "validate_convert_tensorrt_fp16"}
+    assert set(weekly.get_task("push").upstream_task_ids) == {"validate_train", "validate_convert_tf", "validate_convert_tensorrt"}
 
     on_data, both = dags["on_data"].timetable, dags["both"].timetable  # a new data drop triggers a run
     assert [asset.uri for asset in on_data.asset_condition.objects] == ["s3://drops/digits"]
@@ -133,27 +142,43 @@ def test_gpu_step_pod_has_image_command_gpu_limit_tolerations_and_node_selector(
     assert cpu.args[cpu.args.index("--input") + 1] == "model=s3://runs/gpu/scheduled__2026-01-05/artifacts/train"
 
 
-def test_tensorrt_target_runs_beside_the_targets_group_in_its_image_on_the_gpu_pool(workflows, adapter_workflow, monkeypatch):
+def test_targets_fan_out_per_image_and_tensorrt_runs_on_the_gpu_pool(workflows, adapter_workflow, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps({"conn_type": "kubernetes", "extra": {"kube_config": KUBE_CONFIG}}))
-    adapter_workflow("mixed", folder=workflows, targets="[tflite_int8, tensorrt_fp16]", extra="push: {}\n")
+    adapter_workflow("mixed", folder=workflows, targets="[tflite_int8, onnx, openvino_int8, tensorrt_fp16]", extra="push: {}\n")
     dag = workflow_dags()["mixed"]
-    assert set(dag.task_group_dict["targets"].children) == {"convert", "validate_convert"}
-    mapped = [item["convert"] for item in dag.get_task("convert").arguments._input.value]  # MappedArgument internals
-    assert [json.loads(a[a.index("--config") + 1])["format"] for a in mapped] == ["tflite_int8"]  # the group maps it alone
-    assert set(dag.get_task("push").upstream_task_ids) == {"validate_train", "validate_convert", "validate_convert_tensorrt_fp16"}
-    assert set(dag.get_task("validate_convert_tensorrt_fp16").upstream_task_ids) == {"convert_tensorrt_fp16", "validate_train"}
-    for task_id in ("convert_tensorrt_fp16", "validate_convert_tensorrt_fp16"):
+
+    def mapped_formats(task_id: str) -> list[str]:
+        mapped = [item["convert"] for item in dag.get_task(task_id).arguments._input.value]  # MappedArgument internals
+        return [json.loads(a[a.index("--config") + 1])["format"] for a in mapped]
+
+    assert mapped_formats("convert_tf") == ["tflite_int8", "onnx"]  # tf carries tf2onnx
+    assert mapped_formats("convert_openvino") == ["openvino_int8"]
+    assert mapped_formats("convert_tensorrt") == ["tensorrt_fp16"]
+    validations = {f"validate_convert_{image}" for image in ("tf", "openvino", "tensorrt")}
+    assert set(dag.get_task("push").upstream_task_ids) == {"validate_train", *validations}
+    assert set(dag.get_task("validate_convert_tensorrt").upstream_task_ids) == {"convert_tensorrt", "validate_train"}
+    for task_id, image, gpu in [
+        ("convert_tensorrt", "tensorrt", True), ("validate_convert_tensorrt", "tensorrt", True),
+        ("convert_openvino", "openvino", False), ("validate_convert_openvino", "openvino", False),
+        ("convert_tf", "tf", False), ("validate_convert_tf", "tf", False),
+    ]:  # fmt: skip
         task = dag.get_task(task_id)
-        ti = SimpleNamespace(dag_id=dag.dag_id, task_id=task_id, map_index=-1, try_number=1)
-        context = {"params": {"run_root": "s3://runs"}, "dag": dag, "run_id": "manual__1", "ti": ti}
-        task.render_template_fields(context)
-        pod = task.build_pod_request_obj(context)
-        container = pod.spec.containers[0]
-        assert container.image == image_for("tensorrt") and container.resources.limits == {"nvidia.com/gpu": "1"}
-        assert pod.spec.node_selector == {"modelpress.io/pool": "gpu"}
-        assert [(t.key, t.operator, t.effect) for t in pod.spec.tolerations] == [("nvidia.com/gpu", "Exists", "NoSchedule")]
-    convert = dag.get_task("convert_tensorrt_fp16").arguments
-    assert json.loads(convert[convert.index("--config") + 1])["format"] == "tensorrt_fp16"
+        assert task.image == image_for(image), task_id  # convert and validate of a target share the image
+        if gpu:
+            assert task.container_resources.limits == {"nvidia.com/gpu": "1"} and task.node_selector == {"modelpress.io/pool": "gpu"}
+            assert [(t.key, t.operator, t.effect) for t in task.tolerations] == [("nvidia.com/gpu", "Exists", "NoSchedule")]
+        else:
+            assert task.container_resources is None and not task.tolerations
+
+
+def test_a_folder_run_root_fails_the_pod_task_at_once_without_retries(workflows, adapter_workflow):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    adapter_workflow("folder_root", folder=workflows, targets="[saved_model]")
+    task = workflow_dags()["folder_root"].get_task("train")
+    task.arguments = [a.replace(RUN_PREFIX, "/data/runs/x") for a in task.arguments]
+    with pytest.raises(AirflowFailException, match="run_root must be an s3:// prefix on the cluster"):
+        task.execute({})
 
 
 def test_dag_test_runs_tiny_workflow_end_to_end_in_local_mode(airflow_db, workflows, adapter_workflow, monkeypatch, tmp_path):
@@ -165,12 +190,11 @@ def test_dag_test_runs_tiny_workflow_end_to_end_in_local_mode(airflow_db, workfl
     run = dag.test()
 
     states = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
-    # TensorRT runs apart from the targets' fan-out (its own image, a GPU); skipped on this machine (no GPU), and
-    # only its own chain is
-    tensorrt = {("convert_tensorrt_fp16", -1), ("validate_convert_tensorrt_fp16", -1)}
+    # TensorRT fans out on its own (its own image, a GPU); skipped on this machine (no GPU), and only its own chain is
+    tensorrt = {("convert_tensorrt", 0), ("validate_convert_tensorrt", 0)}
     assert {k: v for k, v in states.items() if k in tensorrt} == dict.fromkeys(tensorrt, "skipped")
     assert {v for k, v in states.items() if k not in tensorrt} == {"success"}, states
-    assert {k for k in states if k[0] in ("convert", "validate_convert")} == {("convert", 0), ("validate_convert", 0)}
+    assert {k for k in states if k[0] in ("convert_tf", "validate_convert_tf")} == {("convert_tf", 0), ("validate_convert_tf", 0)}
     run_folder = tmp_path / "runs" / "tiny" / run.run_id
     blessings = {p.parent.name: json.loads(p.read_text()) for p in run_folder.glob("validation/*/blessing.json")}
     assert set(blessings) == {"train", "tflite_fp32"} and all(b["blessed"] for b in blessings.values())

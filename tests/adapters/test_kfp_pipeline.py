@@ -9,9 +9,9 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
-
-from modelpress._core.registry import image_for
+from modelpress._core.images import image_for
 from modelpress._core.spec import load_workflow
+
 from pipelines.compiler import build_pipeline
 from tests.conftest import ROOT
 
@@ -63,7 +63,7 @@ def test_no_compiled_pipeline_without_its_example():
 def test_ir_has_parameters_gpu_placement_fan_out_and_blessing_gate(cli, adapter_workflow, tmp_path):
     workflow = adapter_workflow(
         targets="[saved_model, tflite_fp32, onnx]",
-        extra="push: {uri: s3://models/registry}\nserving: {base_path: /srv/models}\n"
+        extra="push: {uri: s3://models/registry}\nserving: {base_path: s3://models/serving}\n"
         "cluster: {gpu_node_selector: {pool: a100}, gpu_tolerations: [{key: gpu, operator: Equal, value: 'yes'}]}\n"
     )
     pipeline, platform = compiled(cli, workflow, tmp_path)
@@ -72,7 +72,7 @@ def test_ir_has_parameters_gpu_placement_fan_out_and_blessing_gate(cli, adapter_
     }  # fmt: skip
 
     tasks = all_dag_tasks(pipeline)
-    assert set(tasks) == {"train", "validate_train", "convert", "validate_convert", "push", "deploy"}
+    assert set(tasks) == {"train", "validate_train", "convert_tf", "validate_convert_tf", "push", "deploy"}
     executors = pipeline["deploymentSpec"]["executors"]
 
     def executor(name: str) -> str:
@@ -81,13 +81,14 @@ def test_ir_has_parameters_gpu_placement_fan_out_and_blessing_gate(cli, adapter_
 
     train = executors[executor("train")]["container"]
     assert train["image"] == image_for("tf", gpu=True) and train["image"].endswith("-gpu")  # TF's CUDA build
+    # KFP's open-source driver makes the accelerator type the name of the pod's resource limit: the resource name.
     accelerator = train["resources"]["accelerator"]
-    assert (accelerator["resourceType"], accelerator["resourceCount"]) == ("nvidia-tesla-t4", "1")
+    assert (accelerator["resourceType"], accelerator["resourceCount"]) == ("nvidia.com/gpu", "1")
     assert platform[executor("train")]["nodeSelector"] == {"labels": {"pool": "a100"}}
     assert platform[executor("train")]["tolerations"] == [{"key": "gpu", "operator": "Equal", "value": "yes", "effect": "NoSchedule"}]
-    convert = executors[executor("convert")]["container"]
-    assert convert["image"] == image_for("openvino") and "resources" not in convert
-    assert "tolerations" not in platform[executor("convert")]
+    convert = executors[executor("convert_tf")]["container"]
+    assert convert["image"] == image_for("tf") and "resources" not in convert  # tf carries tf2onnx for the onnx target
+    assert "tolerations" not in platform[executor("convert_tf")]
     for container in (executors[executor(name)]["container"] for name in tasks):
         assert "pip install" not in " ".join(container["command"])  # the image carries modelpress
 
@@ -102,44 +103,83 @@ def test_ir_has_parameters_gpu_placement_fan_out_and_blessing_gate(cli, adapter_
     assert [t["taskInfo"]["name"] for t in gated.values()] == ["deploy"]
 
     assert tasks["train"]["cachingOptions"] == {"enableCache": True}
-    assert tasks["validate_convert"]["cachingOptions"] == {"enableCache": True}
+    assert tasks["validate_convert_tf"]["cachingOptions"] == {"enableCache": True}
     assert tasks["push"]["cachingOptions"] == {} and tasks["deploy"]["cachingOptions"] == {}  # publishing always runs
 
 
-def test_tensorrt_target_runs_apart_from_the_fan_out_in_its_image_on_the_gpu_pool(cli, adapter_workflow, tmp_path):
-    """A fan-out carries one image and one resource request: a TensorRT target's convert and validation are tasks of
-    their own, in the tensorrt image with a GPU, read by push like the fanned-out validations."""
-    workflow = adapter_workflow(targets="[tflite_int8, tensorrt_fp16]", extra="push: {uri: s3://models/registry}\n")
+def test_targets_fan_out_per_image_that_carries_their_runtime_and_tensorrt_runs_on_the_gpu_pool(cli, adapter_workflow, tmp_path):
+    """A fan-out carries one image and one resource request: targets fan out per image that has their runtime (tf:
+    TFLite and tf2onnx; openvino: OpenVINO; tensorrt: TensorRT, on a GPU). Convert and validate of a target share
+    that image, and push reads every fan-out's validations."""
+    workflow = adapter_workflow(targets="[tflite_int8, onnx, openvino_int8, tensorrt_fp16]", extra="push: {uri: s3://models/registry}\n")
     pipeline, platform = compiled(cli, workflow, tmp_path)
     tasks = all_dag_tasks(pipeline)
-    tensorrt = ("convert_tensorrt_fp16", "validate_convert_tensorrt_fp16")
-    assert set(tasks) == {"train", "validate_train", "convert", "validate_convert", *tensorrt, "push"}
+    fanned = {f"{kind}_{image}" for kind in ("convert", "validate_convert") for image in ("tf", "openvino", "tensorrt")}
+    assert set(tasks) == {"train", "validate_train", *fanned, "push"}
     executors = pipeline["deploymentSpec"]["executors"]
 
     def executor(name: str) -> str:
         return pipeline["components"][tasks[name]["componentRef"]["name"]]["executorLabel"]
 
-    for name in tensorrt:
+    for name in ("convert_tensorrt", "validate_convert_tensorrt"):
         container = executors[executor(name)]["container"]
         assert container["image"] == image_for("tensorrt")
         accelerator = container["resources"]["accelerator"]
-        assert (accelerator["resourceType"], accelerator["resourceCount"]) == ("nvidia-tesla-t4", "1")
+        assert (accelerator["resourceType"], accelerator["resourceCount"]) == ("nvidia.com/gpu", "1")
         assert platform[executor(name)]["nodeSelector"] == {"labels": {"modelpress.io/pool": "gpu"}}
         assert platform[executor(name)]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    assert json.loads(tasks["convert_tensorrt_fp16"]["inputs"]["parameters"]["config"]["runtimeValue"]["constant"])["format"] == "tensorrt_fp16"
-
-    # The fan-out keeps the CPU targets, in the convert step's own image and without a GPU.
-    fan_out = next(t for t in pipeline["root"]["dag"]["tasks"].values() if "parameterIterator" in t)
-    assert [json.loads(item["convert"])["format"] for item in json.loads(fan_out["parameterIterator"]["items"]["raw"])] == ["tflite_int8"]
-    for name in ("convert", "validate_convert"):
-        container = executors[executor(name)]["container"]
-        assert "resources" not in container and "tolerations" not in platform[executor(name)]
-    assert executors[executor("convert")]["container"]["image"] == image_for("openvino")
-    assert executors[executor("validate_convert")]["container"]["image"] == image_for("tf")
+    loops = {t["taskInfo"]["name"]: t for t in pipeline["root"]["dag"]["tasks"].values() if "parameterIterator" in t}
+    formats = {name: [json.loads(i["convert"])["format"] for i in json.loads(t["parameterIterator"]["items"]["raw"])] for name, t in loops.items()}
+    assert formats == {"targets_tf": ["tflite_int8", "onnx"], "targets_openvino": ["openvino_int8"], "targets_tensorrt": ["tensorrt_fp16"]}
+    for image in ("tf", "openvino"):
+        for name in (f"convert_{image}", f"validate_convert_{image}"):
+            container = executors[executor(name)]["container"]
+            assert container["image"] == image_for(image) and "resources" not in container, name
+            assert "tolerations" not in platform[executor(name)]
 
     names = {key: task["taskInfo"]["name"] for key, task in pipeline["root"]["dag"]["tasks"].items()}
-    assert {names[key] for key in tasks["push"]["dependentTasks"]} == {"targets", "validate_train", "validate_convert_tensorrt_fp16"}
-    assert set(tasks["push"]["inputs"]["artifacts"]) == {"validations", "validations_1", "validations_2"}
+    assert {names[key] for key in tasks["push"]["dependentTasks"]} == {*loops, "validate_train"}
+    assert set(tasks["push"]["inputs"]["artifacts"]) == {"validations_tf", "validations_openvino", "validations_tensorrt", "validations_1"}
+
+
+def test_vertex_platform_requests_its_accelerator_type(cli, adapter_workflow, tmp_path):
+    workflow = adapter_workflow(targets="[saved_model]", extra="cluster: {platform: vertex, gpu_accelerator: NVIDIA_L4}\n")
+    pipeline, _ = compiled(cli, workflow, tmp_path)
+    executors = pipeline["deploymentSpec"]["executors"]
+    train = pipeline["components"][all_dag_tasks(pipeline)["train"]["componentRef"]["name"]]["executorLabel"]
+    assert executors[train]["container"]["resources"]["accelerator"]["resourceType"] == "NVIDIA_L4"
+
+
+@pytest.mark.parametrize(
+    "extra, key",
+    [
+        ("push: {uri: /srv/registry}\n", "push.uri: '/srv/registry' is a path on the pod's own disk"),
+        ("serving: {base_path: models}\n", "serving.base_path: 'models' is a path on the pod's own disk"),
+        ("cluster: {image_tag: null}\n", None),
+    ],
+    ids=["push_local", "serving_local", "defaults_ok"],
+)
+def test_outputs_on_a_pods_own_disk_are_a_compile_error_naming_the_key(cli, adapter_workflow, tmp_path, extra, key):
+    result = cli("compile", "kfp", str(adapter_workflow(targets="[saved_model]", extra=extra)), "-o", str(tmp_path / "p.yaml"))
+    if key is None:  # the defaults (<run>/registry, <run>/serving) live in the run's own storage
+        assert result.returncode == 0, result.stderr
+    else:
+        assert result.returncode == 2 and key in result.stderr and "s3://" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "p.yaml").exists()
+
+
+def test_a_builder_module_missing_from_the_images_is_a_compile_error(cli, adapter_workflow, tmp_path):
+    workflow = adapter_workflow(targets="[saved_model]")
+    workflow.write_text(workflow.read_text().replace("  zoo: mlp\n  params: {hidden: [32]}\n", "  builder: acme_models.nets:build\n"))
+    result = cli("compile", "kfp", str(workflow), "-o", str(tmp_path / "p.yaml"))
+    assert result.returncode == 2 and "module 'acme_models.nets' is not in the stock images" in result.stderr
+    assert "modelpress images --with" in result.stderr and "cluster.image_tag" in result.stderr
+    with_tag = workflow.read_text() + "cluster: {image_tag: 0.1.0-acme-models-1a2b3c4d}\n"
+    workflow.write_text(with_tag)
+    pipeline, _ = compiled(cli, workflow, tmp_path)
+    images = {e["container"]["image"] for e in pipeline["deploymentSpec"]["executors"].values()}
+    assert image_for("tf", tag="0.1.0-acme-models-1a2b3c4d", gpu=True) in images
+    assert all("0.1.0-acme-models-1a2b3c4d" in image for image in images)
 
 
 @pytest.fixture
@@ -153,18 +193,18 @@ def kfp_local(tmp_path):
 
 
 def executor_outputs(root: Path, task: str) -> list[dict]:
+    """The executor outputs of a task (a glob under the run: a fan-out's tasks sit in for-loop-N-iteration-I/)."""
     return [json.loads(p.read_text()) for p in sorted(root.glob(f"*/{task}/executor_output.json"))]
 
 
 def test_kfp_local_runs_tiny_workflow_to_s3_and_serving(kfp_local, s3, adapter_workflow, tmp_path):
-    serving = tmp_path / "serving"
-    workflow = adapter_workflow(extra=f"push: {{uri: s3://{s3}/registry}}\nserving: {{base_path: {serving}}}\n")
+    workflow = adapter_workflow(extra=f"push: {{uri: s3://{s3}/registry}}\nserving: {{base_path: s3://{s3}/serving}}\n")
     build_pipeline(load_workflow(workflow))()  # raises when any task fails
 
     client = boto3.client("s3")
     manifest = json.loads(client.get_object(Bucket=s3, Key="registry/tiny/1/manifest.json")["Body"].read())
     assert sorted(a["name"] for a in manifest["artifacts"]) == ["tflite_fp32", "train"]  # TensorRT skipped: no GPU
-    assert (serving / "tiny" / "1" / "saved_model.pb").exists()
+    client.head_object(Bucket=s3, Key="serving/tiny/1/saved_model.pb")
 
     (validation,) = executor_outputs(kfp_local, "validate")
     assert validation["parameterValues"] == {"Output": True}
@@ -176,15 +216,15 @@ def test_kfp_local_runs_tiny_workflow_to_s3_and_serving(kfp_local, s3, adapter_w
     assert "<table>" in report and "train" in report
     (tflite,) = [o["artifacts"]["metrics"]["artifacts"][0]["metadata"] for o in executor_outputs(kfp_local, "for-loop-*/validate-2")]
     assert tflite["accuracy"] > 0.6
-    # TensorRT runs apart from the fan-out (validate-3: the third validate task KFP names); its convert skipped, so
-    # its validation did
-    (tensorrt,) = [o["artifacts"]["metrics"]["artifacts"][0]["metadata"] for o in executor_outputs(kfp_local, "validate-3")]
+    # TensorRT fans out on its own (validate-3: the third validate task KFP names); its convert skipped, so its
+    # validation did
+    (tensorrt,) = [o["artifacts"]["metrics"]["artifacts"][0]["metadata"] for o in executor_outputs(kfp_local, "for-loop-*/validate-3")]
     assert tensorrt == {"skipped": "its input 'model' was skipped"}
 
 
-def test_kfp_local_gate_parameter_stops_push_and_deploy(kfp_local, adapter_workflow, tmp_path):
+def test_kfp_local_gate_parameter_stops_push_and_deploy(kfp_local, s3, adapter_workflow, tmp_path):
     """A gate set in the UI (pipeline parameter) that the model misses: validation says no, nothing is published."""
-    registry, serving = tmp_path / "registry", tmp_path / "serving"
+    registry, serving = f"s3://{s3}/registry", f"s3://{s3}/serving"
     workflow = adapter_workflow(targets="[saved_model]", extra=f"push: {{uri: {registry}}}\nserving: {{base_path: {serving}}}\n")
     build_pipeline(load_workflow(workflow))(min_accuracy=0.999)
 
@@ -192,12 +232,12 @@ def test_kfp_local_gate_parameter_stops_push_and_deploy(kfp_local, adapter_workf
     assert validation["parameterValues"] == {"Output": False}
     blessing = json.loads(next(kfp_local.glob("*/validate/output_validation/blessing.json")).read_text())
     assert blessing["thresholds"]["min_accuracy"] == 0.999 and "below min_accuracy 0.9990" in blessing["reasons"][0]
-    assert not executor_outputs(kfp_local, "*deploy") and not serving.exists()  # dsl.If on the blessing
+    assert not executor_outputs(kfp_local, "*deploy")  # dsl.If on the blessing
     (push,) = executor_outputs(kfp_local, "push")
     assert push["artifacts"]["metrics"]["artifacts"][0]["metadata"] == {
         "skipped": "no validation it reads blessed its model; nothing to publish"
     }
-    assert not registry.exists()
+    assert boto3.client("s3").list_objects_v2(Bucket=s3).get("KeyCount") == 0  # no release, no serving files
 
 
 def test_ui_parameters_cover_data_epochs_compression_gates_and_push(cli, tmp_path):

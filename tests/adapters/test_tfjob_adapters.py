@@ -9,10 +9,16 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-
-from dags.modelpress_airflow import MODE_ENV, WORKFLOWS_ENV, LocalStepOperator, workflow_dags
-from modelpress._core.registry import STEPS, image_for
+from modelpress._core.images import image_for
+from modelpress._core.registry import STEPS
 from modelpress._core.tfjob import OUTPUT_PLACEHOLDER, run_training_job, with_run_values
+
+from dags.modelpress_airflow import (
+    MODE_ENV,
+    WORKFLOWS_ENV,
+    LocalStepOperator,
+    workflow_dags,
+)
 from pipelines.compiler import compile_workflow
 from pipelines.components import step_parameters
 from pipelines.training_job import train_tfjob
@@ -76,7 +82,7 @@ def test_the_tfjob_task_takes_every_pipeline_parameter_train_has():
     assert {p.name for p in parameters} == set(signature.parameters) - {"manifest", "output_model", "metrics", "hyperparameters"}
     body = inspect.getsource(train_tfjob)
     for parameter in parameters:
-        assert f'"{parameter.paths[0]}": {parameter.name}' in body
+        assert f'"{parameter.path}": {parameter.name}' in body
 
 
 @pytest.fixture

@@ -7,11 +7,17 @@ import json
 
 import kubernetes_validate
 import pytest
-
 from modelpress._core.errors import UserError
-from modelpress._core.registry import STEPS, image_for
+from modelpress._core.images import image_for
+from modelpress._core.registry import STEPS
 from modelpress._core.spec import ClusterSpec
-from modelpress._core.tfjob import OUTPUT_PLACEHOLDER, job_state, tfjob_manifest, training_workers, with_run_values
+from modelpress._core.tfjob import (
+    OUTPUT_PLACEHOLDER,
+    job_state,
+    tfjob_manifest,
+    training_workers,
+    with_run_values,
+)
 from modelpress.train.config import TrainConfig
 from modelpress.validate.config import ValidateConfig
 
@@ -75,6 +81,11 @@ def test_one_worker_is_not_a_tfjob():
         manifest(workers=1)
 
 
+def original_config(template: dict) -> dict:
+    arguments = replica_pods(template)["Chief"]["containers"][0]["args"]
+    return json.loads(arguments[arguments.index("--config") + 1])
+
+
 def test_run_values_fill_output_parameters_and_inputs_in_every_replica():
     template = manifest()
     original = copy.deepcopy(template)
@@ -84,9 +95,10 @@ def test_run_values_fill_output_parameters_and_inputs_in_every_replica():
         arguments = pod["containers"][0]["args"]
         assert OUTPUT_PLACEHOLDER not in arguments
         assert arguments[arguments.index("--output") + 1] == "s3://bucket/run/train"
-        config = json.loads(arguments[arguments.index("--config") + 1])
-        assert config["train"] == {"epochs": 7, "workers": 3} and "path" not in config["data"]  # None: keep the spec's
-        assert arguments[-2:] == ["--input", "hyperparameters=s3://bucket/run/tune"]
+        # A run parameter reaches the replica as `--set`, which the task driver applies; None keeps the spec's value.
+        assert arguments[-4:] == ["--set", "train.epochs=7", "--input", "hyperparameters=s3://bucket/run/tune"]
+        assert json.loads(arguments[arguments.index("--config") + 1]) == original_config(original)
+        assert not any(a.startswith("data.path=") for a in arguments)
 
 
 def test_a_local_output_is_refused_because_the_chief_writes_from_its_own_pod():

@@ -1,0 +1,61 @@
+"""How a task's pod is placed on Kubernetes, from one function for the Kubeflow task, the Airflow pod and every
+TFJob replica: image, GPU limit, node selector and tolerations follow the task's placement and the workflow's
+`cluster:` section. Also the checks a cluster run needs before anything is compiled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import storage
+from .errors import UserError
+from .images import Placement
+from .spec import ClusterSpec, Workflow
+
+
+@dataclass(frozen=True)
+class PodPlacement:
+    image: str
+    gpu_limits: dict[str, str] = field(default_factory=dict)  # {resource name: "1"} for a GPU task
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = field(default_factory=list)  # Kubernetes toleration objects
+    # What KFP's set_accelerator_type takes: the Kubernetes resource name on Kubeflow (its driver makes it the limit's
+    # name), Vertex AI's accelerator type on Vertex.
+    accelerator: str | None = None
+
+
+def pod_placement(placement: Placement, cluster: ClusterSpec) -> PodPlacement:
+    image = placement.image(cluster.image_repository, cluster.image_tag)
+    if not placement.gpu:
+        return PodPlacement(image, node_selector=dict(cluster.cpu_node_selector))
+    accelerator = cluster.gpu_resource if cluster.platform == "kubeflow" else cluster.gpu_accelerator
+    return PodPlacement(
+        image,
+        gpu_limits={cluster.gpu_resource: "1"},
+        node_selector=dict(cluster.gpu_node_selector),
+        tolerations=[t.model_dump(exclude_none=True) for t in cluster.gpu_tolerations],
+        accelerator=accelerator,
+    )
+
+
+def check_cluster_workflow(workflow: Workflow) -> None:
+    """What would fail only on the cluster, refused when compiling: a push or serving path on the pod's own disk
+    (their defaults, <run>/registry and <run>/serving, sit in the run's object storage: the pipeline root or the
+    DAG's run_root), and a builder package the images do not carry."""
+    for section, key in (("push", "uri"), ("serving", "base_path")):
+        value = getattr(getattr(workflow, section), key, None) if getattr(workflow, section) is not None else None
+        if value is not None and not storage.is_s3(value):
+            raise UserError(
+                f"{section}.{key}: '{value}' is a path on the pod's own disk, lost when the pod ends; "
+                f"set an s3:// URI, or leave it unset for the run's own storage",
+                (section, key),
+            )
+    builder = workflow.model.builder
+    if builder and not builder.startswith("modelpress.") and workflow.cluster.image_tag is None:
+        module = builder.partition(":")[0]
+        raise UserError(
+            f"model.builder: module '{module}' is not in the stock images; build images that carry it "
+            "(modelpress images --with PATH_OR_PACKAGE) and set cluster.image_tag to the tag it prints",
+            ("model", "builder"),
+        )
