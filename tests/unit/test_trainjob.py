@@ -19,9 +19,9 @@ from modelpress._core.tfjob import OUTPUT_PLACEHOLDER, tfjob_manifest
 from modelpress._core.trainjob import (
     RUNTIME,
     trained_metrics,
+    training_job_manifest,
     trainjob_manifest,
     trainjob_state,
-    training_job_manifest,
     with_run_values,
 )
 from modelpress.train.step import tf_config_cluster
