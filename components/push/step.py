@@ -222,7 +222,7 @@ def choose_version(root: str, model: str, digest: str, run_id: str, pinned: int 
     while True:
         claim = releases.claim_version(root, model, version, digest, run_id)
         if claim["run_id"] == run_id:
-            return version, False
+            return settle_claim(root, model, version, digest, run_id)
         if claim["digest"] == digest:
             releases.wait_for_version(root, model, version, digest, claim, SAME_BUNDLE_WAIT_S)
             return version, True
@@ -232,6 +232,21 @@ def choose_version(root: str, model: str, digest: str, run_id: str, pinned: int 
                 "unset push.version to publish the next one"
             )
         version += 1  # another push took this number first
+
+
+def settle_claim(root: str, model: str, version: int, digest: str, run_id: str) -> tuple[int, bool]:
+    """After winning `version`: if the same bundle was completed, or claimed at a lower number by another run, while
+    this push was choosing, give the number back and take that version, so one bundle never gets two versions."""
+    existing = releases.find_by_digest(root, model, digest)
+    rival = releases.open_claim(root, model, digest, run_id)
+    if existing is None and (rival is None or rival[0] >= version):
+        return version, False
+    storage.remove(releases.claim_uri(root, model, version))
+    if existing is not None:
+        log(f"{model}: these models became version {existing} meanwhile (digest {digest[:12]}); nothing uploaded")
+        return existing, True
+    releases.wait_for_version(root, model, rival[0], digest, rival[1], SAME_BUNDLE_WAIT_S)
+    return rival[0], True
 
 
 def publish(root, model, digest, run_id, bundle, files, blessed, rejected, metas, config: PushConfig) -> tuple[int, bool]:
