@@ -228,12 +228,12 @@ def _npz(spec: NpzData) -> Dataset:
                 "the training arrays)"
             )
         x = _features(_npz_array(archive, spec.x_key, spec.path), spec.x_key, spec)
-        y, names = _labels(_npz_array(archive, spec.y_key, spec.path).tolist(), spec.path, spec.num_classes)
+        y, names = _labels(_label_array(archive, spec.y_key, spec.path), spec.path, spec.num_classes)
         _same_length(x, y, spec.path, spec.x_key, spec.y_key)
         test = None
         if present:
             x_test = _features(_npz_array(archive, x_test_key, spec.path), x_test_key, spec)
-            y_test, _ = _labels(_npz_array(archive, y_test_key, spec.path).tolist(), spec.path, len(names), names)
+            y_test, _ = _labels(_label_array(archive, y_test_key, spec.path), spec.path, len(names), names)
             _same_length(x_test, y_test, spec.path, x_test_key, y_test_key)
             test = (x_test, y_test)
     return _split(x, y, spec, "npz", names, test=test)
@@ -250,9 +250,18 @@ def _npz_array(archive, key: str, where: str) -> np.ndarray:
         array = archive[key]
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise UserError(f"{where}: array '{key}' is unreadable ({_first_line(exc)}); save plain numeric arrays with numpy.savez") from None
+    if not isinstance(array, np.ndarray):  # a member without the .npy header comes back as its raw bytes
+        raise UserError(f"{where}: member '{key}' is not a numpy array; save the arrays with numpy.savez")
     if array.dtype.kind not in "biuf":
         raise UserError(f"{where}: array '{key}' holds {array.dtype} values; features and labels must be numbers")
     return array
+
+
+def _label_array(archive, key: str, where: str) -> list:
+    array = _npz_array(archive, key, where)
+    if array.ndim != 1:
+        raise UserError(f"{where}: array '{key}' has shape {array.shape}; labels must be one class per example, shape (N,)")
+    return array.tolist()
 
 
 def _features(array: np.ndarray, key: str, spec) -> np.ndarray:
@@ -330,8 +339,6 @@ def _labels(values: list, where: str, num_classes: int | None, names: list[str] 
     """
     if not values:
         raise UserError(f"{where} holds no examples; point data.path at a file with data")
-    if any(isinstance(v, (list, tuple)) for v in values[:1]):
-        raise UserError(f"{where}: labels must be one class per example (found a nested value); store a 1-D label array")
     try:
         floats = np.asarray(values, dtype=np.float64)
     except OverflowError:

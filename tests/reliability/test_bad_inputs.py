@@ -142,7 +142,7 @@ DATA: dict[str, tuple[Callable[[Path], Path], str, tuple[str, ...]]] = {
     "negative-label": (lambda t: labels(t, [0, 1, -1] * 20), "", ("out of range",)),
     "declared-classes-exceeded": (lambda t: labels(t, [0, 1, 2] * 20), "  num_classes: 2\n", ("label 2", "out of range 0..1")),
     "test-shape-differs": (lambda t: npz(t, x=rows()[0], y=rows()[1], x_test=np.zeros((9, 5), np.float32), y_test=np.arange(9) % 3), "", ("test examples have shape (5,)",)),
-    "two-dimensional-labels": (lambda t: npz(t, x=rows()[0], y=np.zeros((60, 2))), "", ("one class per example",)),
+    "two-dimensional-labels": (lambda t: npz(t, x=rows()[0], y=np.zeros((60, 2))), "", ("labels must be one class per example",)),
 }
 
 
