@@ -9,14 +9,15 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install demo test test-fast bench bench-techniques bench-push lint images clean help
+.PHONY: install demo test test-fast bench bench-techniques bench-push lint images images-gpu clean help
 
 help:
 	@echo "make demo    run examples/digits_mlp.yaml end to end into runs/demo"
 	@echo "make test    run the whole test suite"
 	@echo "make bench   run the reference benchmark (bench/)"
 	@echo "make lint    ruff over the project"
-	@echo "make images  build the container images (containers/; needs a Docker engine)"
+	@echo "make images  build the CPU container images: base, tf, openvino (containers/; needs a Docker engine)"
+	@echo "make images-gpu  also the CUDA build of tf and the tensorrt image"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,8 +29,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/modelpress run examples/digits_mlp.yaml --out runs/demo --overwrite
 
+# The container tests need an engine and the images: containers/test-engine.sh starts one where it can (root) and
+# builds them (layer-cached); elsewhere those tests skip and say why.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
+	PYTHON=$(BIN)/python sh containers/test-engine.sh
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q --durations=15
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
@@ -48,6 +52,9 @@ lint: $(STAMP)
 
 images: $(STAMP)
 	$(BIN)/python containers/build.py
+
+images-gpu: $(STAMP)
+	$(BIN)/python containers/build.py --gpu
 
 clean:
 	rm -rf runs .pytest_cache

@@ -46,12 +46,8 @@ from modelpress._core.pods import check_cluster_workflow, pod_placement
 from modelpress._core.registry import STEPS
 from modelpress._core.runner import output_uri
 from modelpress._core.spec import Workflow, load_workflow
-from modelpress._core.tfjob import (
-    OUTPUT_PLACEHOLDER,
-    run_training_job,
-    tfjob_manifest,
-    training_workers,
-)
+from modelpress._core.tfjob import OUTPUT_PLACEHOLDER, training_workers
+from modelpress._core.trainjob import run_training_job, training_job_manifest
 
 MODE_ENV = "MODELPRESS_AIRFLOW_MODE"  # "kubernetes" (default) or "local"
 WORKFLOWS_ENV = "MODELPRESS_WORKFLOWS_DIR"  # default: dags/workflows next to this file
@@ -195,10 +191,10 @@ def step_operator(task_id: str, task: Task, workflow: Workflow, arguments):
     if mode() == "local":
         return LocalStepOperator(task_id=task_id, arguments=arguments, trigger_rule=trigger_rule)
     workers = training_workers(task.step, task.config)
-    if workers > 1:  # multi-worker training: this task creates a TFJob (chief + workers) and waits for it
+    if workers > 1:  # multi-worker training: this task creates a TrainJob (or TFJob) and waits for it
         output = arguments[arguments.index("--output") + 1]
         command = [OUTPUT_PLACEHOLDER if a == output else a for a in arguments]
-        manifest = tfjob_manifest(
+        manifest = training_job_manifest(
             f"{workflow.name}-{task_id}", workers=workers, placement=placement(task), arguments=command, cluster=workflow.cluster
         )
         return PythonOperator(task_id=task_id, python_callable=run_training_job, op_kwargs={"manifest": manifest, "output": output})

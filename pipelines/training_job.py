@@ -1,6 +1,7 @@
-"""Kubeflow: multi-worker training (`train.workers > 1`) as a task that creates a TFJob and waits for it.
+"""Kubeflow: multi-worker training (`train.workers > 1`) as a task that creates a training job and waits for it.
 
-The manifest is `modelpress._core.tfjob.tfjob_manifest` (Chief + Workers, a GPU each), fixed at compile time with a
+The manifest is `modelpress._core.trainjob.training_job_manifest` (a Kubeflow Trainer v2 TrainJob, or a Training
+Operator TFJob with `cluster.training_operator: tfjob`; a GPU per worker), fixed at compile time with a
 placeholder where the run's output goes: the task's output artifact URI, which must be on S3 (s3:// pipeline root)
 because the chief writes it from its own pod. The task's pod only waits, in the base image; downstream tasks read
 its `output_model` like any train output. Pipeline parameters for train (data_uri, epochs) reach every replica.
@@ -15,7 +16,8 @@ from kfp import dsl
 from kfp.dsl import Artifact, Input, Metrics, Model, Output
 from modelpress._core.images import Placement, image_for
 from modelpress._core.spec import Workflow
-from modelpress._core.tfjob import OUTPUT_PLACEHOLDER, tfjob_manifest
+from modelpress._core.tfjob import OUTPUT_PLACEHOLDER
+from modelpress._core.trainjob import training_job_manifest
 
 
 def train_tfjob(
@@ -30,7 +32,7 @@ def train_tfjob(
     import json
     import os
 
-    from modelpress._core.tfjob import run_training_job, trained_metrics
+    from modelpress._core.trainjob import run_training_job, trained_metrics
 
     inputs = {"hyperparameters": hyperparameters.uri} if hyperparameters is not None else {}
     job = json.loads(manifest)
@@ -49,6 +51,6 @@ def training_job_task(workflow: Workflow, workers: int, placement: Placement, ar
     """The KFP task for a train plan task with `workers` > 1, whose replicas run in `placement` (the train task's),
     given the arguments of the train component."""
     command = ["step", "train", "--config", arguments["config"], "--output", OUTPUT_PLACEHOLDER, "--overwrite"]
-    manifest = tfjob_manifest(f"{workflow.name}-train", workers=workers, placement=placement, arguments=command, cluster=workflow.cluster)
+    manifest = training_job_manifest(f"{workflow.name}-train", workers=workers, placement=placement, arguments=command, cluster=workflow.cluster)
     component = training_job_component(workflow.cluster.image_repository, workflow.cluster.image_tag)
     return component(manifest=json.dumps(manifest), **{name: value for name, value in arguments.items() if name != "config"})

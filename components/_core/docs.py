@@ -61,7 +61,10 @@ def model_table(model: type[BaseModel], skip: tuple[str, ...] = ()) -> str:
 
 def reference() -> str:
     from . import spec
-    from .registry import GPU_TAG_SUFFIX, GPU_VARIANT_SETS, STEPS, TARGET_PLACEMENTS
+    from .formats import FORMATS
+    from .images import GPU_TAG_SUFFIX, GPU_VARIANT_SETS
+    from .plan import Task, placement
+    from .registry import STEPS
 
     sections = [
         ("Top level", spec.Workflow, ()),
@@ -102,13 +105,15 @@ def reference() -> str:
     for name, step in STEPS.items():
         inputs = ", ".join([*step.inputs, *(f"[{o}]" for o in step.optional_inputs)]) or "-"
         keys = ", ".join(f"`{k}`" for k in step.config.model_fields if k != "storage")
-        out.append(f"| `{name}` | {step.description} | {inputs} | {step.output} | {step.image} | {'yes' if step.gpu else 'no'} | {keys} |")
+        out.append(f"| `{name}` | {step.description} | {inputs} | {step.output} | {step.placement.dependency_set} | {'yes' if step.gpu else 'no'} | {keys} |")
     variants = ", ".join(f"`{name}`" for name in GPU_VARIANT_SETS)
     notes = [f"On the cluster a GPU step runs in the CUDA build of its image where there is one ({variants}: tag `<version>{GPU_TAG_SUFFIX}`)."]
-    for where in dict.fromkeys(TARGET_PLACEMENTS.values()):
-        formats = ", ".join(f"`{f}`" for f, p in TARGET_PLACEMENTS.items() if p == where)
+    by_place = {}
+    for name in FORMATS:
+        by_place.setdefault(placement(Task(name, "convert", None, target=name)), []).append(f"`{name}`")
+    for where, formats in by_place.items():
         gpu = ", with a GPU" if where.gpu else ""
-        notes.append(f"The convert and validate tasks of the targets {formats} run in the {where.dependency_set} image{gpu}.")
+        notes.append(f"The convert and validate tasks of {', '.join(formats)} run in the {where.dependency_set} image{gpu}.")
     out += ["", " ".join(notes)]
     return "\n".join(out).rstrip() + "\n"
 

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,16 +74,26 @@ def checkout_root() -> Path:
     return root
 
 
+def requirements(root: Path, extras: list[str]) -> list[str]:
+    """pyproject.toml's requirements of the extras (with the core's when `core`), sorted: a build argument."""
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    return sorted({r.replace(" ", "") for extra in extras for r in project["optional-dependencies"][extra]})
+
+
 def stock_builds(sets: list[str], gpu: bool, repository: str | None, python_image: str) -> list[ImageBuild]:
     root = checkout_root()
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    # The core, the common extras, kfp (the executor KFP's components call) and the build backend of the source layer.
+    common = sorted({r.replace(" ", "") for r in project["dependencies"]} | set(requirements(root, list(COMMON_EXTRAS))))
+    common += ["kfp", *project_build_requirements(root)]
     builds = []
     for name in sets:
         for variant in ([False, True] if gpu and name in GPU_VARIANT_SETS else [False]):
             extras = [e for e in extras_of(name, gpu=variant) if e not in COMMON_EXTRAS]
             arguments = {
                 "PYTHON_IMAGE": python_image,
-                "COMMON_EXTRAS": " ".join(COMMON_EXTRAS),
-                "EXTRAS": " ".join(extras),
+                "COMMON_REQUIREMENTS": " ".join(common),
+                "REQUIREMENTS": " ".join(requirements(root, extras)),
                 "SET": name,
                 "VERSION": __version__,
             }
@@ -91,6 +102,10 @@ def stock_builds(sets: list[str], gpu: bool, repository: str | None, python_imag
             tag = image_for(name, repository=repository, gpu=variant)
             builds.append(ImageBuild(tag, name, root, arguments, dockerfile=root / "containers" / "Dockerfile"))
     return builds
+
+
+def project_build_requirements(root: Path) -> list[str]:
+    return [r.replace(" ", "") for r in tomllib.loads((root / "pyproject.toml").read_text())["build-system"]["requires"]]
 
 
 def package_digest(package: str) -> tuple[str, str, Path | None]:

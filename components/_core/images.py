@@ -39,7 +39,7 @@ SET_CONSTRAINTS = {"tensorrt": "containers/tensorrt/constraints.txt"}
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "s3": ("boto3",),
     "serving": ("grpc", "requests", "tensorflow_serving.apis.prediction_service_pb2_grpc"),
-    "tf": ("tensorflow", "tf_keras", "tensorflow_model_optimization", "sklearn", "matplotlib", "keras_tuner", "PIL"),
+    "tf": ("tensorflow", "tf_keras", "tensorflow_model_optimization", "sklearn", "matplotlib", "keras_tuner", "PIL", "ai_edge_litert"),
     "onnx": ("tf2onnx", "onnx", "onnxruntime"),
     "openvino": ("openvino", "nncf"),
     "tensorrt": ("tensorrt", "cuda"),

@@ -35,7 +35,8 @@ from .._core.artifacts import ArtifactMeta, check_blessed_content, open_artifact
 from .._core.errors import StepFailed, UserError
 from .._core.names import check_name
 from .._core.progress import log
-from .config import DeployConfig, KServeSpec
+from .._core.spec import KServeSpec
+from .config import DeployConfig
 from .step import DEPLOYMENT_FILE, compare_outputs, read_validation
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"

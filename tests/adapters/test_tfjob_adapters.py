@@ -1,4 +1,5 @@
-"""Both adapters run `train.workers > 1` as a TFJob (chief + workers) instead of a single train pod."""
+"""Both adapters run `train.workers > 1` as a training job instead of a single train pod: a Kubeflow Trainer v2
+TrainJob by default, a Training Operator TFJob (chief + workers) with `cluster.training_operator: tfjob`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 import yaml
 from modelpress._core.images import image_for
 from modelpress._core.registry import STEPS
-from modelpress._core.tfjob import OUTPUT_PLACEHOLDER, run_training_job, with_run_values
+from modelpress._core.tfjob import OUTPUT_PLACEHOLDER, with_run_values
+from modelpress._core.trainjob import run_training_job
 
 from dags.modelpress_airflow import (
     MODE_ENV,
@@ -24,11 +26,12 @@ from pipelines.components import step_parameters
 from pipelines.training_job import train_tfjob
 
 
-def multi_worker_workflow(adapter_workflow, workers: int, folder: Path | None = None) -> Path:
-    """The adapter tests' tiny workflow, training with `workers` workers."""
+def multi_worker_workflow(adapter_workflow, workers: int, folder: Path | None = None, operator: str = "tfjob") -> Path:
+    """The adapter tests' tiny workflow, training with `workers` workers on the given training operator."""
     path = adapter_workflow("mw", targets="[saved_model]", folder=folder)
     spec = yaml.safe_load(path.read_text())
     spec["train"]["workers"] = workers
+    spec["cluster"] = {"training_operator": operator}
     path.write_text(yaml.safe_dump(spec))
     return path
 
@@ -37,8 +40,8 @@ def replica_arguments(manifest: dict) -> dict[str, list[str]]:
     return {kind: r["template"]["spec"]["containers"][0]["args"] for kind, r in manifest["spec"]["tfReplicaSpecs"].items()}
 
 
-def compiled(adapter_workflow, tmp_path, workers: int) -> tuple[dict, dict]:
-    source = multi_worker_workflow(adapter_workflow, workers)
+def compiled(adapter_workflow, tmp_path, workers: int, operator: str = "tfjob") -> tuple[dict, dict]:
+    source = multi_worker_workflow(adapter_workflow, workers, operator=operator)
     pipeline, platform = yaml.safe_load_all(compile_workflow(source, tmp_path / "mw.pipeline.yaml").read_text())
     return pipeline, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
@@ -83,6 +86,23 @@ def test_the_tfjob_task_takes_every_pipeline_parameter_train_has():
     body = inspect.getsource(train_tfjob)
     for parameter in parameters:
         assert f'"{parameter.path}": {parameter.name}' in body
+
+
+def test_both_adapters_default_to_a_trainer_v2_trainjob_with_the_train_tasks_placement(adapter_workflow, tmp_path, monkeypatch):
+    pipeline, _ = compiled(adapter_workflow, tmp_path, workers=3, operator="trainer")
+    (train,) = [t for t in pipeline["root"]["dag"]["tasks"].values() if t["taskInfo"]["name"] == "train"]
+    in_kfp = json.loads(train["inputs"]["parameters"]["manifest"]["runtimeValue"]["constant"])
+    folder = tmp_path / "workflows"
+    multi_worker_workflow(adapter_workflow, 3, folder, operator="trainer")
+    monkeypatch.setenv(WORKFLOWS_ENV, str(folder))
+    monkeypatch.delenv(MODE_ENV, raising=False)
+    in_airflow = workflow_dags()["mw"].get_task("train").op_kwargs["manifest"]
+    for manifest in (in_kfp, in_airflow):
+        assert (manifest["apiVersion"], manifest["kind"]) == ("trainer.kubeflow.org/v1alpha1", "TrainJob")
+        trainer = manifest["spec"]["trainer"]
+        assert trainer["numNodes"] == 3 and trainer["image"] == image_for("tf", gpu=True)
+        assert trainer["resourcesPerNode"] == {"limits": {"nvidia.com/gpu": "1"}}
+    assert in_kfp["spec"]["runtimePatches"] == in_airflow["spec"]["runtimePatches"]  # same node pool and tolerations
 
 
 @pytest.fixture

@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from modelpress._core.errors import StepFailed, UserError
+from modelpress._core.spec import KServeSpec
 from modelpress.deploy import kserve
-from modelpress.deploy.config import DeployConfig, KServeSpec
+from modelpress.deploy.config import DeployConfig
 from modelpress.deploy.step import run as deploy_step
 from modelpress.push.config import PushConfig
 from modelpress.push.step import run as push

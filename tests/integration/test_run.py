@@ -15,7 +15,7 @@ def test_tiny_workflow_writes_artifacts_blessings_and_report(cli, tiny_workflow,
     result = cli("run", str(tiny_workflow), "--out", str(out))
     assert result.returncode == 0, result.stderr
     # Nothing blessed: push and deploy are skipped (the pipeline's dsl.If), nothing is published, the run still reports.
-    assert "skipped push: validate_train blessed nothing; nothing to publish" in result.stdout
+    assert "skipped push: no validation it reads blessed its model; nothing to publish" in result.stdout
     assert not (out / "registry").exists() and not (out / "serving").exists()
     assert "train epoch 3/3" in result.stderr
     summary = json.loads((out / "summary.json").read_text())
