@@ -25,6 +25,7 @@ FORMATS: dict[str, TargetFormat] = {
         TargetFormat("tflite_fp16", ("tf",)),
         TargetFormat("tflite_dynamic", ("tf",)),
         TargetFormat("tflite_int8", ("tf",)),
+        TargetFormat("tflite_litert", ("tf",)),  # ai-edge-quantizer recipe (components/quantize/litert.py)
         TargetFormat("openvino_fp32", ("tf", "openvino")),
         TargetFormat("openvino_fp16", ("tf", "openvino")),
         TargetFormat("openvino_int8", ("tf", "openvino")),

@@ -13,6 +13,7 @@ import json
 import time
 from typing import Any
 
+from ..quantize.litert import LAYER_ERRORS_FILE
 from . import storage
 
 SUMMARY_METRICS = (
@@ -162,6 +163,30 @@ def plot_png(rows: list[dict]) -> bytes:
     return buffer.getvalue()
 
 
+# Layers listed per rejected artifact in the per-layer quantization error section (worst first).
+WORST_LAYERS_SHOWN = 5
+
+
+def worst_layers(rows: list[dict]) -> dict[str, list[tuple[str, dict]]]:
+    """Rejected artifact name -> its worst layers by MSE against the float model, from the per-layer error report its
+    quantizer wrote beside the model (tflite_litert)."""
+    found = {}
+    for row in rows:
+        report_uri = storage.join(row["uri"], LAYER_ERRORS_FILE) if row["uri"] else None
+        if not row["blessed"] and report_uri and storage.exists(report_uri):
+            layers = json.loads(storage.read_bytes(report_uri))["intermediate_tensors"]
+            found[row["name"]] = list(layers.items())[:WORST_LAYERS_SHOWN]
+    return found
+
+
+def layer_error_lines(worst: dict[str, list[tuple[str, dict]]]) -> list[str]:
+    lines = ["## Per-layer quantization error"] if worst else []
+    for name, layers in worst.items():
+        lines.append(f"- **{name}** (MSE and cosine similarity vs the float model, worst first; full report: {LAYER_ERRORS_FILE}):")
+        lines += [f"  - `{tensor}`: MSE {e['mse']:.3g}, cosine {e['cosine_similarity']:.4f}" for tensor, e in layers]
+    return lines
+
+
 def write_report(out: str, workflow, rows: list[dict], skipped: list[dict], extras: dict[str, Any] | None = None) -> dict:
     summary = {
         "workflow": workflow.name,
@@ -192,6 +217,7 @@ def write_report(out: str, workflow, rows: list[dict], skipped: list[dict], extr
             "",
             "## Rejected" if rejected else "",
             *rejected,
+            *layer_error_lines(worst_layers(rows)),
             "## Skipped" if skipped_lines else "",
             *skipped_lines,
         ]

@@ -1,12 +1,15 @@
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from .._core.spec import TARGET_FORMATS, DataSpec, StepConfig
+from .._core.formats import TARGET_FORMATS
+from .._core.spec import DataSpec, StepConfig
+from ..quantize.litert import PRESETS, parse_recipe
 
 CONVERT_FORMATS = tuple(f for f in TARGET_FORMATS if f != "saved_model")
 TENSORRT_FORMATS = ("tensorrt_fp16", "tensorrt_int8")
-INT8_FORMATS = ("tflite_int8", "openvino_int8", "tensorrt_int8")
+# Formats calibrated on the training subset (tflite_litert: its recipe's static activations and its error report).
+INT8_FORMATS = ("tflite_int8", "openvino_int8", "tensorrt_int8", "tflite_litert")
 # Formats that keep float arithmetic: they must reproduce the parent's predictions (see step.MIN_FLOAT_AGREEMENT).
 # The quantized ones (dynamic range, INT8) are judged by the workflow's gates in validate instead.
 FLOAT_FORMATS = ("tflite_fp32", "tflite_fp16", "openvino_fp32", "openvino_fp16", "onnx", "tensorrt_fp16")
@@ -16,6 +19,7 @@ OPTION_FORMATS: dict[str, tuple[str, ...]] = {
     "calibration_samples": INT8_FORMATS,
     "calibration_seed": INT8_FORMATS,
     "io_dtype": ("tflite_int8",),
+    "recipe": ("tflite_litert",),
     "opset": ("onnx", *TENSORRT_FORMATS),
     "max_batch_size": TENSORRT_FORMATS,
     "workspace_mb": TENSORRT_FORMATS,
@@ -35,6 +39,16 @@ class ConvertConfig(StepConfig):
     opset: int = Field(17, ge=13, le=18, description="ONNX opset tf2onnx writes")
     max_batch_size: int = Field(64, ge=1, description="largest batch the TensorRT engine's profile accepts")
     workspace_mb: int = Field(1024, ge=16, description="TensorRT builder workspace memory limit")
+    recipe: str | list[dict[str, Any]] = Field(
+        "int8_weights",
+        description=f"tflite_litert: a preset ({', '.join(PRESETS)}) or rules {{layers, weights, activations, granularity}}",
+    )
+
+    @field_validator("recipe", mode="before")
+    @classmethod
+    def _valid_recipe(cls, value: Any) -> Any:
+        parse_recipe(value)  # one line naming the rule and key that is wrong
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -1,4 +1,4 @@
-"""TFLite from the Keras model: FP32, FP16 weights, dynamic range, and full integer INT8.
+"""TFLite from the Keras model: FP32, FP16 weights, dynamic range, full integer INT8, and LiteRT recipes.
 
 TensorFlow's converter writes the .tflite; LiteRT (`ai_edge_litert`, which replaces the deprecated tf.lite
 interpreter) reads and runs it, here and in validate.
@@ -25,7 +25,7 @@ EDGE_OPS = {"QUANTIZE", "DEQUANTIZE"}
 
 def build_converter(model, config: ConvertConfig, calibration: np.ndarray | None):
     tf, _ = import_tf()
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)  # as it is: tflite_fp32, and tflite_litert's float input
     if config.format == "tflite_fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
@@ -64,7 +64,13 @@ def float_kernels(dtypes: dict[str, list[str]]) -> list[str]:
 
 def convert(model, config: ConvertConfig, calibration: np.ndarray | None, folder: Path) -> tuple[list[str], dict]:
     content = build_converter(model, config, calibration).convert()
-    details: dict = {"op_dtypes": op_dtypes(content)}
+    details: dict = {}
+    if config.format == "tflite_litert":
+        from ..quantize import litert
+
+        layers = [layer.name for layer in model.layers if type(layer).__name__ != "InputLayer"]
+        content, details = litert.quantize(content, config.recipe, calibration, layers, folder)
+    details["op_dtypes"] = op_dtypes(content)
     if config.format == "tflite_int8":
         leftover = float_kernels(details["op_dtypes"])
         if leftover:
