@@ -171,8 +171,9 @@ def quantize(float_content: bytes, recipe: Any, calibration: np.ndarray, layer_n
     """The quantized .tflite and the artifact details; writes LAYER_ERRORS_FILE into the folder."""
     rules = parse_recipe(recipe)
     check_rules_match(rules, op_output_names(float_content), layer_names)
-    quantizer = build_quantizer(float_content, rules)
+    quantizer = build_quantizer(float_content, rules)  # imports ai_edge_quantizer, or says which extra installs it
     from ai_edge_quantizer.utils.validation_utils import ValidationErrorMetric
+
     data = signature_inputs(float_content, calibration)
     calibrated = quantizer.calibrate(data, num_threads=1) if quantizer.need_calibration else None
     quantized = bytes(quantizer.quantize(calibrated, enable_progress_report=False).quantized_model)
