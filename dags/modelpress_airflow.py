@@ -42,7 +42,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from kubernetes.client import models as k8s
 from modelpress._core.errors import UserError
 from modelpress._core.plan import FanOut, Task, build_plan, fan_outs, placement
-from modelpress._core.pods import check_cluster_workflow, pod_placement
+from modelpress._core.pods import check_cluster_workflow, check_credentials, pod_placement
 from modelpress._core.registry import STEPS
 from modelpress._core.runner import output_uri
 from modelpress._core.spec import Workflow, load_workflow
@@ -242,6 +242,8 @@ def gated(task: Task, source: str, by_id: dict[str, Task]) -> bool:
 def build_dag(workflow: Workflow, dag_id: str) -> DAG:
     if mode() == "kubernetes":
         check_cluster_workflow(workflow)
+    else:
+        check_credentials(workflow)  # local mode passes configs on the worker's command lines too
     plan = build_plan(workflow)
     by_id = {task.id: task for task in plan}
     groups = fan_outs(plan)

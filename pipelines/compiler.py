@@ -184,9 +184,9 @@ def build_pipeline(workflow: Workflow):
 
 def compile_workflow(workflow_path: str | Path, output: str | Path) -> Path:
     """Compile a workflow YAML to the KFP IR YAML a user uploads in the Kubeflow UI."""
-    workflow = load_workflow(workflow_path)
+    pipeline = build_pipeline(load_workflow(workflow_path))  # every check first: a refused workflow writes nothing
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(workflow), str(output))
+    compiler.Compiler().compile(pipeline, str(output))
     return output
 

@@ -130,14 +130,15 @@ def _component_body(step_name, config, overrides, inputs, output, metrics, confu
     if confusion_matrix is None:
         return None
     from modelpress._core import storage
+    from modelpress._core.artifacts import read_blessing
     from modelpress._core.report import artifact_rows, html_report
 
     evaluation = json.loads(storage.read_bytes(storage.join(address(output), "evaluation.json")))
     names = evaluation.get("class_names") or [str(i) for i in range(len(evaluation["confusion_matrix"]))]
     confusion_matrix.log_confusion_matrix([str(n) for n in names], evaluation["confusion_matrix"])
-    blessing = json.loads(storage.read_bytes(storage.join(address(output), "blessing.json")))
-    gates = ", ".join(f"{k} {v}" for k, v in blessing["thresholds"].items()) or "none configured"
-    page = html_report(blessing["name"], {"created": ""}, artifact_rows([blessing], {}, {}), [], gates, b"")
+    blessing = read_blessing(address(output))[0]
+    gates = ", ".join(f"{k} {v}" for k, v in blessing.thresholds.items()) or "none configured"
+    page = html_report(blessing.name, {"created": ""}, artifact_rows([blessing.model_dump()], {}, {}), [], gates, b"")
     with open(report.path, "w") as handle:
         handle.write(page)
     return bool(result.get("blessed", False))

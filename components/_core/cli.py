@@ -56,7 +56,7 @@ def cmd_run(args) -> int:
 
     workflow = load_workflow(args.workflow)
     summary = run_workflow(workflow, args.out or f"runs/{workflow.name}", overwrite=args.overwrite)
-    return 0 if summary["artifacts"] else 1
+    return 0 if summary["artifacts"] and not summary["failed"] else 1
 
 
 def add_check(sub) -> None:
@@ -74,8 +74,7 @@ def add_check(sub) -> None:
 
 
 def cmd_check(args) -> int:
-    from .plan import build_plan
-    from .registry import STEPS
+    from .plan import build_plan, placement
     from .spec import load_workflow
 
     workflow = load_workflow(args.workflow)
@@ -88,9 +87,9 @@ def cmd_check(args) -> int:
         print(f"data: {load_dataset(workflow.data).describe()}")
     print(f"{args.workflow}: workflow '{workflow.name}' is valid; {len(plan)} tasks:")
     for task in plan:
-        step = STEPS[task.step]
+        where = placement(task)
         reads = ", ".join(task.sources()) or "-"
-        print(f"  {task.id:<28} step {task.step:<9} image {step.image:<9} {'gpu ' if step.gpu else ''}reads {reads}")
+        print(f"  {task.id:<28} step {task.step:<9} image {where.dependency_set:<9} {'gpu ' if where.gpu else ''}reads {reads}")
     return 0
 
 
@@ -290,6 +289,7 @@ def add_registry(sub) -> None:
             examples:
               modelpress registry list digits-mlp --uri runs/demo/registry
               modelpress registry show digits-mlp 3 --uri s3://models/registry
+              modelpress registry gc digits-mlp --uri s3://models/registry           dry run; --delete removes
             """
         ),
     )
@@ -300,6 +300,10 @@ def add_registry(sub) -> None:
     show.add_argument("model")
     show.add_argument("version", type=int)
     show.add_argument("--card", action="store_true", help="print the model card (markdown) instead of the manifest")
+    from ..push.gc import add_arguments as add_gc_arguments
+
+    gc = actions.add_parser("gc", help="list (dry run) or --delete what interrupted pushes left")
+    add_gc_arguments(gc)
     for action in (listing, show):
         action.add_argument("--uri", help="registry: s3://bucket/prefix or folder (default: $MODELPRESS_REGISTRY)")
     parser.set_defaults(handler=cmd_registry)
@@ -310,6 +314,10 @@ def cmd_registry(args) -> int:
 
     storage.configure(None)
     root = registry_uri(args.uri)
+    if args.action == "gc":
+        from ..push.gc import cmd_gc
+
+        return cmd_gc(args, root)
     if args.action == "show":
         manifest = releases.read_manifest(root, args.model, args.version)
         if args.card:

@@ -18,11 +18,11 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from . import storage
+from .artifacts import BLESSING_FILE, read_blessing
 from .errors import UserError
 from .registry import StepSpec, get_step
 
 SKIP_MARKER = "skipped.json"
-BLESSING_FILE = "blessing.json"
 # Why a publishing task (push, deploy) skips when none of the validations it reads blessed its model.
 NOTHING_TO_PUBLISH = "no validation it reads blessed its model; nothing to publish"
 
@@ -97,16 +97,20 @@ def without_skipped(step: StepSpec, inputs: Inputs) -> tuple[Inputs, str | None]
     return kept, None
 
 
-def nothing_blessed(step: StepSpec, inputs: Inputs) -> bool:
-    """True when a publishing step's validations (inputs holding a blessing) all refused their models."""
+def nothing_blessed(step: StepSpec, inputs: Inputs) -> str | None:
+    """Why a publishing step skips: its validations (inputs holding a blessing) all refused their models."""
     if step.output == "validation":
-        return False
-    verdicts = []
-    for uri in (u for value in inputs.values() for u in (value if isinstance(value, list) else [value])):
-        blessing = storage.join(uri, BLESSING_FILE)
-        if storage.exists(blessing):
-            verdicts.append(bool(json.loads(storage.read_bytes(blessing))["blessed"]))
-    return bool(verdicts) and not any(verdicts)
+        return None
+    blessings = [
+        read_blessing(uri)[0]
+        for value in inputs.values()
+        for uri in (value if isinstance(value, list) else [value])
+        if storage.exists(storage.join(uri, BLESSING_FILE))
+    ]
+    if not blessings or any(b.blessed for b in blessings):
+        return None
+    reasons = "; ".join(f"{b.name}: {', '.join(b.reasons)}" for b in blessings)
+    return f"{NOTHING_TO_PUBLISH} ({reasons})"
 
 
 def skip(output: str, reason: str, overwrite: bool) -> dict[str, Any]:
@@ -133,8 +137,8 @@ def run_task(
     parsed = parse_config(step_name, config, overrides)
     storage.configure(getattr(parsed, "storage", None))
     ran, skipped_because = without_skipped(step, inputs)
-    if skipped_because is None and nothing_blessed(step, ran):
-        skipped_because = NOTHING_TO_PUBLISH
+    if skipped_because is None:
+        skipped_because = nothing_blessed(step, ran)
     if skipped_because is not None:
         result = skip(output, skipped_because, overwrite)
     else:

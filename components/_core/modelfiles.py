@@ -65,9 +65,9 @@ def check_magic(path: Path, magic: bytes, offset: int, what: str) -> None:
 
 def check_saved_model(path: Path) -> None:
     """saved_model.pb parses, and every variable in the checkpoint reads back in full."""
-    from .tf import import_tf
+    from .tf import import_tensorflow
 
-    tf, _ = import_tf()
+    tf = import_tensorflow()
     from google.protobuf.message import DecodeError
     from tensorflow.core.protobuf import saved_model_pb2
 

@@ -11,7 +11,7 @@ from typing import Any
 from . import storage
 from .errors import UserError
 from .images import Placement
-from .spec import ClusterSpec, Workflow
+from .spec import CREDENTIAL_FIELDS, ClusterSpec, Workflow
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,24 @@ def pod_placement(placement: Placement, cluster: ClusterSpec) -> PodPlacement:
     )
 
 
+def check_credentials(workflow: Workflow) -> None:
+    """Credentials in a workflow file would be copied in plain text into the compiled pipeline or the DAG's task
+    arguments (and so into UIs and logs): refused, pointing at the Kubernetes Secret the pods read instead."""
+    for key in CREDENTIAL_FIELDS:
+        if workflow.storage is not None and getattr(workflow.storage, key) is not None:
+            raise UserError(
+                f"storage.{key}: a credential in the workflow would be copied into the compiled pipeline and the DAG; "
+                f"remove it and put AWS_{key.upper()} in the Kubernetes Secret '{workflow.cluster.secret_name}' "
+                "(cluster.secret_name), which every step pod reads",
+                ("storage", key),
+            )
+
+
 def check_cluster_workflow(workflow: Workflow) -> None:
-    """What would fail only on the cluster, refused when compiling: a push or serving path on the pod's own disk
-    (their defaults, <run>/registry and <run>/serving, sit in the run's object storage: the pipeline root or the
-    DAG's run_root), and a builder package the images do not carry."""
+    """What would fail only on the cluster, refused when compiling: credentials in the file, a push or serving path
+    on the pod's own disk (their defaults, <run>/registry and <run>/serving, sit in the run's object storage: the
+    pipeline root or the DAG's run_root), and a builder package the images do not carry."""
+    check_credentials(workflow)
     for section, key in (("push", "uri"), ("serving", "base_path")):
         value = getattr(getattr(workflow, section), key, None) if getattr(workflow, section) is not None else None
         if value is not None and not storage.is_s3(value):

@@ -220,6 +220,8 @@ def write_report(out: str, workflow, rows: list[dict], skipped: list[dict], extr
             *layer_error_lines(worst_layers(rows)),
             "## Skipped" if skipped_lines else "",
             *skipped_lines,
+            "## Failed" if summary.get("failed") else "",
+            *(f"- **{f['task']}**: {f['reason']}" for f in summary.get("failed", [])),
         ]
     )
     storage.write_bytes(storage.join(out, "report.md"), markdown.encode())
@@ -238,6 +240,7 @@ def html_report(title: str, summary: dict, rows: list[dict], skipped: list[dict]
         f"<li><b>{html.escape(r['name'])}</b>: {html.escape(reason)}</li>" for r in rows for reason in r["reasons"]
     )
     skips = "".join(f"<li><b>{html.escape(s['name'])}</b>: {html.escape(s['reason'])}</li>" for s in skipped)
+    failures = "".join(f"<li><b>{html.escape(f['task'])}</b>: {html.escape(f['reason'])}</li>" for f in summary.get("failed", []))
     image = f'<img alt="accuracy vs size and latency" src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else ""
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>ModelPress: {html.escape(title)}</title>
@@ -254,6 +257,7 @@ img {{ max-width: 100%; margin-top: 1em; }}
 <table><thead><tr>{head}</tr></thead><tbody>{''.join(trs)}</tbody></table>
 {f'<h2>Rejected</h2><ul>{reasons}</ul>' if reasons else ''}
 {f'<h2>Skipped</h2><ul>{skips}</ul>' if skips else ''}
+{f'<h2>Failed</h2><ul>{failures}</ul>' if failures else ''}
 {image}
 </body></html>
 """

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .errors import UserError
+from .formats import TARGET_FORMATS  # the spec accepts exactly the formats formats.py declares
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
@@ -296,19 +297,6 @@ class TechniqueSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
-TARGET_FORMATS = (
-    "saved_model",
-    "tflite_fp32",
-    "tflite_fp16",
-    "tflite_dynamic",
-    "tflite_int8",
-    "openvino_fp32",
-    "openvino_fp16",
-    "openvino_int8",
-    "onnx",
-    "tensorrt_fp16",
-    "tensorrt_int8",
-)
 
 
 class TargetSpec(StrictModel):
@@ -366,6 +354,10 @@ class StorageSettings(StrictModel):
     region: str | None = Field(None, description="default AWS_REGION, else us-east-1")
     access_key_id: str | None = Field(None, description="prefer AWS_ACCESS_KEY_ID from a Secret over a value here")
     secret_access_key: str | None = Field(None, description="prefer AWS_SECRET_ACCESS_KEY from a Secret")
+
+
+# StorageSettings fields that hold credentials: never echoed in an error, never compiled into a pipeline or a DAG.
+CREDENTIAL_FIELDS = ("access_key_id", "secret_access_key")
 
 
 class PushSpec(StrictModel):
@@ -708,7 +700,8 @@ def describe_validation_error(exc: ValidationError, data: Any, source: str, text
         message = f"required key '{keys[-1] if keys else first['loc'][-1]}' is missing"
         dotted = ".".join(str(k) for k in keys[:-1]) or "(top level)"
     elif first["type"] not in ("value_error", "assertion_error") and "input" in first:
-        message = f"{message} (got {first['input']!r})"
+        shown = "a value not shown: it is a credential" if keys and keys[-1] in CREDENTIAL_FIELDS else repr(first["input"])
+        message = f"{message} (got {shown})"
     more = f" (+{len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
     return f"{where}: {dotted}: {message}{more}"
 

@@ -11,21 +11,25 @@ import tempfile
 
 def import_tf():
     """(tensorflow, keras) with tf-keras 2.x as keras: tensorflow-model-optimization works only with it."""
+    tf = import_tensorflow()
+    from .errors import require
+
+    return tf, require("tf_keras", "tf")
+
+
+def import_tensorflow():
+    """TensorFlow alone (reading a SavedModel needs no Keras: push and deploy run in the image without it)."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from .errors import require
 
     if "tensorflow" in sys.modules:
-        import tf_keras as keras
-
-        return sys.modules["tensorflow"], keras
+        return sys.modules["tensorflow"]
     with _quiet_native_startup():
         tf = require("tensorflow", "tf")
-        import tf_keras as keras
-
         tf.config.list_physical_devices("GPU")  # device discovery logs its "no CUDA driver" lines now, filtered
     tf.get_logger().setLevel("ERROR")
-    return tf, keras
+    return tf
 
 
 # Lines TensorFlow's native code prints at start-up before its log level applies (absl is not initialised yet).

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from collections.abc import Callable
-
 from .._core import storage
 from .._core.errors import StepFailed, UserError
 from .._core.names import check_name
-from .._core.tf import import_tf
+from .._core.tf import import_tensorflow
 
 CONFIG_FILE = "models.config"
 STATE_DIR = "_modelpress"  # cannot be a model name (names start with a letter or digit)
@@ -76,7 +75,7 @@ def entry_for(state: dict[str, Any]) -> tuple[list[int], dict[str, int]]:
 
 def server_config(base: str, mount: str | None, entries: dict[str, tuple[list[int], dict[str, int]]]):
     """A ModelServerConfig for every model deployed to `base`; `entries` overrides some models' versions and labels."""
-    import_tf()
+    import_tensorflow()
     from tensorflow_serving.config import model_server_config_pb2
 
     config = model_server_config_pb2.ModelServerConfig()
@@ -112,7 +111,7 @@ class ServingClient:
         if grpc_address is None:
             raise UserError("a TF Serving server needs serving.grpc_address (host:port) to reload its model config")
         self.grpc_address, self.rest_address, self.rpc_timeout_s = grpc_address, rest_address and rest_address.rstrip("/"), rpc_timeout_s
-        import_tf()
+        import_tensorflow()
         import grpc
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
@@ -196,7 +195,7 @@ class ServingClient:
             if response.status_code != 200:
                 raise StepFailed(f"TF Serving REST Predict on '{model}'{where} failed: {response.status_code} {response.text[:200]}")
             return np.asarray(response.json()["predictions"], dtype=np.float32)
-        tf, _ = import_tf()
+        tf = import_tensorflow()
         from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
 
         metadata_request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])

@@ -17,9 +17,8 @@ import io
 import json
 import os
 import shutil
-from pathlib import Path
-
 import zipfile
+from pathlib import Path
 
 import numpy as np
 

@@ -13,7 +13,7 @@ QAT_MODES = {
     "auto": "pqat, cqat, pcqat or qat, from what the parent is",
 }
 # Post-training modes are TFLite conversions of the final model: the plan turns them into these convert targets.
-POST_TRAINING_TARGETS = {"dynamic": "tflite_dynamic", "int8": "tflite_int8", "fp16": "tflite_fp16"}
+POST_TRAINING_TARGETS = {"dynamic": "tflite_dynamic", "int8": "tflite_int8", "fp16": "tflite_fp16", "litert": "tflite_litert"}
 
 
 class QuantizeConfig(StepConfig):

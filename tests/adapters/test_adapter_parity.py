@@ -222,3 +222,25 @@ def test_step_needing_what_no_image_carries_fails_both_adapters(cluster_mode, mo
         assert set(dags) == {"modelpress_invalid_workflows"} and expected in dags["modelpress_invalid_workflows"].description
     finally:
         step_component.cache_clear()
+
+
+SECRET = "wJalrXUtnFEMI-K7MDENG-s3cr3t"
+
+
+@pytest.mark.parametrize("target", ["kfp", "airflow"])
+def test_credentials_in_a_workflow_are_refused_and_never_echoed(target, capsys, tmp_path):
+    path = tmp_path / "creds.yaml"
+    path.write_text(f"name: creds\nmodel: {{zoo: mlp}}\ndata: {{source: digits}}\nstorage: {{secret_access_key: {SECRET}}}\n")
+    code = main(["compile", target, str(path), "-o", str(tmp_path / "out" / ("p.yaml" if target == "kfp" else ""))])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "storage.secret_access_key: a credential in the workflow" in err and "'modelpress-s3'" in err
+    assert SECRET not in err and not (tmp_path / "out").exists()
+
+
+def test_a_credential_of_the_wrong_type_is_not_echoed(capsys, tmp_path):
+    path = tmp_path / "creds.yaml"
+    path.write_text("name: creds\nmodel: {zoo: mlp}\ndata: {source: digits}\nstorage: {access_key_id: [AKIAEXAMPLE123]}\n")
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "storage.access_key_id" in err and "a value not shown: it is a credential" in err and "AKIAEXAMPLE123" not in err

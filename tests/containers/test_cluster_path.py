@@ -12,6 +12,7 @@ Both releases hold the artifacts, formats and test accuracies that `modelpress r
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,6 +22,7 @@ import pytest
 
 from dags.modelpress_airflow import MODE_ENV, RUN_PREFIX, WORKFLOWS_ENV, workflow_dags
 from modelpress._core.spec import load_workflow
+from tests.conftest import run_cli
 from tests.containers.conftest import docker_run, s3_env
 
 SPEC = """\
@@ -61,20 +63,17 @@ def release(bucket: str, registry: str, model: str) -> dict[str, tuple[str, floa
 @pytest.fixture(scope="module")
 def local_release(s3_endpoint, tmp_path_factory):
     """What `modelpress run` publishes for the spec, on this machine: the reference both orchestrators must match."""
-    import os
-
-    from tests.conftest import run_cli
-
-    bucket = f"local-{int(time.time() * 1000)}"
-    env = s3_env(s3_endpoint)
-    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
-    folder = tmp_path_factory.mktemp("local")
-    started = time.monotonic()
-    result = run_cli("run", str(write_spec(folder, "cpath", bucket, "registry", "serving")), "--out", str(folder / "run"), env={**os.environ, **env})
-    assert result.returncode == 0, result.stderr[-3000:]
-    print(f"modelpress run: {time.monotonic() - started:.0f} s")
-    os.environ.update(env)  # boto3 in release() reads the endpoint from here, as in the s3 fixture
-    return release(bucket, "registry", "cpath")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in s3_env(s3_endpoint).items():
+            patch.setenv(name, value)
+        bucket = f"local-{int(time.time() * 1000)}"
+        boto3.client("s3").create_bucket(Bucket=bucket)
+        folder = tmp_path_factory.mktemp("local")
+        started = time.monotonic()
+        result = run_cli("run", str(write_spec(folder, "cpath", bucket, "registry", "serving")), "--out", str(folder / "run"))
+        assert result.returncode == 0, result.stderr[-3000:]
+        print(f"\nmodelpress run: {time.monotonic() - started:.0f} s")
+        return release(bucket, "registry", "cpath")
 
 
 class XComs:
@@ -113,11 +112,11 @@ def test_airflow_pods_run_every_step_in_their_images(docker, images, gpu_stand_i
         if task.task_type == "ShortCircuitOperator":  # the blessing gate before deploy, on the XCom of its validation
             assert task.python_callable(xcoms, **task.op_kwargs) is True
             continue
-        if hasattr(task, "expand_input"):  # a targets' mapped task: one pod per target, from the group's expansion
+        if not isinstance(task.arguments, list):  # in a targets' mapped group: one pod per target, from its expansion
             key = task.arguments._key  # MappedArgument internals, as tests/adapters read them
             for index, item in enumerate(task.arguments._input.value):
                 arguments = [a.replace(RUN_PREFIX, f"{run_root}/{dag.dag_id}/{run_id}") for a in item[key]]
-                run_pod(task.task_id, index, task.partial_kwargs["image"], task.partial_kwargs["cmds"], arguments)
+                run_pod(task.task_id, index, task.image, task.cmds, arguments)
             continue
         ti = SimpleNamespace(dag_id=dag.dag_id, task_id=task.task_id, map_index=-1, try_number=1, xcom_pull=xcoms.xcom_pull)
         context = {"params": {"run_root": run_root}, "dag": dag, "run_id": run_id, "ti": ti}
@@ -144,12 +143,19 @@ def test_the_compiled_pipeline_runs_end_to_end_in_kfp_docker_runner(docker, imag
 
     path = write_spec(shared_dir, "cpath", s3, "registry", "serving")
     root = shared_dir / "pipeline_root"
+    root.mkdir(mode=0o777)
+    root.chmod(0o777)
+    # As the kubelet runs a pod: the task's command replaces the image's entrypoint (docker's would prepend it).
     runner = local.DockerRunner(
-        user="10001", read_only=True, tmpfs={"/tmp": "exec"}, network_mode="host", environment=s3_env(s3_endpoint)
+        entrypoint=[""], user="10001", read_only=True, tmpfs={"/tmp": "exec"}, network_mode="host", environment=s3_env(s3_endpoint)
     )
     local.init(runner=runner, pipeline_root=str(root))
     started = time.monotonic()
-    build_pipeline(load_workflow(path))()  # raises when a task fails
+    umask = os.umask(0)  # kfp.local makes each run's folders on this side; the tasks (uid 10001) write into them
+    try:
+        build_pipeline(load_workflow(path))()  # raises when a task fails
+    finally:
+        os.umask(umask)
     print(f"kfp.local DockerRunner: {time.monotonic() - started:.0f} s")
     assert release(s3, "registry", "cpath") == local_release
     blessings = [json.loads(p.read_text()) for p in root.glob("*/**/blessing.json")]

@@ -191,9 +191,11 @@ def test_unblessed_model_is_not_deployed(trained_runs, cli, tmp_path):
     config = json.dumps({"serving": {"model_name": "tiny", "base_path": str(tmp_path / "serving")}})
     result = cli("step", "deploy", "--config", config, "--input", f"model={trained_runs['a'] / 'artifacts/train'}",
                  "--input", f"validation={trained_runs['unblessed']}", "--output", str(tmp_path / "deployment"))
-    assert result.returncode == 2
-    assert result.stderr.strip().startswith("modelpress: error: refusing to deploy train: it is not blessed (accuracy ")
-    assert not (tmp_path / "serving").exists() and not (tmp_path / "deployment").exists()
+    # The task driver skips a publishing task whose validation refused its model, saying why; nothing is deployed.
+    assert result.returncode == 0 and json.loads(result.stdout)["skipped"] is True
+    assert "nothing to publish (train: accuracy " in json.loads(result.stdout)["reason"]
+    assert not (tmp_path / "serving").exists()
+    assert [p.name for p in (tmp_path / "deployment").iterdir()] == ["skipped.json"]
 
 
 def test_version_in_the_base_path_with_other_files_is_never_replaced(registry, cli, tmp_path):
