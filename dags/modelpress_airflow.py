@@ -40,6 +40,7 @@ from airflow.sdk import (
 )
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from kubernetes.client import models as k8s
+
 from modelpress._core.errors import UserError
 from modelpress._core.plan import FanOut, Task, build_plan, fan_outs, placement
 from modelpress._core.pods import check_cluster_workflow, check_credentials, pod_placement

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kfp import compiler, dsl, kubernetes
+
 from modelpress._core.images import Placement
 from modelpress._core.plan import FanOut, Task, build_plan, fan_outs, placement
 from modelpress._core.pods import check_cluster_workflow, pod_placement
@@ -127,7 +128,7 @@ class PipelineBuilder:
         cluster = self.workflow.cluster
         with contextlib.ExitStack() as stack:
             for blessed in gates:
-                stack.enter_context(dsl.If(blessed == True, name=f"{task.id}-if-blessed"))
+                stack.enter_context(dsl.If(blessed == True, name=f"{task.id}-if-blessed"))  # noqa: E712 (a KFP condition)
             where = placement(task)
             workers = training_workers(task.step, task.config)
             if workers > 1:  # multi-worker training: a task that runs a TFJob (pipelines/training_job.py)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Input, Metrics, Model, Output
+
 from modelpress._core.registry import StepSpec, get_step
 
 

@@ -14,6 +14,7 @@ from typing import Optional
 
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Metrics, Model, Output
+
 from modelpress._core.images import Placement, image_for
 from modelpress._core.spec import Workflow
 from modelpress._core.tfjob import OUTPUT_PLACEHOLDER

@@ -7,15 +7,14 @@ under its kind (release/, serving/), plus summary.json, report.md, report.html, 
 from __future__ import annotations
 
 import importlib.util
-import json
 import time
 import traceback
 import uuid
 from typing import Any
 
 from . import storage
-from .data import load_dataset
 from .artifacts import read_blessing
+from .data import load_dataset
 from .driver import run_task, skip
 from .errors import UserError
 from .formats import FORMATS

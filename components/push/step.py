@@ -21,7 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._core import releases, storage
-from .._core.artifacts import BLESSING_FILE, ArtifactMeta, Blessing, check_blessed_content, open_artifact, read_blessing, sha256_file
+from .._core.artifacts import (
+    BLESSING_FILE,
+    ArtifactMeta,
+    Blessing,
+    check_blessed_content,
+    open_artifact,
+    read_blessing,
+    sha256_file,
+)
 from .._core.errors import UserError
 from .._core.progress import log
 from .._core.report import artifact_rows, markdown_table

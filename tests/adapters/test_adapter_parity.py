@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 from kfp import compiler
+
+from dags.modelpress_airflow import MODE_ENV, WORKFLOWS_ENV, build_dag, workflow_dags
 from modelpress._core.cli import main
 from modelpress._core.errors import UserError
 from modelpress._core.images import image_for
 from modelpress._core.registry import STEPS
 from modelpress._core.runner import KIND_FOLDERS
 from modelpress._core.spec import load_workflow
-
-from dags.modelpress_airflow import MODE_ENV, WORKFLOWS_ENV, build_dag, workflow_dags
 from pipelines.compiler import build_pipeline
 from pipelines.components import step_component
 from tests.conftest import ROOT

@@ -13,9 +13,6 @@ import kubernetes_validate
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 from kubernetes.client import ApiClient
-from modelpress._core.images import image_for
-from modelpress._core.plan import build_plan
-from modelpress._core.spec import load_workflow
 
 from dags.modelpress_airflow import (
     MODE_ENV,
@@ -24,6 +21,9 @@ from dags.modelpress_airflow import (
     WORKFLOWS_ENV,
     workflow_dags,
 )
+from modelpress._core.images import image_for
+from modelpress._core.plan import build_plan
+from modelpress._core.spec import load_workflow
 from tests.conftest import ROOT
 
 DAGS = ROOT / "dags"

@@ -9,9 +9,9 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
+
 from modelpress._core.images import image_for
 from modelpress._core.spec import load_workflow
-
 from pipelines.compiler import build_pipeline
 from tests.conftest import ROOT
 

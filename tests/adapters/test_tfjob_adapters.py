@@ -10,10 +10,6 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from modelpress._core.images import image_for
-from modelpress._core.registry import STEPS
-from modelpress._core.tfjob import OUTPUT_PLACEHOLDER, with_run_values
-from modelpress._core.trainjob import run_training_job
 
 from dags.modelpress_airflow import (
     MODE_ENV,
@@ -21,6 +17,10 @@ from dags.modelpress_airflow import (
     LocalStepOperator,
     workflow_dags,
 )
+from modelpress._core.images import image_for
+from modelpress._core.registry import STEPS
+from modelpress._core.tfjob import OUTPUT_PLACEHOLDER, with_run_values
+from modelpress._core.trainjob import run_training_job
 from pipelines.compiler import compile_workflow
 from pipelines.components import step_parameters
 from pipelines.training_job import train_tfjob

@@ -14,7 +14,6 @@ from modelpress._core.formats import FORMATS
 from modelpress._core.images import EXTRA_MODULES, image_for
 from modelpress._core.plan import Task, placement
 from modelpress._core.registry import STEPS
-
 from tests.containers.conftest import CPU_SETS, docker_run
 
 

@@ -16,10 +16,10 @@ import pytest
 import yaml
 from google.protobuf import text_format
 from kustomize_subset import all_containers, identity, pod_specs, render, split_image
-from modelpress._core.images import DEPENDENCY_SETS, image_for
-from modelpress._core.spec import ClusterSpec
 from tensorflow_serving.config import model_server_config_pb2
 
+from modelpress._core.images import DEPENDENCY_SETS, image_for
+from modelpress._core.spec import ClusterSpec
 from tests.conftest import ROOT
 
 INFRA = ROOT / "infra"

@@ -86,7 +86,7 @@ def judge(registry: str, results: list[dict]) -> dict[str, int]:
     moved_to = {r["version"] for r in results if "current" in r["moved"]}
     assert {r["digest"] for r in results} == set(digests), "every push names a version that holds its bundle"
     return {
-        "backwards labels": int(label["version"] != max(versions)) + sum(b <= a for a, b in zip(trail, trail[1:])),
+        "backwards labels": int(label["version"] != max(versions)) + sum(b <= a for a, b in zip(trail, trail[1:], strict=False)),
         "lost history": len(moved_to - set(trail)),
         "duplicate versions": len(digests) - len(set(digests)),
         "versions": len(versions),

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelpress._core import storage
 from modelpress._core.data import load_dataset
 from modelpress._core.spec import DigitsData
 from modelpress.push.config import PushConfig

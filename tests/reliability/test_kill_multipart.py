@@ -38,8 +38,8 @@ def counted(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
     return original(*args, **kwargs)
 setattr(client, method, counted)
-run(PushConfig(push={"uri": registry, "model_name": "tiny", "part_size_mb": %d, "max_concurrency": 1}), {"validations": [validation]}, output)
-""" % PART_MB
+run(PushConfig(push={"uri": registry, "model_name": "tiny", "part_size_mb": PART_MB, "max_concurrency": 1}), {"validations": [validation]}, output)
+""".replace("PART_MB", str(PART_MB))
 KILL_POINTS = [("create_multipart_upload", 1), ("upload_part", 1), ("upload_part", 2), ("upload_part", 3), ("complete_multipart_upload", 1)]
 
 

@@ -7,6 +7,7 @@ import json
 
 import kubernetes_validate
 import pytest
+
 from modelpress._core.errors import UserError
 from modelpress._core.images import image_for
 from modelpress._core.registry import STEPS
