@@ -18,7 +18,7 @@ import numpy as np
 
 from .._core.artifacts import ArtifactMeta
 from .._core.errors import UserError, require
-from .._core.tf import import_tf
+from .._core.tf import import_tensorflow
 
 
 class SavedModelRunner:
@@ -27,7 +27,7 @@ class SavedModelRunner:
     runtime = "tensorflow"
 
     def __init__(self, model_path: Path, threads: int | None = None):
-        tf, _ = import_tf()
+        tf = import_tensorflow()
         self.threads = threads if threads is not None and fix_tf_threads(tf, threads) else None
         loaded = tf.saved_model.load(str(model_path))
         if "serving_default" not in loaded.signatures:
