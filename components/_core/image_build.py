@@ -117,8 +117,9 @@ def package_digest(package: str) -> tuple[str, str, Path | None]:
         digest = hashlib.sha256()
         for path in sorted(p for p in folder.rglob("*") if p.is_file() and not {".git", "__pycache__"} & set(p.parts)):
             digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
-        name = folder.resolve().name
-        return slug(name), digest.hexdigest()[:8], folder.resolve()
+        pyproject = folder / "pyproject.toml"
+        declared = tomllib.loads(pyproject.read_text()).get("project", {}).get("name") if pyproject.is_file() else None
+        return slug(declared or folder.resolve().name), digest.hexdigest()[:8], folder.resolve()
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*(\[[\w,]+\])?([<>=!~]=?[\w.*+!-]+)?", package):
         raise UserError(f"--with {package}: not a folder nor a pip requirement such as acme-models==1.2")
     name = re.split(r"[\[<>=!~]", package, maxsplit=1)[0]
