@@ -81,16 +81,20 @@ def test_gates_apply_per_artifact_and_each_blessing_lists_its_failed_gates(size_
     assert summary["blessed"] == ["tflite_int8"]  # only INT8 fits in 12 kB
 
 
-def test_a_conversion_that_cannot_work_stops_the_run_and_blesses_nothing(cli, tmp_path):
+def test_a_conversion_that_cannot_work_fails_its_own_chain_and_the_run_still_reports(cli, tmp_path):
     # SGD at a learning rate of 1e9 drives the weights to infinity: the model predicts NaN, nothing can be converted.
     workflow = write_workflow(tmp_path, train={"epochs": 1, "optimizer": "sgd", "learning_rate": 1e9}, targets=["onnx"])
-    result = cli("run", str(workflow), "--out", str(tmp_path / "run"))
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith(
-        f"modelpress: error: the model at {tmp_path / 'run' / 'artifacts' / 'train'} predicts NaN or infinity on test rows"
-    )
-    assert list((tmp_path / "run").rglob("blessing.json")) == [] and not (tmp_path / "run" / "summary.json").exists()
-    assert not (tmp_path / "run" / "artifacts" / "onnx").exists()
+    run = tmp_path / "run"
+    result = cli("run", str(workflow), "--out", str(run))
+    assert result.returncode == 1  # the run finished, but a task failed
+    why = f"the model at {run / 'artifacts' / 'train'} predicts NaN or infinity on test rows"
+    assert f"FAILED convert_onnx: {why}" in result.stdout
+    summary = json.loads((run / "summary.json").read_text())
+    (failure,) = summary["failed"]
+    assert failure["task"] == "convert_onnx" and failure["reason"].startswith(why)
+    assert {s["task"]: s["reason"] for s in summary["skipped"]}["validate_convert_onnx"] == "its input 'model' was skipped"
+    assert "onnx" not in summary["blessed"] and not (run / "artifacts" / "onnx" / "artifact.json").exists()
+    assert "## Failed" in (run / "report.md").read_text() and "convert_onnx" in (run / "report.html").read_text()
 
 
 def test_a_thread_count_below_one_is_refused_naming_its_line(cli, tmp_path):

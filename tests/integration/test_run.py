@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+
+import pytest
 from pathlib import Path
 
 from modelpress._core import artifacts, storage
@@ -86,3 +88,35 @@ def test_whole_run_into_s3(cli, s3, tiny_workflow):
     summary = json.loads(storage.read_bytes(f"{out}/summary.json"))
     assert summary["artifacts"][0]["uri"] == f"{out}/artifacts/train"
     assert storage.exists(f"{out}/report.html") and storage.exists(f"{out}/validation/train/blessing.json")
+
+
+def test_a_push_bucket_that_does_not_exist_stops_the_run_before_training(cli, tiny_workflow, s3, tmp_path):
+    tiny_workflow.write_text(tiny_workflow.read_text() + "push: {uri: s3://no-such-bucket-here/registry}\n")
+    result = cli("run", str(tiny_workflow), "--out", str(tmp_path / "run"))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("modelpress: error: push.uri s3://no-such-bucket-here/registry does not accept a write:")
+    assert "train epoch" not in result.stderr and not (tmp_path / "run").exists()  # found before any training
+
+
+def test_a_serving_path_that_cannot_be_written_stops_the_run_before_training(cli, tiny_workflow, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    tiny_workflow.write_text(tiny_workflow.read_text() + f"serving: {{base_path: {blocker}/serving}}\n")
+    result = cli("run", str(tiny_workflow), "--out", str(tmp_path / "run"))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert f"serving.base_path {blocker}/serving does not accept a write" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_target_whose_runtime_is_missing_is_refused_unless_it_may_skip(tiny_workflow, monkeypatch):
+    from modelpress._core import runner
+    from modelpress._core.errors import UserError
+    from modelpress._core.plan import build_plan
+    from modelpress._core.spec import load_workflow
+
+    monkeypatch.setitem(runner.EXTRA_MODULES, "openvino", ("openvino_not_installed_here",))  # as where it is absent
+    tiny_workflow.write_text(tiny_workflow.read_text() + "targets: [saved_model, openvino_fp32]\n")
+    with pytest.raises(UserError, match=r"target openvino_fp32 needs openvino_not_installed_here, which is not installed here: pip install 'modelpress\[openvino\]'"):
+        runner.check_runtimes(build_plan(load_workflow(tiny_workflow)))
+    tiny_workflow.write_text(tiny_workflow.read_text().replace("openvino_fp32]", "{format: openvino_fp32, on_unavailable: skip}]"))
+    runner.check_runtimes(build_plan(load_workflow(tiny_workflow)))  # a target that may skip is not a preflight error
