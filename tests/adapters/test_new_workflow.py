@@ -9,8 +9,8 @@ from airflow.dag_processing.dagbag import DagBag
 from kfp import compiler
 
 from dags.modelpress_airflow import MODE_ENV, WORKFLOWS_ENV
-from modelpress._core.newflow import TEMPLATES
 from modelpress._core.errors import UserError
+from modelpress._core.newflow import TEMPLATES
 from modelpress._core.spec import load_workflow
 from pipelines.compiler import build_pipeline
 from tests.conftest import ROOT
