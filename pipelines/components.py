@@ -82,6 +82,21 @@ def input_type(name: str) -> str:
     return "Model" if name == "model" else "Artifact"
 
 
+def artifact_address(artifact):
+    """A URI any pod can open: the step reads and writes the pipeline root itself (KFP's minio:// is the s3:// bucket
+    on the MinIO endpoint), so blessings, results and manifests name URIs, never a pod's local copy, and
+    <run>/registry or <run>/serving defaults land in the run's storage. kfp.local's root is a folder every task mounts."""
+    scheme, sep, rest = artifact.uri.partition("://")
+    if not sep:
+        return artifact.path
+    if scheme in ("s3", "minio"):
+        return f"s3://{rest}"
+    raise SystemExit(
+        f"modelpress: error: artifact {artifact.uri} is in {scheme}:// storage, which ModelPress steps cannot open; "
+        "run the pipeline with an s3:// or minio:// pipeline root"
+    )
+
+
 def _component_body(step_name, config, overrides, inputs, output, metrics, confusion_matrix, report):
     """Runs inside the step's container: `modelpress step` (the core's task driver: overrides, skip markers,
     nothing-blessed), then the step's result as KFP metrics, confusion matrix and HTML report."""
@@ -91,22 +106,7 @@ def _component_body(step_name, config, overrides, inputs, output, metrics, confu
 
     from modelpress._core.cli import main
 
-    def address(artifact):
-        """A URI any pod can open: the step reads and writes the pipeline root itself (KFP's minio:// is the s3://
-        bucket on the MinIO endpoint), so blessings, results and manifests name URIs, never this pod's local copy,
-        and <run>/registry or <run>/serving defaults land in the run's storage. kfp.local's root is a folder every
-        task mounts."""
-        scheme, sep, rest = artifact.uri.partition("://")
-        if not sep:
-            return artifact.path
-        if scheme in ("s3", "minio"):
-            return f"s3://{rest}"
-        raise SystemExit(
-            f"modelpress: error: artifact {artifact.uri} is in {scheme}:// storage, which ModelPress steps cannot open; "
-            "run the pipeline with an s3:// or minio:// pipeline root"
-        )
-
-    argv = ["step", step_name, "--config", config, "--output", address(output)]
+    argv = ["step", step_name, "--config", config, "--output", artifact_address(output)]
     for path, value in overrides:
         if value is not None:
             argv += ["--set", f"{path}={json.dumps(value)}"]
@@ -114,7 +114,7 @@ def _component_body(step_name, config, overrides, inputs, output, metrics, confu
         for item in artifacts if isinstance(artifacts, list) else [artifacts]:
             for artifact in item if isinstance(item, list) else [item]:  # a collected ParallelFor output is a list
                 if artifact is not None:
-                    argv += ["--input", f"{name}={address(artifact)}"]
+                    argv += ["--input", f"{name}={artifact_address(artifact)}"]
     with tempfile.TemporaryDirectory() as scratch:
         result_file = os.path.join(scratch, "result.json")
         code = main([*argv, "--result", result_file])
@@ -134,10 +134,10 @@ def _component_body(step_name, config, overrides, inputs, output, metrics, confu
     from modelpress._core.artifacts import read_blessing
     from modelpress._core.report import artifact_rows, html_report
 
-    evaluation = json.loads(storage.read_bytes(storage.join(address(output), "evaluation.json")))
+    evaluation = json.loads(storage.read_bytes(storage.join(artifact_address(output), "evaluation.json")))
     names = evaluation.get("class_names") or [str(i) for i in range(len(evaluation["confusion_matrix"]))]
     confusion_matrix.log_confusion_matrix([str(n) for n in names], evaluation["confusion_matrix"])
-    blessing = read_blessing(address(output))[0]
+    blessing = read_blessing(artifact_address(output))[0]
     gates = ", ".join(f"{k} {v}" for k, v in blessing.thresholds.items()) or "none configured"
     page = html_report(blessing.name, {"created": ""}, artifact_rows([blessing.model_dump()], {}, {}), [], gates, b"")
     with open(report.path, "w") as handle:
@@ -182,7 +182,8 @@ def component_source(name: str, step: StepSpec, list_shapes: tuple[tuple[str, in
     returns = " -> bool" if returns_blessing(step) else ""
     overrides = ", ".join(f"({p.path!r}, {p.name})" for p in parameters)
     extra = "confusion_matrix, report" if returns_blessing(step) else "None, None"
-    helper = textwrap.indent(textwrap.dedent(inspect.getsource(_component_body)), "    ")
+    helpers = "\n".join(inspect.getsource(f) for f in (artifact_address, _component_body))
+    helper = textwrap.indent(textwrap.dedent(helpers), "    ")
     return (
         f"def {name.replace('-', '_')}({', '.join(required + optional)}){returns}:\n"
         f'    """{step.description or name} (runs `modelpress step {name}`)."""\n'

@@ -254,3 +254,28 @@ def test_ui_parameters_cover_data_epochs_compression_gates_and_push(cli, tmp_pat
     tasks = all_dag_tasks(pipeline)
     assert set(tasks["prune"]["inputs"]["parameters"]) == {"config", "data_uri", "epochs", "sparsity"}
     assert "sparsity" not in tasks["cluster"]["inputs"]["parameters"]  # each task gets only its own knobs
+
+
+@pytest.mark.parametrize(
+    "uri, expected",
+    [
+        ("s3://runs/p/train/output_model", "s3://runs/p/train/output_model"),
+        ("minio://mlpipeline/v2/artifacts/p/train/output_model", "s3://mlpipeline/v2/artifacts/p/train/output_model"),
+        ("/tmp/kfp-root/p/train/output_model", "/tmp/kfp-root/p/train/output_model"),  # kfp.local: a shared folder
+    ],
+)
+def test_steps_name_pipeline_root_uris_never_a_pods_local_copy(uri, expected):
+    from kfp.dsl import Artifact
+
+    from pipelines.components import artifact_address
+
+    assert artifact_address(Artifact(uri=uri)) == expected
+
+
+def test_a_pipeline_root_the_steps_cannot_open_is_one_line():
+    from kfp.dsl import Artifact
+
+    from pipelines.components import artifact_address
+
+    with pytest.raises(SystemExit, match=r"gs:// storage, which ModelPress steps cannot open; run the pipeline with an s3:// or minio:// pipeline root"):
+        artifact_address(Artifact(uri="gs://bucket/p/train/output_model"))
