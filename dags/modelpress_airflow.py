@@ -4,7 +4,8 @@ Every plan task runs `modelpress step STEP --config ... --input ... --output ...
 - cluster mode (default): a KubernetesPodOperator in the task's image (`plan.placement`: a GPU step in its set's
   CUDA variant), GPU limit, node selector and tolerations from the workflow's `cluster:` section, the result through
   /airflow/xcom/return.json;
-- local mode (MODELPRESS_AIRFLOW_MODE=local, for development and tests): the same command in a subprocess.
+- local mode (MODELPRESS_AIRFLOW_MODE=local, for development and tests): the same command in a subprocess of the
+  Python MODELPRESS_STEP_PYTHON names (default: this one), which needs the step extras (TensorFlow...).
 Outputs live under <run_root>/<dag id>/<run id>/, and every step overwrites its own output, so a retried task
 repeats its work without touching other runs. Conversion targets fan out with dynamic task mapping, one mapped task
 group per image they run in (`plan.fan_outs`), each running a target's convert and validation; a target that skips
@@ -53,6 +54,7 @@ from modelpress._core.trainjob import run_training_job, training_job_manifest
 MODE_ENV = "MODELPRESS_AIRFLOW_MODE"  # "kubernetes" (default) or "local"
 WORKFLOWS_ENV = "MODELPRESS_WORKFLOWS_DIR"  # default: dags/workflows next to this file
 RUN_ROOT_ENV = "MODELPRESS_RUN_ROOT"  # default of the DAG's run_root parameter
+STEP_PYTHON_ENV = "MODELPRESS_STEP_PYTHON"  # local mode: the Python that runs steps (default: the worker's own)
 DEFAULT_RUN_ROOT = "s3://modelpress/runs"
 RUN_PREFIX = "{{ params.run_root }}/{{ dag.dag_id }}/{{ run_id }}"
 POD_RESULT = "/airflow/xcom/return.json"
@@ -128,7 +130,8 @@ class LocalStepOperator(StepOperation, BaseOperator):
     def execute(self, context) -> dict:
         with tempfile.TemporaryDirectory(prefix="modelpress-airflow-") as scratch:
             result_file = Path(scratch) / "result.json"
-            command = [sys.executable, "-m", "modelpress._core.cli", *self.arguments, "--result", str(result_file)]
+            python = os.environ.get(STEP_PYTHON_ENV) or sys.executable
+            command = [python, "-m", "modelpress._core.cli", *self.arguments, "--result", str(result_file)]
             completed = subprocess.run(command, capture_output=True, text=True)
             for line in completed.stderr.splitlines():
                 self.log.info("%s", line)

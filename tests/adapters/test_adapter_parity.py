@@ -1,241 +1,45 @@
-"""Parity: every registered step appears in the Kubeflow pipeline and in the Airflow DAG with the same task name,
-inputs (and where they come from), output, image, GPU request, node selector and tolerations; and bad workflows fail
-both compiles clearly."""
+"""The Kubeflow half of the adapters' shared checks: bad workflows and credentials fail the compile with one line
+(tests/adapters/test_airflow_parity.py checks the Airflow DAG, and that both adapters agree task for task)."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from pathlib import Path
 
 import pytest
-import yaml
 from kfp import compiler
 
-from dags.modelpress_airflow import MODE_ENV, WORKFLOWS_ENV, build_dag, workflow_dags
 from modelpress._core.cli import main
 from modelpress._core.errors import UserError
-from modelpress._core.images import image_for
 from modelpress._core.registry import STEPS
-from modelpress._core.runner import KIND_FOLDERS
 from modelpress._core.spec import load_workflow
 from pipelines.compiler import build_pipeline
 from pipelines.components import step_component
-from tests.conftest import ROOT
-
-# One workflow that uses every registered step; a newly registered step must be added here (the test says so).
-ALL_STEPS = """\
-name: all-steps
-model: {zoo: mlp, params: {hidden: [32]}}
-data: {source: digits}
-tune: {space: {learning_rate: {min: 1.0e-4, max: 1.0e-2, sampling: log}}}
-compress:
-  - {technique: prune, sparsity: 0.5}
-  - {technique: cluster}
-  - {technique: quantize}
-  - {technique: distill, student: {zoo: mlp, params: {hidden: [16]}}}
-targets: [saved_model, tflite_fp32, onnx]
-push: {uri: s3://models/registry}
-serving: {base_path: s3://models/serving}
-"""
-# Targets of every image: tf (TFLite, ONNX), openvino, and tensorrt on the GPU pool; each image its own fan-out.
-MIXED_TARGETS = """\
-name: mixed-targets
-model: {zoo: mlp, params: {hidden: [32]}}
-data: {source: digits}
-targets: [saved_model, tflite_int8, onnx, openvino_int8, tensorrt_fp16]
-push: {uri: s3://models/registry}
-"""
-WORKFLOWS = {"all_steps": ALL_STEPS, "mixed_targets": MIXED_TARGETS} | {
-    p.stem: p.read_text() for p in sorted((ROOT / "examples").glob("*.yaml"))
-}
+from tests.adapters.cases import (
+    BAD_WORKFLOWS,
+    NO_IMAGE_CARRIES,
+    assert_bad_workflow_fails_compile_with_one_line,
+    assert_credentials_are_refused_and_never_echoed,
+)
 
 
-def kfp_tasks(pipeline_path: Path) -> dict[str, dict]:
-    """Each step task of a compiled pipeline: display name -> step, inputs (name, producer), output, image, GPU,
-    node selector, tolerations."""
-    ir, platform = yaml.safe_load_all(pipeline_path.read_text())
-    components, executors = ir["components"], ir["deploymentSpec"]["executors"]
-    placements = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    found: dict[str, dict] = {}
-
-    def producers(source: dict, dag: dict, outer: dict[str, list[str]]) -> list[str]:
-        """Display names of the step tasks an artifact input reads, through If/ParallelFor sub-DAG boundaries."""
-        if "componentInputArtifact" in source:
-            return outer[source["componentInputArtifact"]]
-        key, output = source["taskOutputArtifact"]["producerTask"], source["taskOutputArtifact"]["outputArtifactKey"]
-        task = dag["tasks"][key]
-        component = components[task["componentRef"]["name"]]
-        if "executorLabel" in component:
-            return [task["taskInfo"]["name"]]
-        inner = component["dag"]
-        selectors = inner["outputs"]["artifacts"][output]["artifactSelectors"]
-        return [inner["tasks"][s["producerSubtask"]]["taskInfo"]["name"] for s in selectors]
-
-    def walk(dag: dict, outer: dict[str, list[str]]) -> None:
-        for task in dag["tasks"].values():
-            component = components[task["componentRef"]["name"]]
-            sources = {name: producers(s, dag, outer) for name, s in task.get("inputs", {}).get("artifacts", {}).items()}
-            if "dag" in component:
-                walk(component["dag"], sources)
-                continue
-            container = executors[component["executorLabel"]]["container"]
-            placement = placements[component["executorLabel"]]
-            step = container["args"][container["args"].index("--function_to_execute") + 1]
-            list_inputs = STEPS[step].list_inputs
-            outputs = [n for n in component["outputDefinitions"]["artifacts"] if n.startswith("output_")]
-            found[task["taskInfo"]["name"]] = {
-                "step": step,
-                "inputs": {  # a list input arrives as name_<image> (a fan-out's collected outputs) and name_<n>
-                    (name.rsplit("_", 1)[0] if name.rsplit("_", 1)[0] in list_inputs else name, producer)
-                    for name, names in sources.items()
-                    for producer in names
-                },
-                "output": outputs[0].removeprefix("output_"),
-                "image": container["image"],
-                "gpu": container.get("resources", {}).get("accelerator", {}).get("resourceCount"),
-                "node_selector": placement.get("nodeSelector", {}).get("labels", {}),
-                "tolerations": placement.get("tolerations", []),
-            }
-
-    walk(ir["root"]["dag"], {})
-    return found
-
-
-def airflow_tasks(dag) -> dict[str, dict]:
-    """Each step task of a DAG (the blessing gates are not steps): the same fields, from the pod arguments."""
-    folders = {folder: kind for kind, folder in KIND_FOLDERS.items()}
-    steps = [task for task in dag.tasks if task.task_type != "ShortCircuitOperator"]
-
-    def argument_lists_of(task) -> list[list[str]]:
-        """One argument list, or in the targets' mapped task group one per target (from the group's expansion)."""
-        if isinstance(task.arguments, list):
-            return [task.arguments]
-        return [item[task.arguments._key] for item in task.arguments._input.value]  # MappedArgument internals
-
-    argument_lists = {task.task_id: argument_lists_of(task) for task in steps}
-    writers = {}  # output URI -> task name
-    for name, lists in argument_lists.items():
-        writers.update({arguments[arguments.index("--output") + 1]: name for arguments in lists})
-    found = {}
-    for task in steps:
-        settings = vars(task)
-        lists = argument_lists[task.task_id]
-        output = lists[0][lists[0].index("--output") + 1].split("/")[-2]
-        resources = settings.get("container_resources")
-        found[task.task_id] = {
-            "step": lists[0][1],
-            "inputs": {
-                (value.split("=", 1)[0], writers[value.split("=", 1)[1]])
-                for arguments in lists
-                for flag, value in zip(arguments, arguments[1:], strict=False)
-                if flag == "--input"
-            },
-            "output": folders.get(output, output),
-            "image": settings["image"],
-            "gpu": resources.limits.get("nvidia.com/gpu") if resources else None,
-            "node_selector": settings["node_selector"],
-            "tolerations": [{k: v for k, v in t.to_dict().items() if v is not None} for t in settings.get("tolerations") or []],
-        }
-    return found
-
-
-@pytest.fixture
-def cluster_mode(monkeypatch, tmp_path):
-    monkeypatch.delenv(MODE_ENV, raising=False)
-    monkeypatch.setenv(WORKFLOWS_ENV, str(tmp_path / "workflows"))
-
-
-@pytest.mark.parametrize("name", WORKFLOWS)
-def test_pipeline_and_dag_have_the_same_steps_inputs_outputs_images_and_gpus(name, cluster_mode, tmp_path):
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(WORKFLOWS[name])
-    workflow = load_workflow(path)
-    compiler.Compiler().compile(build_pipeline(workflow), str(tmp_path / "pipeline.yaml"))
-    in_kfp, in_airflow = kfp_tasks(tmp_path / "pipeline.yaml"), airflow_tasks(build_dag(workflow, name))
-    assert in_kfp.keys() == in_airflow.keys()
-    for task in in_kfp:
-        assert in_kfp[task] == in_airflow[task], task
-    if name == "all_steps":
-        missing = set(STEPS) - {t["step"] for t in in_kfp.values()}
-        assert not missing, f"registered steps {sorted(missing)} are not in ALL_STEPS; add them so parity covers them"
-        assert in_kfp["train"]["gpu"] == "1" and in_kfp["push"]["gpu"] is None
-        assert ("hyperparameters", "tune") in in_kfp["train"]["inputs"]
-        assert in_kfp["push"]["inputs"] >= {("validations", "validate_convert_tf"), ("validations", "validate_distill")}
-    gpu_steps = [t for t in in_kfp.values() if t["gpu"] and "tensorrt" not in t["image"]]
-    assert all(t["image"].endswith("-gpu") for t in gpu_steps)  # a GPU step runs in TF's CUDA build, not the CPU one
-    if name == "mixed_targets":
-        for task in ("convert_tensorrt", "validate_convert_tensorrt"):
-            assert (in_kfp[task]["image"], in_kfp[task]["gpu"]) == (image_for("tensorrt"), "1"), task
-            assert in_kfp[task]["node_selector"] == {"modelpress.io/pool": "gpu"} and in_kfp[task]["tolerations"], task
-        for image in ("tf", "openvino"):  # convert and validate of a target run in the image carrying its runtime
-            for task in (f"convert_{image}", f"validate_convert_{image}"):
-                assert (in_kfp[task]["image"], in_kfp[task]["gpu"]) == (image_for(image), None), task
-        assert ("model", "convert_tensorrt") in in_kfp["validate_convert_tensorrt"]["inputs"]
-        assert in_kfp["push"]["inputs"] == {
-            ("validations", "validate_train"), ("validations", "validate_convert_tf"),
-            ("validations", "validate_convert_openvino"), ("validations", "validate_convert_tensorrt"),
-        }  # fmt: skip
-
-
-BAD_WORKFLOWS = {
-    "unknown step": (
-        "compress: [{technique: sparsify}]\n",
-        "line 5: compress.0.technique: unknown technique 'sparsify'; choose one of prune, cluster, quantize, distill",
-    ),
-    "bad schedule": (
-        'schedule: "*/5 * * *"\n',
-        "line 5: schedule: schedule '*/5 * * *' has 4 fields; write a preset (@daily) or cron 'minute hour day month weekday'",
-    ),
-    "unknown key": ("gates: {min_acuracy: 0.9}\n", "line 5: gates: unknown key 'min_acuracy'; did you mean 'min_accuracy'?"),
-    "cycle": (
-        "compress:\n  - {technique: prune, from: cluster}\n  - {technique: cluster}\n",
-        "line 6: compress[0] (prune): from makes a cycle: prune, which starts from cluster, which starts from prune; "
-        "every model must lead back to train",
-    ),
-}
-
-
-@pytest.mark.parametrize("target", ["kfp", "airflow"])
 @pytest.mark.parametrize("problem", BAD_WORKFLOWS)
-def test_bad_workflow_fails_compile_with_one_line(problem, target, capsys, tmp_path):
-    extra, message = BAD_WORKFLOWS[problem]
-    path = tmp_path / "bad.yaml"
-    path.write_text("name: bad\nmodel: {zoo: mlp}\ndata: {source: digits}\ntargets: [saved_model]\n" + extra)
-    # The `modelpress` entry point in this process: the adapters are imported already (a subprocess per case is slow).
-    code = main(["compile", target, str(path), "-o", str(tmp_path / "out" / ("p.yaml" if target == "kfp" else ""))])
-    assert code == 2
-    assert capsys.readouterr().err.strip().splitlines() == [f"modelpress: error: {path} {message}"]
-    assert not (tmp_path / "out").exists()  # nothing written
+def test_bad_workflow_fails_compile_with_one_line(problem, capsys, tmp_path):
+    assert_bad_workflow_fails_compile_with_one_line("kfp", problem, capsys, tmp_path)
 
 
-def test_step_needing_what_no_image_carries_fails_both_adapters(cluster_mode, monkeypatch, adapter_workflow, tmp_path):
+def test_step_needing_what_no_image_carries_fails_the_pipeline_compile(monkeypatch, adapter_workflow, tmp_path):
     monkeypatch.setitem(STEPS, "validate", dataclasses.replace(STEPS["validate"], extras=("tf", "cuda")))
     step_component.cache_clear()  # components are cached per step name; this one must be built again
     try:
-        workflow = load_workflow(adapter_workflow())
-        expected = "no image carries all of cuda, tf; add a set to DEPENDENCY_SETS"
-        with pytest.raises(UserError, match=re.escape(expected)):
-            compiler.Compiler().compile(build_pipeline(workflow), str(tmp_path / "p.yaml"))
-        folder = adapter_workflow().parent
-        dags = workflow_dags(folder)
-        assert set(dags) == {"modelpress_invalid_workflows"} and expected in dags["modelpress_invalid_workflows"].description
+        with pytest.raises(UserError, match=re.escape(NO_IMAGE_CARRIES)):
+            compiler.Compiler().compile(build_pipeline(load_workflow(adapter_workflow())), str(tmp_path / "p.yaml"))
     finally:
         step_component.cache_clear()
 
 
-SECRET = "wJalrXUtnFEMI-K7MDENG-s3cr3t"
-
-
-@pytest.mark.parametrize("target", ["kfp", "airflow"])
-def test_credentials_in_a_workflow_are_refused_and_never_echoed(target, capsys, tmp_path):
-    path = tmp_path / "creds.yaml"
-    path.write_text(f"name: creds\nmodel: {{zoo: mlp}}\ndata: {{source: digits}}\nstorage: {{secret_access_key: {SECRET}}}\n")
-    code = main(["compile", target, str(path), "-o", str(tmp_path / "out" / ("p.yaml" if target == "kfp" else ""))])
-    err = capsys.readouterr().err
-    assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "storage.secret_access_key: a credential in the workflow" in err and "'modelpress-s3'" in err
-    assert SECRET not in err and not (tmp_path / "out").exists()
+def test_credentials_in_a_workflow_are_refused_and_never_echoed(capsys, tmp_path):
+    assert_credentials_are_refused_and_never_echoed("kfp", capsys, tmp_path)
 
 
 def test_a_credential_of_the_wrong_type_is_not_echoed(capsys, tmp_path):

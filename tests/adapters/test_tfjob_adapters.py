@@ -1,43 +1,21 @@
 """Both adapters run `train.workers > 1` as a training job instead of a single train pod: a Kubeflow Trainer v2
-TrainJob by default, a Training Operator TFJob (chief + workers) with `cluster.training_operator: tfjob`."""
+TrainJob by default, a Training Operator TFJob (chief + workers) with `cluster.training_operator: tfjob`. Here the
+Kubeflow side; tests/adapters/test_airflow_tfjob.py the Airflow side and that both emit the same TrainJob."""
 
 from __future__ import annotations
 
 import inspect
 import json
-from pathlib import Path
-from types import SimpleNamespace
 
-import pytest
 import yaml
 
-from dags.modelpress_airflow import (
-    MODE_ENV,
-    WORKFLOWS_ENV,
-    LocalStepOperator,
-    workflow_dags,
-)
 from modelpress._core.images import image_for
 from modelpress._core.registry import STEPS
-from modelpress._core.tfjob import OUTPUT_PLACEHOLDER, with_run_values
-from modelpress._core.trainjob import run_training_job
+from modelpress._core.tfjob import OUTPUT_PLACEHOLDER
 from pipelines.compiler import compile_workflow
 from pipelines.components import step_parameters
 from pipelines.training_job import train_tfjob
-
-
-def multi_worker_workflow(adapter_workflow, workers: int, folder: Path | None = None, operator: str = "tfjob") -> Path:
-    """The adapter tests' tiny workflow, training with `workers` workers on the given training operator."""
-    path = adapter_workflow("mw", targets="[saved_model]", folder=folder)
-    spec = yaml.safe_load(path.read_text())
-    spec["train"]["workers"] = workers
-    spec["cluster"] = {"training_operator": operator}
-    path.write_text(yaml.safe_dump(spec))
-    return path
-
-
-def replica_arguments(manifest: dict) -> dict[str, list[str]]:
-    return {kind: r["template"]["spec"]["containers"][0]["args"] for kind, r in manifest["spec"]["tfReplicaSpecs"].items()}
+from tests.adapters.cases import multi_worker_workflow, replica_arguments
 
 
 def compiled(adapter_workflow, tmp_path, workers: int, operator: str = "tfjob") -> tuple[dict, dict]:
@@ -86,51 +64,3 @@ def test_the_tfjob_task_takes_every_pipeline_parameter_train_has():
     body = inspect.getsource(train_tfjob)
     for parameter in parameters:
         assert f'"{parameter.path}": {parameter.name}' in body
-
-
-def test_both_adapters_default_to_a_trainer_v2_trainjob_with_the_train_tasks_placement(adapter_workflow, tmp_path, monkeypatch):
-    pipeline, _ = compiled(adapter_workflow, tmp_path, workers=3, operator="trainer")
-    (train,) = [t for t in pipeline["root"]["dag"]["tasks"].values() if t["taskInfo"]["name"] == "train"]
-    in_kfp = json.loads(train["inputs"]["parameters"]["manifest"]["runtimeValue"]["constant"])
-    folder = tmp_path / "workflows"
-    multi_worker_workflow(adapter_workflow, 3, folder, operator="trainer")
-    monkeypatch.setenv(WORKFLOWS_ENV, str(folder))
-    monkeypatch.delenv(MODE_ENV, raising=False)
-    in_airflow = workflow_dags()["mw"].get_task("train").op_kwargs["manifest"]
-    for manifest in (in_kfp, in_airflow):
-        assert (manifest["apiVersion"], manifest["kind"]) == ("trainer.kubeflow.org/v1alpha1", "TrainJob")
-        trainer = manifest["spec"]["trainer"]
-        assert trainer["numNodes"] == 3 and trainer["image"] == image_for("tf", gpu=True)
-        assert trainer["resourcesPerNode"] == {"limits": {"nvidia.com/gpu": "1"}}
-    assert in_kfp["spec"]["runtimePatches"] == in_airflow["spec"]["runtimePatches"]  # same node pool and tolerations
-
-
-@pytest.fixture
-def workflows(tmp_path, monkeypatch, adapter_workflow):
-    folder = tmp_path / "workflows"
-    multi_worker_workflow(adapter_workflow, 2, folder)
-    monkeypatch.setenv(WORKFLOWS_ENV, str(folder))
-    monkeypatch.delenv(MODE_ENV, raising=False)
-    return folder
-
-
-def test_airflow_trains_with_several_workers_through_a_task_that_runs_the_tfjob(workflows):
-    dag = workflow_dags()["mw"]
-    task = dag.get_task("train")
-    assert task.python_callable is run_training_job
-    ti = SimpleNamespace(dag_id=dag.dag_id, task_id="train", map_index=-1, try_number=1)
-    task.render_template_fields({"params": {"run_root": "s3://runs"}, "dag": dag, "run_id": "manual__1", "ti": ti})
-    output = task.op_kwargs["output"]
-    assert output == "s3://runs/mw/manual__1/artifacts/train"
-    job = with_run_values(task.op_kwargs["manifest"], output, {}, {})  # what the task sends when it runs
-    assert {k: r["replicas"] for k, r in job["spec"]["tfReplicaSpecs"].items()} == {"Chief": 1, "Worker": 1}
-    for arguments in replica_arguments(job).values():
-        assert arguments[arguments.index("--output") + 1] == output and "--overwrite" in arguments
-        assert "--result" not in arguments  # no xcom sidecar in a TFJob
-    downstream = dag.get_task("validate_train")
-    assert "train" in downstream.upstream_task_ids
-
-
-def test_airflow_local_mode_trains_in_one_process(workflows, monkeypatch):
-    monkeypatch.setenv(MODE_ENV, "local")
-    assert isinstance(workflow_dags()["mw"].get_task("train"), LocalStepOperator)

@@ -3,13 +3,17 @@ as the cluster would. Skipped, with the reason, where no Docker engine runs; an 
 
 from __future__ import annotations
 
+import json
 import subprocess
+import time
 from pathlib import Path
 
+import boto3
 import pytest
 
 from modelpress._core.image_build import GPU_ONLY_SETS, docker_cli, engine_running
 from modelpress._core.images import DEPENDENCY_SETS, image_for
+from tests.conftest import step_cli
 
 # What `make images` builds here: every set but the GPU-only one (TensorRT needs CUDA at import).
 CPU_SETS = [s for s in DEPENDENCY_SETS if s not in GPU_ONLY_SETS]
@@ -85,3 +89,45 @@ def s3_env(endpoint: str) -> dict[str, str]:
         "AWS_DEFAULT_REGION": "us-east-1",
     }  # fmt: skip
 
+
+# The small workflow both cluster paths run (test_cluster_path.py, test_airflow_cluster_path.py).
+SPEC = """\
+name: {name}
+model: {{zoo: mlp, params: {{hidden: [32]}}}}
+data: {{source: digits}}
+train: {{epochs: 5, batch_size: 32, seed: 7}}
+compress:
+  - {{technique: prune, sparsity: 0.5, epochs: 1}}
+targets: [saved_model, tflite_fp32, onnx, openvino_fp32]
+gates: {{min_accuracy: 0.6}}
+evaluation: {{latency_runs: 5, warmup_runs: 1}}
+push: {{uri: "s3://{bucket}/{registry}"}}
+serving: {{base_path: "s3://{bucket}/{serving}"}}
+"""
+def write_spec(folder: Path, name: str, bucket: str, registry: str, serving: str) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(SPEC.format(name=name, bucket=bucket, registry=registry, serving=serving))
+    return path
+
+
+def release(bucket: str, registry: str, model: str) -> dict[str, tuple[str, float]]:
+    """The published release's artifacts: name -> (format, test accuracy), from its manifest on S3."""
+    client = boto3.client("s3")
+    manifest = json.loads(client.get_object(Bucket=bucket, Key=f"{registry}/{model}/1/manifest.json")["Body"].read())
+    return {a["name"]: (a["format"], round(a["metrics"]["accuracy"], 6)) for a in manifest["artifacts"]}
+
+
+@pytest.fixture(scope="module")
+def local_release(s3_endpoint, tmp_path_factory):
+    """What `modelpress run` publishes for the spec, on this machine: the reference both orchestrators must match."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in s3_env(s3_endpoint).items():
+            patch.setenv(name, value)
+        bucket = f"local-{int(time.time() * 1000)}"
+        boto3.client("s3").create_bucket(Bucket=bucket)
+        folder = tmp_path_factory.mktemp("local")
+        started = time.monotonic()
+        result = step_cli("run", str(write_spec(folder, "cpath", bucket, "registry", "serving")), "--out", str(folder / "run"))
+        assert result.returncode == 0, result.stderr[-3000:]
+        print(f"\nmodelpress run: {time.monotonic() - started:.0f} s")
+        return release(bucket, "registry", "cpath")
