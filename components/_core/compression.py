@@ -14,7 +14,7 @@ from .artifacts import ArtifactMeta, open_artifact
 from .errors import UserError
 from .keras_artifact import load_keras_artifact, save_keras_artifact
 from .progress import log
-from .spec import TrainSpec
+from .spec import ModelSpec, TrainSpec
 
 
 def kernel_weights(layer) -> list:
@@ -135,11 +135,12 @@ def layer_names(model, names: list[str] | None, what: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def parent_model(uri: str, technique: str) -> Iterator[tuple[Any, ArtifactMeta, Any]]:
+def parent_model(uri: str, technique: str, model: ModelSpec | None) -> Iterator[tuple[Any, ArtifactMeta, Any]]:
     """The parent artifact's Keras model (training wrappers stripped by the step that saved it), its metadata and the
-    local folder it was read from (e.g. for the initial weights a lottery-ticket rewind needs)."""
+    local folder it was read from (e.g. for the initial weights a lottery-ticket rewind needs); `model` is the
+    workflow's model section (see load_keras_artifact)."""
     with open_artifact(uri) as (folder, meta):
-        yield load_keras_artifact(folder, meta, uri, technique), meta, folder
+        yield load_keras_artifact(folder, meta, uri, technique, model), meta, folder
 
 
 def save_compressed(

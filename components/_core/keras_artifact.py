@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from .artifacts import ArtifactMeta, finish
 from .errors import UserError
-from .spec import spec_hash
+from .spec import ModelSpec, StepConfig, spec_hash
 from .tf import import_tf, load_keras_model
 
 KERAS_FILE = "model.h5"  # HDF5: the Keras format that can leave the optimizer out
@@ -25,6 +26,16 @@ CUSTOM_LAYERS = "custom_layers"
 BUILT_IN_PACKAGES = ("tf_keras", "keras", "tensorflow", "tensorflow_model_optimization")
 # Keras's refusal of a class it does not know: "Unknown layer: 'custom_builder>Scale'. Please ensure ..."
 UNKNOWN_CLASS = re.compile(r"Unknown (?P<kind>[\w ]+): '(?P<name>[^']+)'")
+MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+class KerasInputConfig(StepConfig):
+    """Config of a step that loads a Keras artifact: the workflow's model section says which package's layer classes
+    may be imported to rebuild it."""
+
+    model: ModelSpec | None = Field(
+        None, description="the workflow's model: only its builder's package is imported to load the parent's own layers"
+    )
 
 
 def count_params(model) -> int:
@@ -74,9 +85,34 @@ def custom_layers(model) -> dict[str, str]:
     }
 
 
-def import_layer_class(location: str):
-    """A layer class from its 'module:Class', as the model's artifact recorded it."""
+def builder_package(model: ModelSpec | None) -> str | None:
+    """The top-level package of the workflow's builder ('package.module:function' -> 'package'); None for a zoo model."""
+    return model.builder.partition(":")[0].split(".")[0] if model is not None and model.builder else None
+
+
+def check_layer_module(module_name: str, model: ModelSpec | None, step: str, uri: str) -> None:
+    """Importing a module runs its code, and artifact.json can be edited: only a module of the package the workflow
+    declares as its builder is imported, whatever the artifact names."""
+    package = builder_package(model)
+    if package is not None and MODULE_NAME.fullmatch(module_name) and module_name.split(".")[0] == package:
+        return
+    refused = f"{step}: the model in {uri} names module '{module_name}' for its own layer classes, which is not imported"
+    if model is None:
+        raise UserError(
+            f"{refused} without the workflow's model section; pass it in --config: "
+            '"model": {"builder": "package.module:function"}'
+        )
+    if package is None:
+        raise UserError(f"{refused}: the workflow's model is zoo model '{model.zoo}', which has no module of its own; "
+                        "a model with its own layers needs model: {builder: package.module:function}")
+    raise UserError(f"{refused}: it is outside package '{package}' of the workflow's model.builder {model.builder}; "
+                    "declare the builder whose package defines these layers")
+
+
+def import_layer_class(location: str, model: ModelSpec | None, step: str, uri: str):
+    """A layer class from its 'module:Class', as the model's artifact recorded it, if the workflow allows the module."""
     module_name, _, qualname = location.partition(":")
+    check_layer_module(module_name, model, step, uri)
     try:
         found = importlib.import_module(module_name)
     except ImportError as exc:
@@ -94,9 +130,10 @@ def import_layer_class(location: str):
     return found
 
 
-def load_keras_artifact(folder: Path, meta: ArtifactMeta, uri: str, step: str):
+def load_keras_artifact(folder: Path, meta: ArtifactMeta, uri: str, step: str, model: ModelSpec | None):
     """The Keras model of an opened artifact, the builder's own layer classes imported first so Keras can rebuild
-    them in a process that never ran the builder."""
+    them in a process that never ran the builder; `model` is the workflow's model section, whose builder's package
+    is the only one imported."""
     if not (folder / KERAS_FILE).is_file():
         raise UserError(
             f"{step} reads a Keras model artifact (with {KERAS_FILE}); {uri} is a {meta.format} artifact: pass the "
@@ -105,7 +142,10 @@ def load_keras_artifact(folder: Path, meta: ArtifactMeta, uri: str, step: str):
     from .modelfiles import HDF5_MAGIC, check_magic
 
     check_magic(folder / KERAS_FILE, HDF5_MAGIC, 0, "an HDF5 Keras model")
-    classes = {name: import_layer_class(location) for name, location in meta.details.get(CUSTOM_LAYERS, {}).items()}
+    recorded = meta.details.get(CUSTOM_LAYERS, {})
+    if not isinstance(recorded, dict) or not all(isinstance(v, str) for v in recorded.values()):
+        raise UserError(f"{step}: {uri}'s artifact.json has a {CUSTOM_LAYERS} that is not a mapping of layer to 'module:Class'; re-run the step that made it")
+    classes = {name: import_layer_class(location, model, step, uri) for name, location in recorded.items()}
     import_tf()
     from tf_keras.src.saving.serialization_lib import SafeModeScope
 

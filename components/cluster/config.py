@@ -2,13 +2,14 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from .._core.spec import DataSpec, StepConfig, TrainSpec
+from .._core.keras_artifact import KerasInputConfig
+from .._core.spec import DataSpec, TrainSpec
 
 # Centroid initialisation name in the spec -> tfmot.clustering.keras.CentroidInitialization member.
 CENTROID_INITS = {"linear": "LINEAR", "kmeans++": "KMEANS_PLUS_PLUS", "density": "DENSITY_BASED", "random": "RANDOM"}
 
 
-class ClusterConfig(StepConfig):
+class ClusterConfig(KerasInputConfig):
     data: DataSpec
     train: TrainSpec = Field(default_factory=TrainSpec, description="the workflow's batch size, optimizer and seed")
     clusters: int = Field(16, description="k: each clustered kernel keeps at most k distinct values")

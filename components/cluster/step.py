@@ -75,7 +75,7 @@ def strip_clustering(wrapped):
 def run(config: ClusterConfig, inputs: dict[str, str], output: str, overwrite: bool = False) -> dict:
     storage.check_output(output, overwrite)
     data = load_dataset(config.data)
-    with parent_model(inputs["model"], "cluster") as (model, parent, _):
+    with parent_model(inputs["model"], "cluster", config.model) as (model, parent, _):
         pass
     refuse_quantized(model, "cluster")
     names = layer_names(model, config.layers, "cluster")

@@ -3,7 +3,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from .._core.formats import TARGET_FORMATS
-from .._core.spec import DataSpec, StepConfig
+from .._core.keras_artifact import KerasInputConfig
+from .._core.spec import DataSpec
 from ..quantize.litert import PRESETS, parse_recipe
 
 CONVERT_FORMATS = tuple(f for f in TARGET_FORMATS if f != "saved_model")
@@ -26,7 +27,7 @@ OPTION_FORMATS: dict[str, tuple[str, ...]] = {
 }
 
 
-class ConvertConfig(StepConfig):
+class ConvertConfig(KerasInputConfig):
     format: Literal[CONVERT_FORMATS] = Field(..., description="the target format (tflite_int8, openvino_fp32, onnx, ...)")
     on_unavailable: Literal["skip", "fail"] = Field("fail", description="when the target's GPU or runtime is absent")
     data: DataSpec = Field(..., description="the workflow's data: calibration samples and the agreement check batch")

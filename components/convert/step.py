@@ -100,7 +100,7 @@ def run(config: ConvertConfig, inputs: dict[str, str], output: str, overwrite: b
             return skip_or_fail(config, reason)
     data = load_dataset(config.data)
     with open_artifact(inputs["model"]) as (source, parent):
-        model, stripped = strip_training_wrappers(load_keras_artifact(source, parent, inputs["model"], "convert"))
+        model, stripped = strip_training_wrappers(load_keras_artifact(source, parent, inputs["model"], "convert", config.model))
     check_input_shape(model, data.input_shape)
     batch = np.asarray(data.x_test[: config.check_samples])
     reference = model.predict(batch, batch_size=256, verbose=0)

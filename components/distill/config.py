@@ -1,9 +1,10 @@
 from pydantic import Field, field_validator
 
-from .._core.spec import DataSpec, ModelSpec, StepConfig, TrainSpec
+from .._core.keras_artifact import KerasInputConfig
+from .._core.spec import DataSpec, ModelSpec, TrainSpec
 
 
-class DistillConfig(StepConfig):
+class DistillConfig(KerasInputConfig):
     student: ModelSpec = Field(..., description="the smaller model to train: a zoo model or your builder, e.g. {zoo: mlp}")
     temperature: float = Field(4.0, description="T > 0: softens both models' logits; T^2 rescales the soft loss's gradients")
     alpha: float = Field(

@@ -105,7 +105,7 @@ def run(config: DistillConfig, inputs: dict[str, str], output: str, overwrite: b
     import_tf()
     storage.check_output(output, overwrite)
     data = load_dataset(config.data)
-    with parent_model(inputs["model"], "distill") as (teacher, meta, _):
+    with parent_model(inputs["model"], "distill", config.model) as (teacher, meta, _):
         teacher_accuracy = test_accuracy(teacher, data)
         student_params = build_model(config.student, data.input_shape, data.num_classes).count_params()
         log(

@@ -3,7 +3,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .._core.spec import DataSpec, StepConfig, TrainSpec
+from .._core.keras_artifact import KerasInputConfig
+from .._core.spec import DataSpec, TrainSpec
 
 METHODS = ("magnitude", "structured", "lottery")
 # An option -> the methods it means something for; any other method rejects it, so a misplaced key never goes unnoticed.
@@ -19,7 +20,7 @@ METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-class PruneConfig(StepConfig):
+class PruneConfig(KerasInputConfig):
     method: Literal[METHODS] = Field(
         "magnitude",
         description="magnitude (tfmot, zeros in place), structured (removes whole neurons/filters), lottery (rewind rounds)",

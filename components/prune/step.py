@@ -20,7 +20,7 @@ def run(config: PruneConfig, inputs: dict[str, str], output: str, overwrite: boo
     storage.check_output(output, overwrite)
     data = load_dataset(config.data)
     keras.utils.set_random_seed(config.train.seed)
-    with parent_model(inputs["model"], "prune") as (model, meta, folder):
+    with parent_model(inputs["model"], "prune", config.model) as (model, meta, folder):
         log(f"prune ({config.method}): {model.name}, {model.count_params():,} parameters, parent accuracy "
             f"{meta.metrics.get('accuracy', float('nan')):.4f}")
         if config.method == "magnitude":

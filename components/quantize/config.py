@@ -2,7 +2,8 @@ import difflib
 
 from pydantic import Field, field_validator
 
-from .._core.spec import DataSpec, StepConfig, TrainSpec
+from .._core.keras_artifact import KerasInputConfig
+from .._core.spec import DataSpec, TrainSpec
 
 # Quantization-aware training modes: what the fine-tuning keeps besides learning INT8 ranges.
 QAT_MODES = {
@@ -16,7 +17,7 @@ QAT_MODES = {
 POST_TRAINING_TARGETS = {"dynamic": "tflite_dynamic", "int8": "tflite_int8", "fp16": "tflite_fp16", "litert": "tflite_litert"}
 
 
-class QuantizeConfig(StepConfig):
+class QuantizeConfig(KerasInputConfig):
     data: DataSpec
     train: TrainSpec = Field(default_factory=TrainSpec, description="the workflow's batch size, optimizer and seed")
     mode: str = Field(

@@ -123,7 +123,7 @@ def run(config: QuantizeConfig, inputs: dict[str, str], output: str, overwrite: 
         )
     storage.check_output(output, overwrite)
     data = load_dataset(config.data)
-    with parent_model(inputs["model"], "quantize") as (model, parent, _):
+    with parent_model(inputs["model"], "quantize", config.model) as (model, parent, _):
         pass
     refuse_quantized(model, "quantize")
     before = weight_stats(model)

@@ -30,7 +30,7 @@ def prune_with_tfmot(parent: str, uri: str, sparsity: float = 0.5) -> str:
 
     _, keras = import_tf()
     data = load_dataset(DigitsData(source="digits"))
-    with parent_model(parent, "prune") as (model, _, _):
+    with parent_model(parent, "prune", None) as (model, _, _):  # a zoo model: no module to import
         pass
     pruning = tfmot.sparsity.keras
     wrapped = pruning.prune_low_magnitude(model, pruning_schedule=pruning.ConstantSparsity(sparsity, 0, frequency=1))

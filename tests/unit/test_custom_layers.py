@@ -1,6 +1,7 @@
 """A builder's own layer classes: the artifact records where each comes from, and a step in a fresh process (as in a
-pipeline) imports it before loading the Keras model, for the compression steps and convert alike. When it cannot,
-one line names the class and the fix."""
+pipeline) imports it before loading the Keras model, for the compression steps and convert alike, when the module is in
+the package of the builder the workflow's model section declares. When it cannot, one line names the class and the fix.
+(Modules outside the declared package are refused: tests/reliability/test_hostile_inputs.py.)"""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from modelpress._core.artifacts import open_artifact, read_meta
+from modelpress._core.data import load_dataset
 from modelpress._core.errors import UserError
 from modelpress._core.keras_artifact import load_keras_artifact, save_keras_artifact
-from modelpress._core.spec import ModelSpec, TrainSpec
+from modelpress._core.spec import DigitsData, ModelSpec, TrainSpec
 from modelpress._core.tf import import_tf
 from modelpress.train import step as train
 from modelpress.train.config import TrainConfig
@@ -21,6 +24,7 @@ from tests.integration.test_bad_inputs import assert_one_line_error
 
 DATA = {"source": "digits"}
 MODULE = "tiny_custom_layers"
+MODEL = {"builder": f"{MODULE}:build"}  # the workflow's model section, which every step that loads the model receives
 BUILDER = '''
 from modelpress._core.tf import import_tf
 
@@ -72,24 +76,43 @@ def test_the_artifact_records_where_its_own_layer_classes_come_from(trained):
     assert read_meta(trained).details["custom_layers"] == {"tiny>Scale": f"{MODULE}:Scale"}
 
 
-def test_cluster_and_convert_load_the_model_in_a_fresh_process(cli, builder_path, trained):
-    clustered, converted = builder_path / "cluster", builder_path / "tflite"
+def test_prune_cluster_convert_and_validate_load_the_model_in_a_fresh_process(cli, builder_path, trained):
+    pruned, clustered, converted = builder_path / "prune", builder_path / "cluster", builder_path / "tflite"
     env = {"PYTHONPATH": str(builder_path)}
-    config = json.dumps({"data": DATA, "clusters": 8, "epochs": 0})
-    result = cli("step", "cluster", "--config", config, "--input", f"model={trained}", "--output", str(clustered), env=env)
-    assert result.returncode == 0, result.stderr
+    steps = [
+        ("prune", {"epochs": 1}, trained, pruned),
+        ("cluster", {"clusters": 8, "epochs": 0}, pruned, clustered),
+        ("convert", {"format": "tflite_fp32"}, clustered, converted),
+    ]
+    for step, config, parent, output in steps:
+        config = json.dumps({"data": DATA, "model": MODEL, **config})
+        result = cli("step", step, "--config", config, "--input", f"model={parent}", "--output", str(output), env=env)
+        assert result.returncode == 0, result.stderr
     assert read_meta(str(clustered)).details["custom_layers"] == {"tiny>Scale": f"{MODULE}:Scale"}  # passed on
-    config = json.dumps({"data": DATA, "format": "tflite_fp32"})
-    result = cli("step", "convert", "--config", config, "--input", f"model={clustered}", "--output", str(converted), env=env)
-    assert result.returncode == 0, result.stderr
     assert read_meta(str(converted)).details["check_agreement"] >= 0.99
+    # validate runs the SavedModel, which needs no Python class: no model section, no builder on the path
+    config = json.dumps({"name": "cluster", "data": DATA, "evaluation": {"latency_runs": 5}})
+    result = cli("step", "validate", "--config", config, "--input", f"model={clustered}", "--output", str(builder_path / "v"))
+    assert result.returncode == 0, result.stderr
+    predicted = np.load(builder_path / "v" / "predictions.npy")  # the SavedModel's classes for the test split
+    accuracy = (predicted == load_dataset(DigitsData(source="digits")).y_test).mean()
+    assert accuracy == pytest.approx(read_meta(str(clustered)).metrics["accuracy"], abs=0.002)  # as cluster's Keras model
 
 
 def test_a_module_that_cannot_be_imported_is_named(cli, builder_path, trained):
-    config = json.dumps({"data": DATA, "epochs": 0})
+    config = json.dumps({"data": DATA, "model": MODEL, "epochs": 0})
     result = cli("step", "cluster", "--config", config, "--input", f"model={trained}", "--output", str(builder_path / "c"))
     assert_one_line_error(result, f"layer class Scale is defined in module '{MODULE}', which cannot be imported", "PYTHONPATH")
     assert not (builder_path / "c").exists()
+
+
+def test_a_step_run_by_hand_without_the_model_section_is_told_to_pass_it(cli, builder_path, trained):
+    config = json.dumps({"data": DATA, "format": "tflite_fp32"})
+    env = {"PYTHONPATH": str(builder_path)}
+    result = cli("step", "convert", "--config", config, "--input", f"model={trained}", "--output", str(builder_path / "t"), env=env)
+    assert_one_line_error(result, f"names module '{MODULE}'", "without the workflow's model section",
+                          '--config: "model": {"builder": "package.module:function"}')
+    assert result.returncode == 2 and not (builder_path / "t").exists()
 
 
 def save_model_with(layer_class, folder: Path, keep_record: bool):
@@ -107,8 +130,10 @@ def save_model_with(layer_class, folder: Path, keep_record: bool):
 
 
 def load(folder: Path):
+    """Load as a workflow whose builder lives in this test module's package (where the test's classes are defined)."""
+    model = ModelSpec(builder=f"{__name__}:save_model_with")
     with open_artifact(str(folder), verify=False) as (local, meta):
-        return load_keras_artifact(local, meta, str(folder), "cluster")
+        return load_keras_artifact(local, meta, str(folder), "cluster", model)
 
 
 @pytest.mark.parametrize(
