@@ -306,6 +306,38 @@ def test_corrupt_model_files_are_refused_before_a_runtime_runs_them(cli, tmp_pat
     assert tree_state(tmp_path) == before
 
 
+# ---------------------------------------------------------------------------------------- layer modules
+# artifact.json's custom_layers names the modules a step imports to rebuild the model's own layers; importing runs
+# them, so only the package of the workflow's model.builder is imported. Each case: step, model section, the record.
+HOSTILE = {"x>Evil": "hostile_layers:Evil"}
+LAYER_MODULES = {
+    "zoo-model-names-a-module": ("prune", {"zoo": "mlp"}, HOSTILE, ("names module 'hostile_layers'", "zoo model 'mlp'")),
+    "module-outside-the-builder-package": ("convert", {"builder": "tiny_pkg.models:build"}, HOSTILE, ("outside package 'tiny_pkg'",)),
+    "package-name-only-a-prefix": ("cluster", {"builder": "hostile:build"}, HOSTILE, ("outside package 'hostile'",)),
+    "relative-module-name": ("distill", {"builder": "hostile_layers:build"}, {"x>Evil": ".hostile_layers:Evil"}, ("names module '.hostile_layers'",)),
+    "no-model-section": ("quantize", None, HOSTILE, ("without the workflow's model section", '"model": {"builder"')),
+    "record-not-a-mapping": ("prune", {"builder": "hostile_layers:build"}, ["hostile_layers:Evil"], ("custom_layers that is not a mapping",)),
+}
+STEP_OPTIONS = {"convert": {"format": "tflite_fp32"}, "distill": {"student": {"zoo": "mlp", "params": {"hidden": [8]}}}}
+
+
+@pytest.mark.parametrize(("step", "model", "recorded", "phrases"), list(LAYER_MODULES.values()), ids=list(LAYER_MODULES))
+def test_a_layer_module_the_workflow_does_not_declare_is_never_imported(cli, tmp_path, validated_copy, step, model, recorded, phrases):
+    modules, imported = tmp_path / "modules", tmp_path / "imported"
+    modules.mkdir()
+    (modules / "hostile_layers.py").write_text(f"open({str(imported)!r}, 'w').close()\n")  # its mark, if ever imported
+    artifact = validated_copy["train"][0]
+    meta = json.loads((artifact / "artifact.json").read_text())
+    meta["details"]["custom_layers"] = recorded
+    (artifact / "artifact.json").write_text(json.dumps(meta))
+    config = {"data": {"source": "digits"}, **STEP_OPTIONS.get(step, {}), **({"model": model} if model else {})}
+    before = tree_state(tmp_path)
+    result = cli("step", step, "--config", json.dumps(config), "--input", f"model={artifact}", "--output", str(tmp_path / "out"),
+                 env={"PYTHONPATH": str(modules)})
+    assert_refused(result, *phrases)
+    assert tree_state(tmp_path) == before and not imported.exists()
+
+
 def test_validation_name_that_climbs_out(cli, tmp_path, validated_copy):
     config = {"name": "../../../x", "data": {"source": "digits"}}
     artifact = validated_copy["tflite_fp32"][0]
