@@ -99,6 +99,18 @@ def test_prune_cluster_convert_and_validate_load_the_model_in_a_fresh_process(cl
     assert accuracy == pytest.approx(read_meta(str(clustered)).metrics["accuracy"], abs=0.002)  # as cluster's Keras model
 
 
+def test_a_workflow_run_gives_the_steps_that_load_the_model_its_builder(cli, builder_path):
+    workflow = builder_path / "wf.yaml"
+    workflow.write_text(
+        f"name: tiny-custom\nmodel: {{builder: '{MODULE}:build'}}\ndata: {{source: digits}}\ntrain: {{epochs: 1, batch_size: 64}}\n"
+        "compress: [{technique: prune, epochs: 1}]\ntargets: [saved_model, tflite_fp32]\nevaluation: {latency_runs: 5}\n"
+    )
+    result = cli("run", str(workflow), "--out", str(builder_path / "run"), env={"PYTHONPATH": str(builder_path)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((builder_path / "run" / "summary.json").read_text())
+    assert {row["name"] for row in summary["artifacts"]} == {"train", "prune", "tflite_fp32"}
+
+
 def test_a_module_that_cannot_be_imported_is_named(cli, builder_path, trained):
     config = json.dumps({"data": DATA, "model": MODEL, "epochs": 0})
     result = cli("step", "cluster", "--config", config, "--input", f"model={trained}", "--output", str(builder_path / "c"))
