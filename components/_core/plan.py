@@ -20,7 +20,7 @@ from .errors import UserError
 from .formats import FORMATS
 from .images import Placement, placement_for
 from .registry import STEPS, get_step
-from .spec import TargetSpec, TechniqueSpec, Workflow, spec_hash, unknown_key_message
+from .spec import ModelSpec, TargetSpec, TechniqueSpec, Workflow, spec_hash, unknown_key_message
 
 # Workflow sections a step config receives when it has a field of the same name.
 SHARED_SECTIONS = ("model", "data", "train", "tune", "gates", "evaluation", "storage", "push", "serving")
@@ -70,6 +70,7 @@ def build_plan(workflow: Workflow) -> list[Task]:
     train_inputs = {"hyperparameters": "tune"} if workflow.tune is not None else {}
     tasks.append(Task("train", "train", step_config("train", workflow, {}, "train"), train_inputs, artifact="train"))
     models: list[tuple[str, str | None]] = [("train", None)]  # (task id, parent task id)
+    architecture: dict[str, ModelSpec] = {"train": workflow.model}  # model task id -> the spec its Keras model is built from
     sources = compress_sources(workflow)
     last = "train"  # the final model: the last Keras entry of compress, what targets convert and deploy serves
     targets = list(workflow.targets)
@@ -82,7 +83,10 @@ def build_plan(workflow: Workflow) -> list[Task]:
             continue
         task_id, source = sources[index]
         check_technique_keys(technique, index)
-        config = step_config(name, workflow, technique.params, f"compress[{index}] ({name})", ("compress", index))
+        params = {**technique.params, **loads_model(name, architecture[source], workflow)}
+        config = step_config(name, workflow, params, f"compress[{index}] ({name})", ("compress", index))
+        # What the task's output is built from: a distilled student is its own architecture (maybe another builder's).
+        architecture[task_id] = ModelSpec.model_validate(technique.params["student"]) if name == "distill" else architecture[source]
         input_name = STEPS[name].inputs[0]
         tasks.append(Task(task_id, name, config, {input_name: source}, artifact=task_id))
         models.append((task_id, source))
@@ -92,7 +96,7 @@ def build_plan(workflow: Workflow) -> list[Task]:
             continue  # every Keras artifact already carries its SavedModel
         if "convert" not in STEPS:
             raise UserError(f"target '{target.format}' needs the convert step, not available in this ModelPress version")
-        params = {"format": target.format, "on_unavailable": target.on_unavailable, **target.options}
+        params = {"format": target.format, "on_unavailable": target.on_unavailable, **target.options, **loads_model("convert", architecture[last], workflow)}
         keys = ("targets", position) if position < len(workflow.targets) else ()  # past the list: added by quantize
         config = step_config("convert", workflow, params, f"targets ({target.format})", keys)
         task_id = f"convert_{target.format}"
@@ -115,6 +119,12 @@ def build_plan(workflow: Workflow) -> list[Task]:
         tasks.append(Task("deploy", "deploy", step_config("deploy", workflow, {}, "deploy"), inputs))
     check_acyclic(tasks)
     return tasks
+
+
+def loads_model(step: str, spec: ModelSpec, workflow: Workflow) -> dict[str, Any]:
+    """The `model` a step that loads a Keras artifact gets, when it is not the workflow's own (a distilled student):
+    the loader imports layer modules only from that spec's builder package."""
+    return {"model": spec} if spec is not workflow.model and "model" in get_step(step).config.model_fields else {}
 
 
 def check_technique_keys(technique: TechniqueSpec, index: int) -> None:

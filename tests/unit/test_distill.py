@@ -131,3 +131,21 @@ def test_step_command_rejects_a_bad_temperature_before_reading_the_teacher(cli, 
     result = cli("step", "distill", "--config", json.dumps(config), "--input", "model=/nonexistent", "--output", str(tmp_path / "out"))
     assert_one_line_error(result, "step distill --config", "temperature must be > 0 (got 0.0)")
     assert not (tmp_path / "out").exists()
+
+
+def test_steps_after_a_distill_load_the_students_architecture(tmp_path):
+    """A step loading a Keras artifact imports layer modules only from its model's builder package: after distill,
+    that is the student's (maybe another package), before it the workflow's."""
+    from modelpress._core.plan import build_plan
+    from modelpress._core.spec import load_workflow
+
+    path = tmp_path / "students.yaml"
+    path.write_text(
+        "name: students\nmodel: {builder: 'team_a.nets:big'}\ndata: {source: digits}\n"
+        "compress:\n  - {technique: prune}\n  - {technique: distill, student: {builder: 'team_b.small:tiny'}}\n"
+        "  - {technique: cluster}\ntargets: [saved_model, tflite_fp32]\n"
+    )
+    configs = {task.id: task.config for task in build_plan(load_workflow(path))}
+    assert configs["prune"].model.builder == "team_a.nets:big" and configs["distill"].model.builder == "team_a.nets:big"
+    assert configs["cluster"].model.builder == "team_b.small:tiny"  # it loads the distilled student
+    assert configs["convert_tflite_fp32"].model.builder == "team_b.small:tiny"
