@@ -16,8 +16,22 @@ from modelpress._core.spec import load_workflow
 from tests.containers.conftest import release, s3_env, write_spec
 
 
-def test_the_compiled_pipeline_runs_end_to_end_in_kfp_docker_runner(docker, images, gpu_stand_in, s3, s3_endpoint, local_release, shared_dir):
+def test_the_compiled_pipeline_runs_end_to_end_in_kfp_docker_runner(docker, images, gpu_stand_in, s3, s3_endpoint, local_release, shared_dir, monkeypatch):
     from kfp import local
+    from kfp.local import docker_task_handler
+
+    containers: list[tuple[str, str, float]] = []  # (step, image, seconds) of each container the runner starts
+    run_container = docker_task_handler.run_docker_container
+
+    def timed(*args, **kwargs):
+        started = time.monotonic()
+        try:
+            return run_container(*args, **kwargs)
+        finally:
+            command = kwargs["command"]
+            containers.append((command[command.index("--function_to_execute") + 1], kwargs["image"], time.monotonic() - started))
+
+    monkeypatch.setattr(docker_task_handler, "run_docker_container", timed)
 
     from pipelines.compiler import build_pipeline
 
@@ -36,7 +50,9 @@ def test_the_compiled_pipeline_runs_end_to_end_in_kfp_docker_runner(docker, imag
         build_pipeline(load_workflow(path))()  # raises when a task fails
     finally:
         os.umask(umask)
-    print(f"kfp.local DockerRunner: {time.monotonic() - started:.0f} s")
+    print(f"\nkfp.local DockerRunner: {time.monotonic() - started:.0f} s")
+    print("\n".join(f"{step:<10} {image.rsplit('/', 1)[-1]:<34} {seconds:5.1f} s" for step, image, seconds in containers))
+    assert [step for step, _, _ in containers].count("validate") == 5 and {"push", "deploy"} <= {c[0] for c in containers}
     assert release(s3, "registry", "cpath") == local_release
     blessings = [json.loads(p.read_text()) for p in root.glob("*/**/blessing.json")]
     assert len(blessings) == 5 and all(b["blessed"] for b in blessings)
