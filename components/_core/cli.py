@@ -225,7 +225,13 @@ def cmd_compile(args) -> int:
             written = compile_workflow(workflow, output if single_file else output / Path(workflow).with_suffix(".yaml").name)
             print(f"{workflow} -> {written}")
         return 0
-    require("airflow", "airflow")
+    try:  # what the adapter imports: a half-removed airflow package must not pass for an installed one
+        require("airflow.providers.cncf.kubernetes.operators.pod", "airflow")
+    except UserError:
+        raise UserError(
+            "Airflow is not installed here; kfp cannot share its environment, so install it in a venv of its own: "
+            "pip install -c constraints-airflow.txt 'modelpress[airflow]' (make does this in .venv-airflow)"
+        ) from None
     from dags.modelpress_airflow import install_workflow, workflows_dir
 
     folder = Path(args.output) if args.output else workflows_dir()

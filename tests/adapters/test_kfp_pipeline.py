@@ -279,3 +279,11 @@ def test_a_pipeline_root_the_steps_cannot_open_is_one_line():
 
     with pytest.raises(SystemExit, match=r"gs:// storage, which ModelPress steps cannot open; run the pipeline with an s3:// or minio:// pipeline root"):
         artifact_address(Artifact(uri="gs://bucket/p/train/output_model"))
+
+
+def test_compiling_for_airflow_where_it_is_not_installed_says_where_it_goes(cli, tmp_path):
+    """kfp and the current Airflow provider cannot share an environment: this one (kfp's) has no Airflow."""
+    result = cli("compile", "airflow", str(ROOT / "examples" / "digits_mlp.yaml"), "-o", str(tmp_path / "dags"))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "install it in a venv of its own: pip install -c constraints-airflow.txt 'modelpress[airflow]'" in result.stderr
+    assert not (tmp_path / "dags").exists()
