@@ -30,17 +30,18 @@ Inputs = dict[str, str | list[str]]
 
 
 def apply_overrides(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Set each dotted path's value where the config has that path (a run parameter reaches the tasks it fits);
-    None leaves the spec's value."""
+    """Set each dotted path's value (None leaves the spec's). A path the step has no field for is then refused by
+    its config's validation, naming the key; the adapters pass a run parameter only to the tasks that have it."""
     for path, value in overrides.items():
         if value is None:
             continue
         *parents, leaf = path.split(".")
         node = values
         for key in parents:
-            node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node[leaf] = value
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--set {path}: '{key}' is not a section of this step's config")
+        node[leaf] = value
     return values
 
 
