@@ -139,7 +139,8 @@ def _component_body(step_name, config, overrides, inputs, output, metrics, confu
     confusion_matrix.log_confusion_matrix([str(n) for n in names], evaluation["confusion_matrix"])
     blessing = read_blessing(artifact_address(output))[0]
     gates = ", ".join(f"{k} {v}" for k, v in blessing.thresholds.items()) or "none configured"
-    page = html_report(blessing.name, {"created": ""}, artifact_rows([blessing.model_dump()], {}, {}), [], gates, b"")
+    row = {**blessing.model_dump(), "validation_uri": artifact_address(output)}  # a rejection's per-layer report is there
+    page = html_report(blessing.name, {"created": ""}, artifact_rows([row], {}, {}), [], gates, b"")
     with open(report.path, "w") as handle:
         handle.write(page)
     return bool(result.get("blessed", False))

@@ -25,6 +25,8 @@ from .names import Name
 
 ARTIFACT_FILE = storage.MARKER
 BLESSING_FILE = "blessing.json"
+# A quantizer's per-layer error report (tflite_litert): in its artifact, and in the validation that rejected it.
+LAYER_ERRORS_FILE = "layer_errors.json"
 
 
 def check_relative(path: str) -> str:

@@ -75,7 +75,7 @@ def checkout_root() -> Path:
 
 
 def requirements(root: Path, extras: list[str]) -> list[str]:
-    """pyproject.toml's requirements of the extras (with the core's when `core`), sorted: a build argument."""
+    """pyproject.toml's requirements of the extras, sorted and without spaces: one build argument."""
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
     return sorted({r.replace(" ", "") for extra in extras for r in project["optional-dependencies"][extra]})
 

@@ -13,8 +13,8 @@ import json
 import time
 from typing import Any
 
-from ..quantize.litert import LAYER_ERRORS_FILE
 from . import storage
+from .artifacts import LAYER_ERRORS_FILE
 
 SUMMARY_METRICS = (
     "accuracy",
@@ -169,10 +169,10 @@ WORST_LAYERS_SHOWN = 5
 
 def worst_layers(rows: list[dict]) -> dict[str, list[tuple[str, dict]]]:
     """Rejected artifact name -> its worst layers by MSE against the float model, from the per-layer error report its
-    quantizer wrote beside the model (tflite_litert)."""
+    quantizer wrote (tflite_litert), which validate keeps with the rejection."""
     found = {}
     for row in rows:
-        report_uri = storage.join(row["uri"], LAYER_ERRORS_FILE) if row["uri"] else None
+        report_uri = storage.join(row["validation_uri"], LAYER_ERRORS_FILE) if row.get("validation_uri") else None
         if not row["blessed"] and report_uri and storage.exists(report_uri):
             layers = json.loads(storage.read_bytes(report_uri))["intermediate_tensors"]
             found[row["name"]] = list(layers.items())[:WORST_LAYERS_SHOWN]
@@ -241,6 +241,12 @@ def html_report(title: str, summary: dict, rows: list[dict], skipped: list[dict]
     )
     skips = "".join(f"<li><b>{html.escape(s['name'])}</b>: {html.escape(s['reason'])}</li>" for s in skipped)
     failures = "".join(f"<li><b>{html.escape(f['task'])}</b>: {html.escape(f['reason'])}</li>" for f in summary.get("failed", []))
+    layers = "".join(
+        f"<li><b>{html.escape(name)}</b> (MSE, cosine vs the float model, worst first):<ul>"
+        + "".join(f"<li><code>{html.escape(t)}</code>: MSE {e['mse']:.3g}, cosine {e['cosine_similarity']:.4f}</li>" for t, e in worst)
+        + "</ul></li>"
+        for name, worst in worst_layers(rows).items()
+    )
     image = f'<img alt="accuracy vs size and latency" src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else ""
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>ModelPress: {html.escape(title)}</title>
@@ -258,6 +264,7 @@ img {{ max-width: 100%; margin-top: 1em; }}
 {f'<h2>Rejected</h2><ul>{reasons}</ul>' if reasons else ''}
 {f'<h2>Skipped</h2><ul>{skips}</ul>' if skips else ''}
 {f'<h2>Failed</h2><ul>{failures}</ul>' if failures else ''}
+{f'<h2>Per-layer quantization error</h2><ul>{layers}</ul>' if layers else ''}
 {image}
 </body></html>
 """

@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from .._core.artifacts import LAYER_ERRORS_FILE
 from .._core.errors import UserError, require
 
 WEIGHT_BITS = {"int8": 8, "int4": 4}
 ACTIVATIONS = ("dynamic", "float", "int8", "int16")
 GRANULARITIES = ("channelwise", "tensorwise")
-LAYER_ERRORS_FILE = "layer_errors.json"
 # Rows the per-layer comparison runs (each row runs both models keeping every tensor): enough to rank the layers.
 LAYER_ERROR_ROWS = 32
 LAYER_ERROR_METRICS = ("mse", "cosine_similarity")

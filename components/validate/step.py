@@ -25,7 +25,15 @@ from pathlib import Path
 import numpy as np
 
 from .._core import releases, storage
-from .._core.artifacts import BLESSING_FILE, ArtifactMeta, Blessing, content_digest, open_artifact, read_blessing
+from .._core.artifacts import (
+    BLESSING_FILE,
+    LAYER_ERRORS_FILE,
+    ArtifactMeta,
+    Blessing,
+    content_digest,
+    open_artifact,
+    read_blessing,
+)
 from .._core.data import load_dataset
 from .._core.errors import StepFailed, UserError
 from .._core.modelfiles import check_model_files
@@ -219,6 +227,8 @@ def run(config: ValidateConfig, inputs: dict[str, str], output: str, overwrite: 
         check_model_files(folder, meta)
         log(f"validate {config.name} ({meta.format}) on {len(data.x_test)} test examples, {config.evaluation.threads} thread(s)")
         measured = measure_artifact(folder, meta, data.x_test, config.evaluation)
+        # A quantizer's per-layer error report (tflite_litert) goes with a rejection: what the reports show.
+        layer_errors = (folder / meta.details["layer_errors"]).read_bytes() if meta.details.get("layer_errors") else None
     predicted, latencies = measured.predicted, measured.latencies
     serving = published_reference(config, output, data) if config.gates.max_drop_vs_serving is not None else None
     matrix = confusion(data.y_test, predicted, data.num_classes)
@@ -274,6 +284,8 @@ def run(config: ValidateConfig, inputs: dict[str, str], output: str, overwrite: 
         (folder / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2))
         np.save(folder / PREDICTIONS_FILE, predicted)
         np.savez(folder / GOLDEN_FILE, inputs=data.x_test[:GOLDEN_ROWS], outputs=measured.golden_outputs)
+        if reasons and layer_errors is not None:
+            (folder / LAYER_ERRORS_FILE).write_bytes(layer_errors)
         (folder / BLESSING_FILE).write_text(blessing.model_dump_json(indent=2))
     verdict = "BLESSED" if not reasons else "NOT blessed: " + "; ".join(reasons)
     log(f"{config.name}: accuracy {metrics['accuracy']:.4f}, p50 {metrics['latency_ms_p50']:.3f} ms -> {verdict}")

@@ -128,9 +128,12 @@ def test_a_gate_failure_shows_the_per_layer_error_report_in_the_run_report(paren
     gates = {"min_accuracy": 0.999}
     result = validate.run(ValidateConfig(name="all_int4", data=DATA, evaluation=EVALUATION, gates=gates), {"model": uri}, str(tmp_path / "v"))
     assert not result["blessed"]
-    blessing = json.loads((tmp_path / "v" / "blessing.json").read_text())
+    # The rejection keeps the quantizer's report, where the run report and the Kubeflow HTML report read it.
+    assert json.loads((tmp_path / "v" / LAYER_ERRORS_FILE).read_text()) == errors
+    blessing = json.loads((tmp_path / "v" / "blessing.json").read_text()) | {"validation_uri": str(tmp_path / "v")}
     workflow = parse_workflow({"name": "litert", "model": {"zoo": "small_cnn"}, "data": DATA, "gates": gates})
     write_report(str(tmp_path / "run"), workflow, artifact_rows([blessing], {"all_int4": uri}, {}), [])
-    report = (tmp_path / "run" / "report.md").read_text()
+    report, page = (tmp_path / "run" / "report.md").read_text(), (tmp_path / "run" / "report.html").read_text()
     worst, numbers = next(iter(layers.items()))
     assert "## Per-layer quantization error" in report and f"`{worst}`" in report and f"{numbers['mse']:.3g}" in report
+    assert "<h2>Per-layer quantization error</h2>" in page and f"MSE {numbers['mse']:.3g}" in page
