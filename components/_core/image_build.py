@@ -1,6 +1,7 @@
 """Build the container images: `modelpress images` (from a checkout: `make images`, `python containers/build.py`).
 
-    modelpress images                       the CPU images: base, tf, openvino (the sets needing no GPU wheels)
+    modelpress images                       the CPU images: base, tf, openvino (the sets needing no GPU wheels),
+                                            and airflow (the scheduler's and workers' image, with the adapter)
     modelpress images --gpu                 also tf's CUDA build (<version>-gpu) and tensorrt
     modelpress images tf openvino           some sets
     modelpress images --with ./my-models    derived images: the stock ones plus a team's builder package (a folder
@@ -36,6 +37,8 @@ from .images import (
     COMMON_EXTRAS,
     DEPENDENCY_SETS,
     GPU_VARIANT_SETS,
+    ORCHESTRATOR_CONSTRAINTS,
+    ORCHESTRATOR_SETS,
     SET_CONSTRAINTS,
     extras_of,
     image_for,
@@ -55,9 +58,11 @@ class ImageBuild:
     arguments: dict[str, str] = field(default_factory=dict)
     dockerfile: Path | None = None  # None: the Dockerfile text comes on stdin
     dockerfile_text: str = ""
+    target: str | None = None  # the Dockerfile stage to build
 
     def command(self, docker: str, secrets: dict[str, Path]) -> list[str]:
         command = [docker, "build", "--network", "host", "--tag", self.tag, "--file", str(self.dockerfile or "-")]
+        command += ["--target", self.target] if self.target else []
         for name, value in self.arguments.items():
             command += ["--build-arg", f"{name}={value}"]
         for name, path in secrets.items():
@@ -83,24 +88,25 @@ def requirements(root: Path, extras: list[str]) -> list[str]:
 def stock_builds(sets: list[str], gpu: bool, repository: str | None, python_image: str) -> list[ImageBuild]:
     root = checkout_root()
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
-    # The core, the common extras, kfp (the executor KFP's components call) and the build backend of the source layer.
-    common = sorted({r.replace(" ", "") for r in project["dependencies"]} | set(requirements(root, list(COMMON_EXTRAS))))
-    common += ["kfp", *project_build_requirements(root)]
+    core = {r.replace(" ", "") for r in project["dependencies"]}
+    backend = project_build_requirements(root)  # what installs the source layer without the network
     builds = []
     for name in sets:
         for variant in ([False, True] if gpu and name in GPU_VARIANT_SETS else [False]):
-            extras = [e for e in extras_of(name, gpu=variant) if e not in COMMON_EXTRAS]
-            arguments = {
-                "PYTHON_IMAGE": python_image,
-                "COMMON_REQUIREMENTS": " ".join(common),
-                "REQUIREMENTS": " ".join(requirements(root, extras)),
-                "SET": name,
-                "VERSION": __version__,
-            }
+            arguments = {"PYTHON_IMAGE": python_image, "SET": name, "VERSION": __version__}
+            if name in ORCHESTRATOR_SETS:  # its own common layer and constraints, and `airflow ...` as the command
+                common = sorted(core | set(requirements(root, list(ORCHESTRATOR_SETS[name])))) + backend
+                arguments |= {"CONSTRAINTS": ORCHESTRATOR_CONSTRAINTS[name], "COMMON_REQUIREMENTS": " ".join(common), "REQUIREMENTS": ""}
+                target = name
+            else:  # the core, the common extras and kfp (the executor KFP's components call), then the set's own
+                common = [*sorted(core | set(requirements(root, list(COMMON_EXTRAS)))), "kfp", *backend]
+                extras = [e for e in extras_of(name, gpu=variant) if e not in COMMON_EXTRAS]
+                arguments |= {"COMMON_REQUIREMENTS": " ".join(common), "REQUIREMENTS": " ".join(requirements(root, extras))}
+                target = "image"
             if name in SET_CONSTRAINTS:
                 arguments["SET_CONSTRAINTS"] = "constraints-" + Path(SET_CONSTRAINTS[name]).parent.name + ".txt"
             tag = image_for(name, repository=repository, gpu=variant)
-            builds.append(ImageBuild(tag, name, root, arguments, dockerfile=root / "containers" / "Dockerfile"))
+            builds.append(ImageBuild(tag, name, root, arguments, dockerfile=root / "containers" / "Dockerfile", target=target))
     return builds
 
 
@@ -157,6 +163,11 @@ def derived_builds(package: str, sets: list[str], gpu: bool, repository: str | N
             derived = image_for(dependency_set, repository=repository, gpu=variant, tag=tag)
             builds.append(ImageBuild(derived, dependency_set, context, dockerfile_text=text))
     return builds
+
+
+def cpu_sets() -> list[str]:
+    """What `make images` builds: every set but those needing GPU wheels."""
+    return [s for s in [*DEPENDENCY_SETS, *ORCHESTRATOR_SETS] if s not in GPU_ONLY_SETS]
 
 
 def docker_cli() -> str:
@@ -252,17 +263,18 @@ def run_builds(builds: list[ImageBuild], docker: str, dry_run: bool) -> list[tup
 
 def main(argv: list[str] | None = None, prog: str = "modelpress images") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sets", nargs="*", help=f"dependency sets (default: {', '.join(s for s in DEPENDENCY_SETS if s not in GPU_ONLY_SETS)})")
+    parser.add_argument("sets", nargs="*", help=f"image sets (default: {', '.join(cpu_sets())})")
     parser.add_argument("--gpu", action="store_true", help="also the CUDA variants and the GPU-only sets (tensorrt)")
     parser.add_argument("--with", dest="package", metavar="PATH_OR_REQUIREMENT", help="derive images carrying this builder package")
     parser.add_argument("--repository", help="image repository, e.g. registry.example.com/ml (default: MODELPRESS_IMAGE_REPOSITORY)")
     parser.add_argument("--python-image", help=f"Python 3.11 base image (default: {PUBLIC_PYTHON_IMAGE}, else a Debian-made one)")
     parser.add_argument("--dry-run", action="store_true", help="print the docker commands, build nothing")
     args = parser.parse_args(argv)
-    unknown = [s for s in args.sets if s not in DEPENDENCY_SETS]
+    known = [*DEPENDENCY_SETS, *ORCHESTRATOR_SETS]
+    unknown = [s for s in args.sets if s not in known]
     if unknown:
-        raise UserError(f"unknown dependency set '{unknown[0]}'; choose from {', '.join(DEPENDENCY_SETS)}")
-    sets = args.sets or [s for s in DEPENDENCY_SETS if args.gpu or s not in GPU_ONLY_SETS]
+        raise UserError(f"unknown image set '{unknown[0]}'; choose from {', '.join(known)}")
+    sets = args.sets or (known if args.gpu else cpu_sets())
     docker = "docker" if args.dry_run else docker_cli()
     if not args.dry_run and not engine_running(docker):
         raise UserError(f"no Docker engine answers `{docker} info`; start one (dockerd) and run this again")

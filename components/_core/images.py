@@ -28,6 +28,10 @@ DEPENDENCY_SETS: dict[str, tuple[str, ...]] = {
     "openvino": (*COMMON_EXTRAS, "tf", "openvino"),
     "tensorrt": (*COMMON_EXTRAS, "tf", "onnx", "tensorrt"),
 }
+# Images that run an orchestrator, not steps (never a task's placement): Airflow's scheduler and workers with the
+# adapter. Their own constraints file: kfp and the current Airflow Kubernetes provider cannot share one environment.
+ORCHESTRATOR_SETS: dict[str, tuple[str, ...]] = {"airflow": ("airflow", "s3")}
+ORCHESTRATOR_CONSTRAINTS = {"airflow": "constraints-airflow.txt"}
 # Sets that also have a CUDA build, tagged <version>-gpu, for their GPU steps: the same image plus the `gpu` extra
 # (TensorFlow's CUDA wheels). The tensorrt set is GPU-only: its TensorRT wheels bring CUDA.
 GPU_VARIANT_SETS = ("tf",)
@@ -43,6 +47,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "onnx": ("tf2onnx", "onnx", "onnxruntime"),
     "openvino": ("openvino", "nncf"),
     "tensorrt": ("tensorrt", "cuda"),
+    "airflow": ("airflow.providers.cncf.kubernetes.operators.pod", "dags.modelpress_airflow"),
     GPU_EXTRA: (),
 }
 
@@ -50,14 +55,14 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
 def extras_of(dependency_set: str, *, gpu: bool = False) -> tuple[str, ...]:
     """The extras an image installs: its set's, plus the CUDA wheels for a GPU variant."""
     check_set(dependency_set)
-    extras = DEPENDENCY_SETS[dependency_set]
+    extras = {**DEPENDENCY_SETS, **ORCHESTRATOR_SETS}[dependency_set]
     return (*extras, GPU_EXTRA) if gpu and dependency_set in GPU_VARIANT_SETS else extras
 
 
 def check_set(dependency_set: str) -> None:
-    if dependency_set not in DEPENDENCY_SETS:
+    if dependency_set not in DEPENDENCY_SETS and dependency_set not in ORCHESTRATOR_SETS:
         raise UserError(
-            f"no image for dependency set '{dependency_set}'; known sets: {', '.join(DEPENDENCY_SETS)}"
+            f"no image for dependency set '{dependency_set}'; known sets: {', '.join([*DEPENDENCY_SETS, *ORCHESTRATOR_SETS])}"
             " (add it to DEPENDENCY_SETS in modelpress/_core/images.py)"
         )
 

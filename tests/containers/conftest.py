@@ -11,7 +11,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from modelpress._core.image_build import GPU_ONLY_SETS, docker_cli, engine_running
+from modelpress._core.image_build import GPU_ONLY_SETS, cpu_sets, docker_cli, engine_running
 from modelpress._core.images import DEPENDENCY_SETS, image_for
 from tests.conftest import step_cli
 
@@ -44,7 +44,7 @@ def docker() -> str:
 def images(docker) -> dict[str, str]:
     """The CPU images, which must exist once an engine runs: containers/test-engine.sh built them."""
     found = {}
-    for name in CPU_SETS:
+    for name in cpu_sets():
         tag = image_for(name)
         if subprocess.run([docker, "image", "inspect", tag], capture_output=True).returncode != 0:
             pytest.fail(f"image {tag} is missing; build it with: make images")

@@ -58,3 +58,26 @@ def test_images_run_modelpress_as_uid_10001_with_their_labels(docker, images, de
     result = docker_run(docker, images[dependency_set], ["--version"])
     assert result.returncode == 0 and result.stdout.strip() == f"modelpress {__version__}"
     assert image_for(dependency_set) == images[dependency_set]
+
+
+@pytest.mark.parametrize("image_set", ["base", "tf", "openvino", "airflow"])
+def test_pip_check_is_clean_in_every_image(docker, images, image_set):
+    result = docker_run(docker, images[image_set], ["-m", "pip", "check"], entrypoint="python")
+    assert result.returncode == 0 and result.stdout.strip() == "No broken requirements found.", result.stdout + result.stderr
+
+
+def test_the_airflow_image_carries_the_adapter_on_the_current_provider(docker, images):
+    """Airflow's scheduler and workers: the adapter and the current Kubernetes provider, without kfp (which pins an
+    older Kubernetes client) and without TensorFlow."""
+    probe = (
+        "import importlib.metadata as m, importlib.util as u, dags.modelpress_airflow, "
+        "airflow.providers.cncf.kubernetes.operators.pod\n"
+        "print(m.version('apache-airflow-providers-cncf-kubernetes'), m.version('kubernetes'), u.find_spec('kfp'), u.find_spec('tensorflow'))"
+    )
+    result = docker_run(docker, images["airflow"], ["-c", probe], entrypoint="python")
+    assert result.returncode == 0, result.stderr[-2000:]
+    provider, client, kfp, tensorflow = result.stdout.strip().splitlines()[-1].split()
+    assert provider.startswith("10.") and int(provider.split(".")[1]) >= 25 and int(client.split(".")[0]) >= 36
+    assert (kfp, tensorflow) == ("None", "None")
+    version = docker_run(docker, images["airflow"], ["version"])  # the image's command is `airflow`
+    assert version.returncode == 0 and version.stdout.strip().splitlines()[-1].startswith("3.3."), version.stderr[-2000:]

@@ -16,7 +16,15 @@ import pytest
 
 from modelpress import __version__
 from modelpress._core.image_build import main as build_images
-from modelpress._core.images import COMMON_EXTRAS, DEPENDENCY_SETS, GPU_EXTRA, SET_CONSTRAINTS, image_for
+from modelpress._core.images import (
+    COMMON_EXTRAS,
+    DEPENDENCY_SETS,
+    GPU_EXTRA,
+    ORCHESTRATOR_CONSTRAINTS,
+    ORCHESTRATOR_SETS,
+    SET_CONSTRAINTS,
+    image_for,
+)
 from tests.conftest import ROOT
 
 DOCKERFILE = ROOT / "containers" / "Dockerfile"
@@ -51,8 +59,13 @@ def test_no_frontend_pull_and_the_base_image_is_a_pinned_build_argument():
 
 def test_the_image_runs_modelpress_as_uid_10001_with_its_labels():
     steps = instructions(DOCKERFILE)
-    final = steps[max(i for i, (name, _) in enumerate(steps) if name == "FROM"):]
+    stages = [i for i, (name, _) in enumerate(steps) if name == "FROM"]
+    start = steps.index(("FROM", "deps AS image"))
+    final = steps[start : next((i for i in stages if i > start), len(steps))]  # the step images' stage
     assert ("USER", "10001") in final and ("ENTRYPOINT", '["modelpress"]') in final
+    # The orchestrator image is that stage with `airflow` as its command (same user, labels and source).
+    airflow = steps[steps.index(("FROM", "image AS airflow")) :]
+    assert ("ENTRYPOINT", '["airflow"]') in airflow and not any(name == "USER" for name, _ in airflow)
     labels = " ".join(a for i, a in final if i == "LABEL")
     assert 'org.opencontainers.image.version="${VERSION}"' in labels and 'io.modelpress.dependency-set="${SET}"' in labels
     # Dependencies come in layers before the source, so a source change rebuilds only the last layer.
@@ -60,13 +73,16 @@ def test_the_image_runs_modelpress_as_uid_10001_with_its_labels():
     assert copies.index("components ./components") > max(n for n, a in enumerate(copies) if "install.py" in a)
 
 
-@pytest.mark.parametrize("dependency_set", sorted(DEPENDENCY_SETS))
+@pytest.mark.parametrize("dependency_set", sorted([*DEPENDENCY_SETS, *ORCHESTRATOR_SETS]))
 def test_every_requirement_an_image_installs_has_an_exact_pin(dependency_set):
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    extras = [*DEPENDENCY_SETS[dependency_set], GPU_EXTRA]
+    orchestrator = dependency_set in ORCHESTRATOR_SETS
+    extras = [*ORCHESTRATOR_SETS[dependency_set]] if orchestrator else [*DEPENDENCY_SETS[dependency_set], GPU_EXTRA]
     required = {normalize(re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0]) for e in extras for r in project["optional-dependencies"][e]}
-    required |= {normalize(re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0]) for r in project["dependencies"]} | {"kfp"}
-    pinned = pins(ROOT / "constraints.txt") | (pins(ROOT / SET_CONSTRAINTS[dependency_set]) if dependency_set in SET_CONSTRAINTS else {})
+    required |= {normalize(re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0]) for r in project["dependencies"]}
+    required |= set() if orchestrator else {"kfp"}  # the executor KFP's components call, in every step image
+    pinned = pins(ROOT / ORCHESTRATOR_CONSTRAINTS.get(dependency_set, "constraints.txt"))
+    pinned |= pins(ROOT / SET_CONSTRAINTS[dependency_set]) if dependency_set in SET_CONSTRAINTS else {}
     assert required - pinned.keys() == set(), f"{dependency_set}: no pin for {sorted(required - pinned.keys())}"
 
 
@@ -74,10 +90,15 @@ def test_the_build_names_every_image_the_adapters_use_and_passes_requirements_as
     assert build_images(["--dry-run", "--gpu"]) == 0
     commands = [shlex.split(line.removeprefix("+ ")) for line in capsys.readouterr().err.splitlines() if line.startswith("+ ")]
     tags = {c[c.index("--tag") + 1] for c in commands}
-    assert tags == {image_for(s, gpu=gpu) for s in DEPENDENCY_SETS for gpu in (False, True)}
+    assert tags == {image_for(s, gpu=gpu) for s in DEPENDENCY_SETS for gpu in (False, True)} | {image_for("airflow")}
     for command in commands:
         arguments = dict(command[i + 1].split("=", 1) for i, word in enumerate(command) if word == "--build-arg")
         assert arguments["VERSION"] == __version__ and command[command.index("--file") + 1] == str(DOCKERFILE)
+        if arguments["SET"] in ORCHESTRATOR_SETS:  # its own constraints and common layer: no kfp, no TensorFlow
+            assert command[command.index("--target") + 1] == "airflow" and arguments["CONSTRAINTS"] == "constraints-airflow.txt"
+            assert not {"kfp", "tensorflow-serving-api==2.21.*"} & set(arguments["COMMON_REQUIREMENTS"].split())
+            continue
+        assert command[command.index("--target") + 1] == "image"
         assert "--network" in command  # pip reaches the index through the host's network (and its CA bundle secret)
         assert "kfp" in arguments["COMMON_REQUIREMENTS"].split() and "boto3>=1.34" in arguments["COMMON_REQUIREMENTS"].split()
         own = [e for e in DEPENDENCY_SETS[arguments["SET"]] if e not in COMMON_EXTRAS]
@@ -88,5 +109,5 @@ def test_the_build_names_every_image_the_adapters_use_and_passes_requirements_as
 def test_an_unknown_set_is_one_line(cli):
     result = cli("images", "tpu", "--dry-run")
     assert result.returncode == 2 and result.stderr.strip() == (
-        "modelpress: error: unknown dependency set 'tpu'; choose from base, tf, openvino, tensorrt"
+        "modelpress: error: unknown image set 'tpu'; choose from base, tf, openvino, tensorrt, airflow"
     )
