@@ -278,8 +278,8 @@ def main(argv: list[str] | None = None, prog: str = "modelpress images") -> int:
     docker = "docker" if args.dry_run else docker_cli()
     if not args.dry_run and not engine_running(docker):
         raise UserError(f"no Docker engine answers `{docker} info`; start one (dockerd) and run this again")
-    if args.package:
-        builds = derived_builds(args.package, sets, args.gpu, args.repository)
+    if args.package:  # the images steps run in; the orchestrator's never loads a model
+        builds = derived_builds(args.package, [s for s in sets if s not in ORCHESTRATOR_SETS], args.gpu, args.repository)
     else:
         base = args.python_image or (PUBLIC_PYTHON_IMAGE if args.dry_run else python_base(docker, None))
         builds = stock_builds(sets, args.gpu, args.repository, base)

@@ -111,3 +111,11 @@ def test_an_unknown_set_is_one_line(cli):
     assert result.returncode == 2 and result.stderr.strip() == (
         "modelpress: error: unknown image set 'tpu'; choose from base, tf, openvino, tensorrt, airflow"
     )
+
+
+def test_derived_images_extend_the_step_images_only(tmp_path, capsys):
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "acme-models"\nversion = "1.0"\n')
+    assert build_images(["--dry-run", "--with", str(tmp_path)]) == 0
+    tags = [line.split("--tag ")[1].split()[0] for line in capsys.readouterr().err.splitlines() if line.startswith("+ ")]
+    assert sorted(t.split("/")[-1].split(":")[0] for t in tags) == ["modelpress-base", "modelpress-openvino", "modelpress-tf"]
+    assert all(t.split(":")[1].startswith(f"{__version__}-acme-models-") for t in tags)  # Airflow's image loads no model
