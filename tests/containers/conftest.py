@@ -104,6 +104,8 @@ evaluation: {{latency_runs: 5, warmup_runs: 1}}
 push: {{uri: "s3://{bucket}/{registry}"}}
 serving: {{base_path: "s3://{bucket}/{serving}"}}
 """
+
+
 def write_spec(folder: Path, name: str, bucket: str, registry: str, serving: str) -> Path:
     path = folder / f"{name}.yaml"
     path.write_text(SPEC.format(name=name, bucket=bucket, registry=registry, serving=serving))
