@@ -6,7 +6,7 @@ MultiWorkerMirroredStrategy from it, and only the chief writes the artifact, so 
 (every replica is its own pod). Both adapters emit this manifest for `train.workers > 1`: Kubeflow as a task that
 creates the TFJob and waits for it, Airflow as a Python task doing the same (`run_training_job`).
 This module imports neither kfp nor airflow; the kubernetes client (a kfp dependency, so in every image) is
-imported only by `run_tfjob`.
+imported only by `run_job`.
 """
 
 from __future__ import annotations
@@ -77,32 +77,43 @@ def tfjob_manifest(name: str, *, workers: int, placement: Placement, arguments: 
 def with_run_values(manifest: dict[str, Any], output: str, overrides: dict[str, Any], inputs: dict[str, str]) -> dict[str, Any]:
     """The manifest with what only the run knows: the output URI, pipeline-parameter values (dotted config paths,
     None = keep) and input URIs, in every replica's command."""
-    if not storage.is_s3(output):
-        raise UserError(
-            f"multi-worker training writes from the TFJob's chief pod, so its output must be on object storage, not {output}; "
-            "use an s3:// pipeline root (Kubeflow) or run root (Airflow), or set train.workers: 1"
-        )
     manifest = copy.deepcopy(manifest)
     for replica in manifest["spec"]["tfReplicaSpecs"].values():
         (container,) = replica["template"]["spec"]["containers"]
-        arguments = container["args"]
-        arguments[arguments.index(OUTPUT_PLACEHOLDER)] = output
-        arguments += [a for path, value in overrides.items() if value is not None for a in ("--set", f"{path}={json.dumps(value)}")]
-        for name, uri in inputs.items():
-            arguments += ["--input", f"{name}={uri}"]
+        container["args"] = run_arguments(container["args"], output, overrides, inputs, "the TFJob's chief pod")
     return manifest
 
 
-def job_state(job: dict[str, Any]) -> tuple[str | None, str]:
-    """('Succeeded' | 'Failed' | None while running, the condition's message) from a TFJob's status."""
+def run_arguments(arguments: list[str], output: str, overrides: dict[str, Any], inputs: dict[str, str], writer: str) -> list[str]:
+    """A compiled training command with the run's output URI, parameter values (as the driver's --set) and inputs.
+    `writer`: the pod that writes the output, which therefore must be on object storage."""
+    if not storage.is_s3(output):
+        raise UserError(
+            f"multi-worker training writes from {writer}, so its output must be on object storage, not {output}; "
+            "use an s3:// pipeline root (Kubeflow) or run root (Airflow), or set train.workers: 1"
+        )
+    filled = [output if a == OUTPUT_PLACEHOLDER else a for a in arguments]
+    filled += [a for path, value in overrides.items() if value is not None for a in ("--set", f"{path}={json.dumps(value)}")]
+    return filled + [a for name, uri in inputs.items() for a in ("--input", f"{name}={uri}")]
+
+
+def finished(job: dict[str, Any], done: str) -> tuple[str | None, str]:
+    """(`done` | 'Failed' | None while running, the condition's message) from a training job's status conditions."""
     for condition in reversed(job.get("status", {}).get("conditions") or []):
-        if condition.get("type") in ("Succeeded", "Failed") and condition.get("status") == "True":
+        if condition.get("type") in (done, "Failed") and condition.get("status") == "True":
             return condition["type"], condition.get("message", "")
     return None, ""
 
 
-def run_tfjob(manifest: dict[str, Any], poll_seconds: float = 15.0, timeout_seconds: float | None = None) -> dict[str, Any]:
-    """Create the TFJob (in-cluster credentials, else the kubeconfig) and wait until it succeeds; StepFailed if it fails."""
+def job_state(job: dict[str, Any]) -> tuple[str | None, str]:
+    """('Succeeded' | 'Failed' | None while running, the condition's message) from a TFJob's status."""
+    return finished(job, "Succeeded")
+
+
+def run_job(manifest: dict[str, Any], plural: str, done: str, workers: int, pod_label: str, poll_seconds: float = 15.0,
+            timeout_seconds: float | None = None) -> dict[str, Any]:
+    """Create a training job (in-cluster credentials, else the kubeconfig) and wait until its `done` condition holds;
+    StepFailed if it fails or outlives the timeout. `pod_label` selects its pods' logs."""
     from kubernetes import client, config
 
     try:
@@ -110,29 +121,33 @@ def run_tfjob(manifest: dict[str, Any], poll_seconds: float = 15.0, timeout_seco
     except config.ConfigException:
         config.load_kube_config()
     api = client.CustomObjectsApi()
+    kind, (group, version) = manifest["kind"], manifest["apiVersion"].split("/")
     namespace = manifest["metadata"]["namespace"]
-    name = api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)["metadata"]["name"]
-    workers = sum(r["replicas"] for r in manifest["spec"]["tfReplicaSpecs"].values())
-    log(f"TFJob {namespace}/{name}: {workers} workers; logs: kubectl -n {namespace} logs -l training.kubeflow.org/job-name={name}")
+    name = api.create_namespaced_custom_object(group, version, namespace, plural, manifest)["metadata"]["name"]
+    log(f"{kind} {namespace}/{name}: {workers} workers; logs: kubectl -n {namespace} logs -l {pod_label}={name}")
     started = time.monotonic()
     while True:
-        state, message = job_state(api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
-        if state == "Succeeded":
-            log(f"TFJob {namespace}/{name} succeeded after {time.monotonic() - started:.0f}s")
-            return {"tfjob": name, "namespace": namespace, "workers": workers}
+        state, message = finished(api.get_namespaced_custom_object(group, version, namespace, plural, name), done)
+        if state == done:
+            log(f"{kind} {namespace}/{name} finished ({done}) after {time.monotonic() - started:.0f}s")
+            return {kind.lower(): name, "namespace": namespace, "workers": workers}
         if state == "Failed":
-            raise StepFailed(f"TFJob {namespace}/{name} failed: {message or 'no message'}")
+            raise StepFailed(f"{kind} {namespace}/{name} failed: {message or 'no message'}")
         if timeout_seconds is not None and time.monotonic() - started > timeout_seconds:
-            raise StepFailed(f"TFJob {namespace}/{name} did not finish within {timeout_seconds:.0f}s")
+            raise StepFailed(f"{kind} {namespace}/{name} did not finish within {timeout_seconds:.0f}s")
         time.sleep(poll_seconds)
 
 
-def trained_metrics(manifest: dict[str, Any], output: str) -> dict[str, float]:
-    """The numeric metrics of the artifact the chief wrote, read with the storage settings of the job's config."""
+def run_tfjob(manifest: dict[str, Any], poll_seconds: float = 15.0, timeout_seconds: float | None = None) -> dict[str, Any]:
+    workers = sum(r["replicas"] for r in manifest["spec"]["tfReplicaSpecs"].values())
+    return run_job(manifest, PLURAL, "Succeeded", workers, "training.kubeflow.org/job-name", poll_seconds, timeout_seconds)
+
+
+def trained_metrics(arguments: list[str], output: str) -> dict[str, float]:
+    """The numeric metrics of the artifact a training job wrote, read with the storage settings of its command's config."""
     from .artifacts import read_meta
     from .spec import StorageSettings
 
-    arguments = manifest["spec"]["tfReplicaSpecs"]["Chief"]["template"]["spec"]["containers"][0]["args"]
     storage.configure(StorageSettings.model_validate(json.loads(arguments[arguments.index("--config") + 1]).get("storage", {})))
     metrics = read_meta(output).metrics
     return {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}

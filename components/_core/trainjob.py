@@ -17,12 +17,9 @@ from __future__ import annotations
 import copy
 import json
 import re
-import time
 from typing import Any
 
-from . import storage, tfjob
-from .errors import StepFailed, UserError
-from .progress import log
+from . import tfjob
 from .spec import ClusterSpec
 
 GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
@@ -102,58 +99,22 @@ def training_job_manifest(name: str, *, workers: int, placement, arguments: list
     return build(name, workers=workers, placement=placement, arguments=arguments, cluster=cluster)
 
 
-def as_one_replica_tfjob(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The TrainJob's command as the one replica of a TFJob: the shape tfjob's run-value and metrics readers take."""
-    container = {"name": CONTAINER, "args": manifest["spec"]["trainer"]["args"]}
-    return {"spec": {"tfReplicaSpecs": {"Chief": {"template": {"spec": {"containers": [container]}}}}}}
-
-
 def with_run_values(manifest: dict[str, Any], output: str, overrides: dict[str, Any], inputs: dict[str, str]) -> dict[str, Any]:
-    """The TrainJob with what only the run knows (output URI, parameter values, input URIs), filled in the way
-    tfjob fills a TFJob's replicas."""
-    if not storage.is_s3(output):
-        raise UserError(
-            f"multi-worker training writes from the TrainJob's worker 0 pod, so its output must be on object storage, "
-            f"not {output}; use an s3:// pipeline root (Kubeflow) or run root (Airflow), or set train.workers: 1"
-        )
-    filled = tfjob.with_run_values(as_one_replica_tfjob(manifest), output, overrides, inputs)
+    """The TrainJob with what only the run knows (output URI, parameter values, input URIs), filled in as a TFJob's."""
     manifest = copy.deepcopy(manifest)
-    manifest["spec"]["trainer"]["args"] = filled["spec"]["tfReplicaSpecs"]["Chief"]["template"]["spec"]["containers"][0]["args"]
+    trainer = manifest["spec"]["trainer"]
+    trainer["args"] = tfjob.run_arguments(trainer["args"], output, overrides, inputs, "the TrainJob's worker 0 pod")
     return manifest
 
 
 def trainjob_state(job: dict[str, Any]) -> tuple[str | None, str]:
     """('Complete' | 'Failed' | None while running, the condition's message) from a TrainJob's status."""
-    for condition in reversed(job.get("status", {}).get("conditions") or []):
-        if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
-            return condition["type"], condition.get("message", "")
-    return None, ""
+    return tfjob.finished(job, "Complete")
 
 
 def run_trainjob(manifest: dict[str, Any], poll_seconds: float = 15.0, timeout_seconds: float | None = None) -> dict[str, Any]:
-    """Create the TrainJob (in-cluster credentials, else the kubeconfig) and wait until it completes."""
-    from kubernetes import client, config
-
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    api = client.CustomObjectsApi()
-    namespace = manifest["metadata"]["namespace"]
-    name = api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)["metadata"]["name"]
     workers = manifest["spec"]["trainer"]["numNodes"]
-    log(f"TrainJob {namespace}/{name}: {workers} workers; logs: kubectl -n {namespace} logs -l jobset.sigs.k8s.io/jobset-name={name}")
-    started = time.monotonic()
-    while True:
-        state, message = trainjob_state(api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
-        if state == "Complete":
-            log(f"TrainJob {namespace}/{name} completed after {time.monotonic() - started:.0f}s")
-            return {"trainjob": name, "namespace": namespace, "workers": workers}
-        if state == "Failed":
-            raise StepFailed(f"TrainJob {namespace}/{name} failed: {message or 'no message'}")
-        if timeout_seconds is not None and time.monotonic() - started > timeout_seconds:
-            raise StepFailed(f"TrainJob {namespace}/{name} did not finish within {timeout_seconds:.0f}s")
-        time.sleep(poll_seconds)
+    return tfjob.run_job(manifest, PLURAL, "Complete", workers, "jobset.sigs.k8s.io/jobset-name", poll_seconds, timeout_seconds)
 
 
 def run_training_job(manifest: dict[str, Any], output: str, overrides: dict[str, Any] | None = None, inputs: dict[str, str] | None = None) -> dict[str, Any]:
@@ -165,4 +126,8 @@ def run_training_job(manifest: dict[str, Any], output: str, overrides: dict[str,
 
 def trained_metrics(manifest: dict[str, Any], output: str) -> dict[str, float]:
     """The numeric metrics of the artifact the job wrote, TrainJob or TFJob."""
-    return tfjob.trained_metrics(manifest if manifest["kind"] == "TFJob" else as_one_replica_tfjob(manifest), output)
+    if manifest["kind"] == "TFJob":
+        arguments = manifest["spec"]["tfReplicaSpecs"]["Chief"]["template"]["spec"]["containers"][0]["args"]
+    else:
+        arguments = manifest["spec"]["trainer"]["args"]
+    return tfjob.trained_metrics(arguments, output)

@@ -132,7 +132,7 @@ def test_the_chiefs_metrics_are_read_with_the_storage_settings_of_the_jobs_confi
     """The launcher reads the artifact.json the chief wrote, at the endpoint the workflow's storage section names."""
     from modelpress._core import storage
     from modelpress._core.artifacts import ArtifactMeta
-    from modelpress._core.tfjob import trained_metrics
+    from modelpress._core.trainjob import trained_metrics  # either kind: a TFJob reads its chief's command
 
     output = f"s3://{s3}/run/train"
     meta = ArtifactMeta(format="saved_model", step="train", model_path="saved_model", config_hash="0", metrics={"accuracy": 0.91, "params": 2410, "ok": True})
