@@ -17,6 +17,15 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The Kubernetes connection a deployment configures; building a pod reads it but never calls the API server.
+KUBE_CONFIG = {
+    "apiVersion": "v1", "kind": "Config", "current-context": "ml",
+    "clusters": [{"name": "ml", "cluster": {"server": "https://kubernetes.invalid:6443"}}],
+    "contexts": [{"name": "ml", "context": {"cluster": "ml", "user": "runner"}}],
+    "users": [{"name": "runner", "user": {"token": "unused"}}],
+}  # fmt: skip
+
 # The Python of the main environment (.venv: TensorFlow, kfp), which runs steps and kfp compiles: this one, except in
 # the Airflow run, where make test points MODELPRESS_STEP_PYTHON at .venv's (the Airflow adapter reads it too).
 STEP_PYTHON = os.environ.get("MODELPRESS_STEP_PYTHON") or sys.executable

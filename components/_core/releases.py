@@ -84,32 +84,30 @@ def claim_uri(root: str, model: str, version: int) -> str:
 # --------------------------------------------------------------------------------------------------- listing
 def child_names(uri: str) -> list[str]:
     """Names of the immediate sub-folders (S3: common prefixes) of a folder or prefix."""
-    if not storage.is_s3(uri):
-        path = Path(uri)
-        return sorted(p.name for p in path.iterdir() if p.is_dir()) if path.is_dir() else []
-    loc = storage.S3Location.parse(uri)
-    prefix = f"{loc.key}/" if loc.key else ""
-    names: list[str] = []
-    with storage.s3_errors(uri):
-        pages = storage.s3_client().get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=prefix, Delimiter="/")
-        for page in pages:
-            names.extend(p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", []))
-    return sorted(names)
+    return sorted(listing(uri)[0])
 
 
 def file_names(uri: str) -> list[str]:
     """Names of the files (S3: objects) directly inside a folder or prefix."""
+    return sorted(listing(uri)[1])
+
+
+def listing(uri: str) -> tuple[list[str], list[str]]:
+    """(sub-folder names, file names) directly inside a folder or an S3 prefix (one delimited listing)."""
     if not storage.is_s3(uri):
         path = Path(uri)
-        return sorted(p.name for p in path.iterdir() if p.is_file()) if path.is_dir() else []
+        entries = list(path.iterdir()) if path.is_dir() else []
+        return [p.name for p in entries if p.is_dir()], [p.name for p in entries if p.is_file()]
     loc = storage.S3Location.parse(uri)
     prefix = f"{loc.key}/" if loc.key else ""
-    names: list[str] = []
+    folders: list[str] = []
+    files: list[str] = []
     with storage.s3_errors(uri):
         pages = storage.s3_client().get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=prefix, Delimiter="/")
         for page in pages:
-            names.extend(obj["Key"][len(prefix) :] for obj in page.get("Contents", []))
-    return sorted(names)
+            folders.extend(p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", []))
+            files.extend(obj["Key"][len(prefix) :] for obj in page.get("Contents", []))
+    return folders, files
 
 
 def version_folders(root: str, model: str) -> list[int]:

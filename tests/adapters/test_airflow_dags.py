@@ -24,7 +24,7 @@ from dags.modelpress_airflow import (
 from modelpress._core.images import image_for
 from modelpress._core.plan import build_plan
 from modelpress._core.spec import load_workflow
-from tests.conftest import ROOT
+from tests.conftest import KUBE_CONFIG, ROOT
 
 DAGS = ROOT / "dags"
 
@@ -90,13 +90,6 @@ def test_dag_takes_schedule_asset_retries_and_step_names_from_the_spec(workflows
     assert both.timetable.expression == "0 3 * * 1"  # ... and so does the clock
 
 
-# The Kubernetes connection a deployment configures; building a pod reads it but never calls the API server.
-KUBE_CONFIG = {
-    "apiVersion": "v1", "kind": "Config", "current-context": "ml",
-    "clusters": [{"name": "ml", "cluster": {"server": "https://kubernetes.invalid:6443"}}],
-    "contexts": [{"name": "ml", "context": {"cluster": "ml", "user": "runner"}}],
-    "users": [{"name": "runner", "user": {"token": "unused"}}],
-}  # fmt: skip
 
 
 def test_gpu_step_pod_has_image_command_gpu_limit_tolerations_and_node_selector(workflows, adapter_workflow, monkeypatch):

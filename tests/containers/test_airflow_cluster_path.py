@@ -13,16 +13,8 @@ from types import SimpleNamespace
 import boto3
 
 from dags.modelpress_airflow import MODE_ENV, RUN_PREFIX, WORKFLOWS_ENV, workflow_dags
+from tests.conftest import KUBE_CONFIG
 from tests.containers.conftest import docker_run, release, s3_env, write_spec
-
-# The Kubernetes connection a deployment configures; rendering a pod reads it but never calls an API server.
-KUBE_CONFIG = {
-    "apiVersion": "v1", "kind": "Config", "current-context": "ml",
-    "clusters": [{"name": "ml", "cluster": {"server": "https://kubernetes.invalid:6443"}}],
-    "contexts": [{"name": "ml", "context": {"cluster": "ml", "user": "runner"}}],
-    "users": [{"name": "runner", "user": {"token": "unused"}}],
-}  # fmt: skip
-
 
 
 class XComs:
