@@ -7,14 +7,17 @@ Layout under the registry URI:
     <model>/<version>/manifest.json             written last: a version without it does not exist
     <model>/labels/<label>.json                 {"version": N, "history": [...]}: changed by compare-and-swap
     <model>/claims/<version>                    {"digest", "run_id", "claimed"}: whose bundle that number is
+    <model>/claims/bundle-<digest>              {"run_id", "claimed"}: the one run publishing that bundle right now
     <model>/.incoming/<version>-<run>/          local only: a version being assembled, renamed into place whole
 
 Versions are integers and never change once their manifest exists. A bundle's digest covers the model files
 (artifacts/**), so pushing the same models again finds the existing version instead of making a new one. A push
-first claims its version number with a create-if-absent write (S3 `If-None-Match: *`, a hard link locally), so two
-pushes of different content never write into the same version folder; a re-run of the same run (same run id) or a
-push of the same content takes that claim up again instead of leaving a gap. A claim whose version never got a
-manifest is abandoned debris that `registry gc` reports and removes.
+first claims its bundle, then its version number, each with a create-if-absent write (S3 `If-None-Match: *`, a hard
+link locally). The bundle claim lets one run at a time choose a number for given content, so the same models never get
+two versions; the others wait for it to finish and then find its version. The number claim keeps two pushes of
+different content out of one version folder; a re-run of the same run (same run id), or the next holder of the bundle
+claim, takes a number claimed for the same content up again instead of leaving a gap. A claim whose version never got
+a manifest, and a bundle claim left by a killed run, are debris that `registry gc` reports and removes.
 
 Labels move forward only (to a higher version) unless a caller asks for a rollback or promotion, and their history
 keeps every version they pointed at, in order.
@@ -22,6 +25,7 @@ keeps every version they pointed at, in order.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -31,7 +35,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -79,6 +83,13 @@ def label_uri(root: str, model: str, label: str) -> str:
 
 def claim_uri(root: str, model: str, version: int) -> str:
     return storage.join(model_uri(root, model), CLAIMS_DIR, str(int(version)))
+
+
+BUNDLE_CLAIM_PREFIX = "bundle-"
+
+
+def bundle_claim_uri(root: str, model: str, digest: str) -> str:
+    return storage.join(model_uri(root, model), CLAIMS_DIR, f"{BUNDLE_CLAIM_PREFIX}{digest}")
 
 
 # --------------------------------------------------------------------------------------------------- listing
@@ -235,12 +246,12 @@ def create_exclusive(uri: str, data: bytes) -> bool:
     return True
 
 
-def read_claim(root: str, model: str, version: int) -> dict | None:
-    """A version's claim: digest, run_id, claimed (epoch seconds). Claims of older releases hold the digest only."""
-    uri = claim_uri(root, model, version)
-    if not storage.exists(uri):
+def read_json_claim(uri: str) -> dict | None:
+    """A claim's content, None when it is gone (released meanwhile). Claims of older releases hold the digest only."""
+    data = storage.read_if_present(uri)
+    if data is None:
         return None
-    raw = storage.read_bytes(uri).decode(errors="replace")
+    raw = data.decode(errors="replace")
     try:
         claim = json.loads(raw)
     except ValueError:
@@ -248,48 +259,74 @@ def read_claim(root: str, model: str, version: int) -> dict | None:
     return claim if isinstance(claim, dict) else {"digest": raw.strip(), "run_id": None, "claimed": None}
 
 
+def read_claim(root: str, model: str, version: int) -> dict | None:
+    """A version's claim: digest, run_id, claimed (epoch seconds)."""
+    return read_json_claim(claim_uri(root, model, version))
+
+
 def claim_version(root: str, model: str, version: int, digest: str, run_id: str) -> dict:
-    """Try to reserve a version number for the bundle `digest` pushed by `run_id`; the claim that holds the number
-    afterwards. It is this push's when its run_id is ours: claimed now, or earlier by the same run (a re-run, whose
-    bundle may differ: the claim then names the new digest)."""
+    """Try to reserve a version number for the bundle `digest` pushed by `run_id`, while holding that bundle's claim;
+    the claim that holds the number afterwards. It is this push's when its run_id is ours: claimed now, or taken up
+    from an earlier claim of this run (a re-run, whose bundle may differ) or of this very bundle (whose run is gone,
+    since this run holds the bundle claim)."""
     uri = claim_uri(root, model, version)
     claim = {"digest": digest, "run_id": run_id, "claimed": time.time()}
-    if create_exclusive(uri, json.dumps(claim).encode()):
-        return claim
-    held = read_claim(root, model, version) or {"digest": None, "run_id": None, "claimed": None}
-    if held["run_id"] == run_id and held["digest"] != digest:
-        storage.write_bytes(uri, json.dumps(claim).encode())
-        return claim
-    return held
+    while not create_exclusive(uri, json.dumps(claim).encode()):
+        held = read_json_claim(uri)
+        if held is None:
+            continue  # given back meanwhile: try again
+        if held["run_id"] != run_id and held["digest"] != digest:
+            return held
+        if held != claim:
+            storage.write_bytes(uri, json.dumps(claim).encode())
+        break
+    return claim
 
 
-def wait_for_version(root: str, model: str, version: int, digest: str, claim: dict, timeout_s: float) -> None:
-    """Another run is publishing this very bundle as `version`: wait for its manifest instead of uploading the same
-    models twice or mixing two runs' files in one version."""
-    log(f"{model}: run {claim['run_id']} is publishing the same models as version {version}; waiting for it")
+@contextlib.contextmanager
+def bundle_claim(root: str, model: str, digest: str, run_id: str, timeout_s: float) -> Iterator[None]:
+    """Hold the one claim to publish the bundle `digest`, waiting while another run holds it; given back on leaving,
+    whether the push succeeded or failed. A claim of this run (killed before giving it back) is taken up again."""
+    uri = bundle_claim_uri(root, model, digest)
+    claim = json.dumps({"run_id": run_id, "claimed": time.time()}).encode()
     deadline = time.monotonic() + timeout_s
-    manifest = storage.join(version_uri(root, model, version), MANIFEST_FILE)
-    while time.monotonic() < deadline:
-        if storage.exists(manifest):
-            return
+    announced = False
+    while not create_exclusive(uri, claim):
+        held = read_json_claim(uri)
+        if held is not None and held.get("run_id") == run_id:
+            break
+        if time.monotonic() > deadline:
+            raise UserError(
+                f"run {held and held.get('run_id')} has been publishing these models of '{model}' (digest {digest[:12]}) "
+                f"for over {timeout_s:.0f}s; retry later, or if that run is dead: modelpress registry gc {model} --delete"
+            )
+        if held is not None and not announced:
+            log(f"{model}: run {held.get('run_id')} is publishing the same models; waiting for it")
+            announced = True
         time.sleep(0.5)
-    raise UserError(
-        f"version {version} of '{model}' holds these models (digest {digest[:12]}) but run {claim['run_id']} has not "
-        f"completed it in {timeout_s:.0f}s; retry later, or if that run is dead: modelpress registry gc {model} --delete"
-    )
+    try:
+        yield
+    finally:
+        storage.remove(uri)
 
 
 def claimed_versions(root: str, model: str) -> list[int]:
     return sorted(int(name) for name in file_names(storage.join(model_uri(root, model), CLAIMS_DIR)) if name.isdigit())
 
 
-def open_claim(root: str, model: str, digest: str, run_id: str) -> tuple[int, dict] | None:
-    """The lowest claimed, still incomplete version held by this run or for this bundle, with its claim."""
+def bundle_claims(root: str, model: str) -> list[str]:
+    """The digests whose bundle claims are held (by running pushes, or left by killed ones)."""
+    names = file_names(storage.join(model_uri(root, model), CLAIMS_DIR))
+    return sorted(name.removeprefix(BUNDLE_CLAIM_PREFIX) for name in names if name.startswith(BUNDLE_CLAIM_PREFIX))
+
+
+def open_claim(root: str, model: str, digest: str, run_id: str) -> int | None:
+    """The lowest claimed, still incomplete version held by this run or for this bundle."""
     complete = set(list_versions(root, model))
     for version in claimed_versions(root, model):
         held = read_claim(root, model, version) if version not in complete else None
         if held is not None and (held["run_id"] == run_id or held["digest"] == digest):
-            return version, held
+            return version
     return None
 
 

@@ -202,14 +202,29 @@ def check_bucket(uri: str) -> None:
 
 
 def read_bytes(uri: str) -> bytes:
+    data = read_if_present(uri)
+    if data is None:
+        raise UserError(f"{uri} not found; check the path")
+    return data
+
+
+def read_if_present(uri: str) -> bytes | None:
+    """A file's bytes, or None when there is no such file (one request: no race between a check and the read)."""
     if not is_s3(uri):
-        path = Path(uri)
-        if not path.is_file():
-            raise UserError(f"{uri} not found; check the path")
-        return path.read_bytes()
+        try:
+            return Path(uri).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+    from botocore.exceptions import ClientError
+
     loc = S3Location.parse(uri)
     with s3_errors(uri):
-        return s3_client().get_object(Bucket=loc.bucket, Key=loc.key)["Body"].read()
+        try:
+            return s3_client().get_object(Bucket=loc.bucket, Key=loc.key)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
 
 
 def write_bytes(uri: str, data: bytes) -> None:
@@ -314,7 +329,7 @@ def remove(uri: str) -> None:
         loc = S3Location.parse(uri)
         with s3_errors(uri):
             abort_uploads(uri)
-            delete_keys(loc.bucket, _list_keys(loc))
+            delete_keys(loc.bucket, [*([loc.key] if loc.key else []), *_list_keys(loc)])  # the object itself, if any
     elif Path(uri).is_dir():
         shutil.rmtree(uri)
     elif Path(uri).exists():

@@ -1,7 +1,7 @@
 """`modelpress registry gc MODEL`: find and (with --delete) remove what interrupted pushes left in a registry.
 
-Debris is: a version claim whose version never got its manifest (an abandoned number), the objects of such an
-incomplete version, multipart uploads never completed under the model, and local `.incoming/` folders. Anything
+Debris is: a version claim whose version never got its manifest (an abandoned number), a bundle claim a killed push
+never gave back (other pushes of those models wait for it), the objects of such an incomplete version, multipart uploads never completed under the model, and local `.incoming/` folders. Anything
 younger than --older-than seconds is left alone: it may belong to a push still running. Complete versions, their
 claims and labels are never touched.
 """
@@ -23,7 +23,7 @@ DEFAULT_MIN_AGE_S = 3600
 
 @dataclass
 class Debris:
-    kind: str  # "claim", "partial version", "upload", "incoming"
+    kind: str  # "claim", "bundle claim", "partial version", "upload", "incoming"
     uri: str
     detail: str
     upload: dict | None = None
@@ -41,6 +41,12 @@ def find_debris(root: str, model: str, older_than_s: float = DEFAULT_MIN_AGE_S) 
         age = now - claim["claimed"] if claim.get("claimed") else float("inf")
         if age >= older_than_s:
             found.append(Debris("claim", releases.claim_uri(root, model, version), f"version {version}, run {claim['run_id']}, {age:.0f}s old"))
+    for digest in releases.bundle_claims(root, model):
+        uri = releases.bundle_claim_uri(root, model, digest)
+        claim = releases.read_json_claim(uri)
+        age = now - claim["claimed"] if claim and claim.get("claimed") else float("inf")
+        if claim is not None and age >= older_than_s:
+            found.append(Debris("bundle claim", uri, f"digest {digest[:12]}, run {claim.get('run_id')}, {age:.0f}s old"))
     claimed_recently = {v for v in releases.claimed_versions(root, model) if v not in complete} - {
         int(d.uri.rsplit("/", 1)[-1]) for d in found if d.kind == "claim"
     }
@@ -62,7 +68,7 @@ def find_debris(root: str, model: str, older_than_s: float = DEFAULT_MIN_AGE_S) 
 
 def collect(root: str, debris: list[Debris]) -> None:
     """Remove the debris found; partial versions and incoming folders before the claims that reserve them."""
-    order = {"upload": 0, "incoming": 1, "partial version": 2, "claim": 3}
+    order = {"upload": 0, "incoming": 1, "partial version": 2, "claim": 3, "bundle claim": 4}
     for item in sorted(debris, key=lambda d: order[d.kind]):
         if item.kind == "upload":
             storage.abort_uploads(root, [item.upload])

@@ -210,13 +210,21 @@ def run(config: PushConfig, inputs: dict[str, str | list[str]], output: str, ove
     return {"uri": output, **record}
 
 
-def choose_version(root: str, model: str, digest: str, run_id: str, pinned: int | None) -> tuple[int, bool]:
-    """(version, content already complete there): the version holding this bundle, the claim this run already
-    holds, the pinned number, or the next free number, claimed before anything is uploaded. When another run is
-    publishing the same bundle, its version is waited for and reused."""
+def already_published(root: str, model: str, digest: str, pinned: int | None) -> int | None:
+    """The version already holding these models, unless the push pins another number."""
     existing = releases.find_by_digest(root, model, digest)
-    if existing is not None and pinned in (None, existing):
-        log(f"{model}: these models are already version {existing} (digest {digest[:12]}); nothing uploaded")
+    if existing is None or pinned not in (None, existing):
+        return None
+    log(f"{model}: these models are already version {existing} (digest {digest[:12]}); nothing uploaded")
+    return existing
+
+
+def choose_version(root: str, model: str, digest: str, run_id: str, pinned: int | None) -> tuple[int, bool]:
+    """(version, content already complete there), chosen while holding the bundle claim, so no other run is choosing
+    a number for this bundle: the version holding it, the number this run or an earlier holder of the bundle claim
+    took for it, the pinned number, or the next free number, claimed before anything is uploaded."""
+    existing = already_published(root, model, digest, pinned)
+    if existing is not None:
         return existing, True
     versions = releases.list_versions(root, model)
     if pinned is not None and pinned in versions:
@@ -225,60 +233,44 @@ def choose_version(root: str, model: str, digest: str, run_id: str, pinned: int 
             f"version {pinned} of '{model}' already exists with different content (digest {other[:12]}, this push "
             f"{digest[:12]}); versions never change: unset push.version to publish the next one"
         )
-    held = releases.open_claim(root, model, digest, run_id) if pinned is None else None
-    version = held[0] if held else pinned or max([*versions, *releases.claimed_versions(root, model), 0]) + 1
-    while True:
-        claim = releases.claim_version(root, model, version, digest, run_id)
-        if claim["run_id"] == run_id:
-            return settle_claim(root, model, version, digest, run_id)
-        if claim["digest"] == digest:
-            releases.wait_for_version(root, model, version, digest, claim, SAME_BUNDLE_WAIT_S)
-            return version, True
+    taken_up = releases.open_claim(root, model, digest, run_id) if pinned is None else None
+    version = taken_up or pinned or max([*versions, *releases.claimed_versions(root, model), 0]) + 1
+    while releases.claim_version(root, model, version, digest, run_id)["run_id"] != run_id:
         if pinned is not None:
             raise UserError(
                 f"version {version} of '{model}' is being published by another push with different content; "
                 "unset push.version to publish the next one"
             )
         version += 1  # another push took this number first
-
-
-def settle_claim(root: str, model: str, version: int, digest: str, run_id: str) -> tuple[int, bool]:
-    """After winning `version`: if the same bundle was completed, or claimed at a lower number by another run, while
-    this push was choosing, give the number back and take that version, so one bundle never gets two versions."""
-    existing = releases.find_by_digest(root, model, digest)
-    rival = releases.open_claim(root, model, digest, run_id)
-    if existing is None and (rival is None or rival[0] >= version):
-        return version, False
-    storage.remove(releases.claim_uri(root, model, version))
-    if existing is not None:
-        log(f"{model}: these models became version {existing} meanwhile (digest {digest[:12]}); nothing uploaded")
-        return existing, True
-    releases.wait_for_version(root, model, rival[0], digest, rival[1], SAME_BUNDLE_WAIT_S)
-    return rival[0], True
+    return version, False
 
 
 def publish(root, model, digest, run_id, bundle, files, blessed, rejected, metas, config: PushConfig) -> tuple[int, bool]:
     """Upload the bundle as a new version (manifest last), or find the version that already holds this content."""
     spec = config.push
-    version, complete = choose_version(root, model, digest, run_id, spec.version)
-    if complete:
-        return version, True
-    target = releases.version_uri(root, model, version)
-    total = sum(f["size"] for f in files.values())
-    log(f"{model}: uploading version {version} ({len(bundle)} files, {total / (1 << 20):.1f} MiB) to {target}")
-    manifest = build_manifest(model, digest, files, blessed, rejected, metas, config)
-    manifest["version"] = version
-    with tempfile.TemporaryDirectory(prefix="modelpress-push-") as tmp:
-        card = Path(tmp) / releases.MODEL_CARD_FILE
-        card.write_text(model_card(model, version, manifest, [v.row() for v in blessed]))
-        manifest_file = Path(tmp) / releases.MANIFEST_FILE
-        manifest_file.write_text(json.dumps(manifest, indent=2))
-        # the model card, then the manifest: the manifest completes a version
-        complete_bundle = [*bundle, (releases.MODEL_CARD_FILE, card), (releases.MANIFEST_FILE, manifest_file)]
-        if storage.is_s3(target):
-            upload_version(target, complete_bundle, run_id, config)
-        else:
-            assemble_version(root, model, version, run_id, complete_bundle)
+    existing = already_published(root, model, digest, spec.version)
+    if existing is not None:  # checked before taking the bundle claim too: re-pushing known models writes nothing
+        return existing, True
+    with releases.bundle_claim(root, model, digest, run_id, SAME_BUNDLE_WAIT_S):
+        version, complete = choose_version(root, model, digest, run_id, spec.version)
+        if complete:
+            return version, True
+        target = releases.version_uri(root, model, version)
+        total = sum(f["size"] for f in files.values())
+        log(f"{model}: uploading version {version} ({len(bundle)} files, {total / (1 << 20):.1f} MiB) to {target}")
+        manifest = build_manifest(model, digest, files, blessed, rejected, metas, config)
+        manifest["version"] = version
+        with tempfile.TemporaryDirectory(prefix="modelpress-push-") as tmp:
+            card = Path(tmp) / releases.MODEL_CARD_FILE
+            card.write_text(model_card(model, version, manifest, [v.row() for v in blessed]))
+            manifest_file = Path(tmp) / releases.MANIFEST_FILE
+            manifest_file.write_text(json.dumps(manifest, indent=2))
+            # the model card, then the manifest: the manifest completes a version
+            complete_bundle = [*bundle, (releases.MODEL_CARD_FILE, card), (releases.MANIFEST_FILE, manifest_file)]
+            if storage.is_s3(target):
+                upload_version(target, complete_bundle, run_id, config)
+            else:
+                assemble_version(root, model, version, run_id, complete_bundle)
     return version, False
 
 

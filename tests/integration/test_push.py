@@ -6,8 +6,10 @@ import contextlib
 import hashlib
 import http.client
 import json
+import re
 import socket
 import threading
+import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +18,7 @@ import boto3
 import pytest
 
 from modelpress._core import releases
+from modelpress._core.errors import UserError
 from tests.conftest import start_moto
 
 
@@ -183,9 +186,11 @@ def test_bad_credentials_are_one_clear_line(trained_runs, cli, authenticating_s3
     result = push(cli, "s3://models/registry", validations_of(trained_runs["a"]), str(tmp_path / "push"),
                   env={"AWS_ENDPOINT_URL": endpoint, **keys})
     assert result.returncode == 2
-    code, where = ("AccessDenied", "s3://models/registry/tiny/claims/1") if credentials == "read-only" else ("403", "s3://models/registry")
-    assert result.stderr.strip() == (
-        f"modelpress: error: S3 refused access to {where} ({code}); check the credentials and the bucket policy")
+    # the first write of a push is its bundle claim
+    code, where = ("AccessDenied", "s3://models/registry/tiny/claims/bundle-[0-9a-f]{64}") if credentials == "read-only" else ("403", "s3://models/registry")
+    assert re.fullmatch(
+        rf"modelpress: error: S3 refused access to {where} \({code}\); check the credentials and the bucket policy", result.stderr.strip()
+    ), result.stderr
     assert not (tmp_path / "push").exists()
 
 
@@ -283,3 +288,51 @@ def test_two_pushes_at_the_same_time_never_share_a_version(s3, trained_runs, cli
     assert sorted(json.loads(r.stdout)["version"] for r in results) == [1, 2]
     digests = {json.loads(r.stdout)["digest"] for r in results}
     assert {assert_complete_bundle(s3, version)["digest"] for version in (1, 2)} == digests and len(digests) == 2
+
+
+def test_a_push_of_models_another_run_is_publishing_waits_and_reuses_its_version(s3, trained_runs, cli):
+    """The bundle claim: a second push of the same models waits for the holder, then finds the holder's version."""
+    from modelpress.push.config import PushConfig
+    from modelpress.push.step import run as push_in_process
+
+    registry, validations = f"s3://{s3}/registry", validations_of(trained_runs["a"])
+    probe = push(cli, f"s3://{s3}/probe", validations, f"s3://{s3}/runs/probe/push")
+    digest = json.loads(probe.stdout)["digest"]
+    holder = releases.bundle_claim_uri(registry, "tiny", digest)
+    releases.create_exclusive(holder, json.dumps({"run_id": "holder", "claimed": 0}).encode())
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        waiting = pool.submit(push, cli, registry, validations, f"s3://{s3}/runs/waiting/push")
+        deadline = time.monotonic() + 60
+        while "waiting" not in "".join(objects(s3, "runs/")) and not waiting.done() and time.monotonic() < deadline:
+            time.sleep(0.2)  # the waiting push has not written its output: it is still in the claim's queue
+        time.sleep(3)
+        assert not waiting.done() and releases.list_versions(registry, "tiny") == []
+        config = PushConfig(push={"uri": registry, "model_name": "tiny"}, run_id="holder")
+        assert push_in_process(config, {"validations": validations}, f"s3://{s3}/runs/holder/push")["version"] == 1
+        result = waiting.result(timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "run holder is publishing the same models; waiting for it" in result.stderr
+    assert (json.loads(result.stdout)["version"], json.loads(result.stdout)["reused"]) == (1, True)
+    assert releases.list_versions(registry, "tiny") == [1] and releases.bundle_claims(registry, "tiny") == []
+
+
+def test_a_dead_runs_claims_time_out_with_a_hint_and_registry_gc_removes_them(s3, trained_runs, cli):
+    registry, validations = f"s3://{s3}/registry", validations_of(trained_runs["a"])
+    digest = json.loads(push(cli, f"s3://{s3}/probe", validations, f"s3://{s3}/runs/probe/push").stdout)["digest"]
+    dead = {"run_id": "dead-run", "claimed": time.time() - 7200}
+    releases.create_exclusive(releases.bundle_claim_uri(registry, "tiny", digest), json.dumps(dead).encode())
+    releases.create_exclusive(releases.claim_uri(registry, "tiny", 1), json.dumps({**dead, "digest": digest}).encode())
+    with pytest.raises(UserError, match=r"run dead-run has been publishing these models of 'tiny' .* for over 1s; .*"
+                                        r"modelpress registry gc tiny --delete"):
+        with releases.bundle_claim(registry, "tiny", digest, "new-run", timeout_s=1):
+            pass
+    listed = cli("registry", "gc", "tiny", "--uri", registry)
+    assert listed.returncode == 0, listed.stderr
+    kinds = sorted(line.split("  ")[0].strip() for line in listed.stdout.splitlines() if line.startswith(("claim", "bundle")))
+    assert kinds == ["bundle claim", "claim"] and "2 item(s); dry run" in listed.stdout
+    assert releases.bundle_claims(registry, "tiny") == [digest]  # a dry run removes nothing
+    assert cli("registry", "gc", "tiny", "--uri", registry, "--delete").returncode == 0
+    assert releases.bundle_claims(registry, "tiny") == [] and releases.claimed_versions(registry, "tiny") == []
+    result = push(cli, registry, validations, f"s3://{s3}/runs/new/push")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["version"] == 1 and releases.bundle_claims(registry, "tiny") == []

@@ -93,16 +93,8 @@ def judge(registry: str, results: list[dict]) -> dict[str, int]:
     }
 
 
-# A known race, open in issue 13: two runs pushing the same bundle can claim two numbers, and when the second settles
-# before the first has written its claim, neither gives its number back (choose_version/settle_claim in push/step.py;
-# the fix is one exclusive claim per bundle digest). Seen once in five runs on S3, where the window is widest.
-DUPLICATE_VERSION_RACE = pytest.mark.xfail(
-    reason="same-bundle pushes can settle on two versions (issue 13, settle_claim race)", strict=False
-)
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("where", ["local", pytest.param("s3", marks=DUPLICATE_VERSION_RACE)])
+@pytest.mark.parametrize("where", ["local", "s3"])
 def test_eight_pushes_at_once(where, bundles, tmp_path, request, capsys):
     totals = {"backwards labels": 0, "lost history": 0, "duplicate versions": 0}
     for trial in range(TRIALS):
