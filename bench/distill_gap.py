@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from modelpress._core.progress import log
-from modelpress._core.spec import load_workflow
-from modelpress.distill.config import DistillConfig
-from modelpress.distill.step import run as distill
-from modelpress.train.config import TrainConfig
-from modelpress.train.step import run as train
+from modelpress.common.progress import log
+from modelpress.execution.plan import load_workflow
+from modelpress.steps.distill.config import DistillConfig
+from modelpress.steps.distill.step import run as distill
+from modelpress.steps.train.config import TrainConfig
+from modelpress.steps.train.step import run as train
 
 from .harness import ROOT, WORK
 

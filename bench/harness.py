@@ -23,11 +23,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelpress._core.plan import Task, build_plan
-from modelpress._core.progress import log
-from modelpress._core.registry import get_step
-from modelpress._core.report import _fmt as report_format
-from modelpress._core.spec import parse_workflow, spec_hash
+from modelpress.common.progress import log
+from modelpress.contract.schema import spec_hash
+from modelpress.contract.workflow import parse_workflow
+from modelpress.execution.plan import Task, build_plan
+from modelpress.io.report import _fmt as report_format
+from modelpress.steps.catalog import get_step
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -188,7 +189,7 @@ class Bench:
 def run_step_process(step: str, config_file: Path, inputs: dict[str, str], output: Path) -> dict:
     """`modelpress step STEP` in a new Python process (progress on our stderr); its result JSON."""
     result_file = output.parent / f"{output.name}.result.json"
-    command = [sys.executable, "-m", "modelpress._core.cli", "step", step, "--config", f"@{config_file}", "--output", str(output)]
+    command = [sys.executable, "-m", "modelpress.cli.main", "step", step, "--config", f"@{config_file}", "--output", str(output)]
     for name, uri in inputs.items():
         command += ["--input", f"{name}={uri}"]
     completed = subprocess.run([*command, "--result", str(result_file)], stdout=subprocess.DEVNULL, env={**os.environ, **STEP_ENV})

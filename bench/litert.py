@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import time
 
-from modelpress._core.plan import Task, step_config
-from modelpress._core.progress import log
-from modelpress._core.spec import parse_workflow
-from modelpress.convert import step as convert
-from modelpress.convert.config import ConvertConfig
+from modelpress.common.progress import log
+from modelpress.contract.workflow import parse_workflow
+from modelpress.execution.plan import Task, step_config
+from modelpress.steps.convert import step as convert
+from modelpress.steps.convert.config import ConvertConfig
 
 from .harness import WORK, Bench, Measured, bench_arguments, machine, spread_ms, text_table, write_json
 from .recipes import INT8_CALIBRATION, WORKLOADS, workflow

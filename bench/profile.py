@@ -43,8 +43,8 @@ def profile_openvino(model_xml: str, rows: np.ndarray, threads: int, runs: int, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from modelpress._core.data import load_dataset
-    from modelpress._core.spec import Workflow
+    from modelpress.contract.workflow import Workflow
+    from modelpress.io.data import load_dataset
 
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.splitlines()[0])
     parser.add_argument("model_xml")

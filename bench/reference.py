@@ -20,8 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from modelpress._core.progress import log
-from modelpress._core.report import label_points
+from modelpress.common.progress import log
+from modelpress.io.report import label_points
 
 from .harness import STEP_ENV, WORK, Bench, bench_arguments, machine, spread_ms, text_table, write_json
 from .recipes import PEER_TARGETS, PEERS, STUDENTS, WORKLOADS, recipes, workflow

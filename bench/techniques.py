@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelpress._core.progress import log
-from modelpress._core.registry import STEPS
+from modelpress.common.progress import log
+from modelpress.steps.catalog import STEPS
 
 from .harness import WORK, Bench, Measured, bench_arguments, machine, spread_ms, text_table, write_json
 

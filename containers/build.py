@@ -2,7 +2,7 @@
 
 import sys
 
-from modelpress._core.cli import main
+from modelpress.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["images", *sys.argv[1:]]))

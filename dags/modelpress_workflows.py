@@ -1,9 +1,12 @@
-"""Airflow DAG file: one DAG per workflow YAML in dags/workflows/ (DAG id = the file name without .yaml).
+"""Airflow DAG file: one DAG per workflow YAML in the workflows/ folder beside it (DAG id = the file name without
+.yaml). Copy this file and that folder into your DAGs folder.
 
-Drop a workflow written with `modelpress new` into dags/workflows/ and it becomes a DAG. A workflow that does not
+Drop a workflow written with `modelpress new` into workflows/ and it becomes a DAG. A workflow that does not
 validate shows up as an import error naming that file; the other workflows' DAGs still load.
 """
 
-from dags.modelpress_airflow import workflow_dags
+from pathlib import Path
 
-globals().update(workflow_dags())
+from modelpress.airflow.dag_factory import workflow_dags
+
+globals().update(workflow_dags(Path(__file__).parent / "workflows"))

@@ -30,7 +30,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from modelpress._core.tf import import_tf
+from modelpress.common.tf import import_tf
 
 tf, _ = import_tf()
 from google.protobuf import json_format, text_format  # noqa: E402

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from modelpress._core.cli import main
+from modelpress.cli.main import main
 from tests.conftest import ROOT
 
 # One workflow that uses every registered step; a newly registered step must be added here (the test says so).
@@ -94,7 +94,7 @@ def replica_arguments(manifest: dict) -> dict[str, list[str]]:
 
 def draft_every_template(cli, drafts: Path) -> dict[str, Path]:
     """`modelpress new` of every template into `drafts`: template -> the workflow it wrote (named my-<template>)."""
-    from modelpress._core.newflow import TEMPLATES
+    from modelpress.cli.newflow import TEMPLATES
 
     written = {}
     for template in TEMPLATES:
@@ -115,7 +115,7 @@ def uses_builder(path: Path) -> bool:
 
 
 def with_image_tag(path: Path) -> None:
-    """Uncomment the template's cluster.image_tag, where the derived images' tag goes (the template says so)."""
+    """Uncomment the template's kubernetes.image_tag, where the derived images' tag goes (the template says so)."""
     text = path.read_text()
-    assert "# cluster:\n#   image_tag: " in text
-    path.write_text(text.replace("# cluster:\n#   image_tag: ", "cluster:\n  image_tag: "))
+    assert "# kubernetes:\n#   image_tag: " in text
+    path.write_text(text.replace("# kubernetes:\n#   image_tag: ", "kubernetes:\n  image_tag: "))

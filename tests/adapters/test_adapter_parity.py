@@ -9,12 +9,12 @@ import re
 import pytest
 from kfp import compiler
 
-from modelpress._core.cli import main
-from modelpress._core.errors import UserError
-from modelpress._core.registry import STEPS
-from modelpress._core.spec import load_workflow
-from pipelines.compiler import build_pipeline
-from pipelines.components import step_component
+from modelpress.cli.main import main
+from modelpress.common.errors import UserError
+from modelpress.execution.plan import load_workflow
+from modelpress.kfp.compiler import build_pipeline
+from modelpress.kfp.components import step_component
+from modelpress.steps.catalog import STEPS
 from tests.adapters.cases import (
     BAD_WORKFLOWS,
     NO_IMAGE_CARRIES,

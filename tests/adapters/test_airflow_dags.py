@@ -14,16 +14,15 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 from kubernetes.client import ApiClient
 
-from dags.modelpress_airflow import (
+from modelpress.airflow.dag_factory import (
     MODE_ENV,
     RUN_PREFIX,
     RUN_ROOT_ENV,
     WORKFLOWS_ENV,
     workflow_dags,
 )
-from modelpress._core.images import image_for
-from modelpress._core.plan import build_plan
-from modelpress._core.spec import load_workflow
+from modelpress.contract.images import image_for
+from modelpress.execution.plan import build_plan, load_workflow
 from tests.conftest import KUBE_CONFIG, ROOT
 
 DAGS = ROOT / "dags"
@@ -98,7 +97,7 @@ def test_gpu_step_pod_has_image_command_gpu_limit_tolerations_and_node_selector(
     adapter_workflow(
         "gpu",
         folder=workflows,
-        extra="cluster: {namespace: ml, gpu_resource: nvidia.com/gpu, gpu_node_selector: {pool: a100},"
+        extra="kubernetes: {namespace: ml, gpu_resource: nvidia.com/gpu, gpu_node_selector: {pool: a100},"
         " gpu_tolerations: [{key: dedicated, operator: Equal, value: ml, effect: NoExecute}]}\n",
     )
     dag = workflow_dags()["gpu"]

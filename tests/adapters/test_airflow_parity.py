@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dags.modelpress_airflow import MODE_ENV, WORKFLOWS_ENV, build_dag, workflow_dags
-from modelpress._core.images import image_for
-from modelpress._core.registry import STEPS
-from modelpress._core.runner import KIND_FOLDERS
-from modelpress._core.spec import load_workflow
+from modelpress.airflow.dag_factory import MODE_ENV, WORKFLOWS_ENV, build_dag, workflow_dags
+from modelpress.contract.images import image_for
+from modelpress.execution.plan import load_workflow
+from modelpress.execution.runner import KIND_FOLDERS
+from modelpress.steps.catalog import STEPS
 from tests.adapters.cases import (
     BAD_WORKFLOWS,
     NO_IMAGE_CARRIES,

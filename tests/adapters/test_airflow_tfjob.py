@@ -1,5 +1,5 @@
 """The Airflow side of multi-worker training: `train.workers > 1` is a task that creates the training job (a TFJob
-with `cluster.training_operator: tfjob`) and waits for it, and the TrainJob it creates is the one Kubeflow's does."""
+with `kubernetes.training_operator: tfjob`) and waits for it, and the TrainJob it creates is the one Kubeflow's does."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from dags.modelpress_airflow import (
+from modelpress.airflow.dag_factory import (
     MODE_ENV,
     WORKFLOWS_ENV,
     LocalStepOperator,
     workflow_dags,
 )
-from modelpress._core.images import image_for
-from modelpress._core.tfjob import with_run_values
-from modelpress._core.trainjob import run_training_job
+from modelpress.contract.images import image_for
+from modelpress.kubernetes.tfjob import with_run_values
+from modelpress.kubernetes.trainjob import run_training_job
 from tests.adapters.cases import multi_worker_workflow, replica_arguments
 from tests.conftest import step_cli
 

@@ -10,9 +10,9 @@ import boto3
 import pytest
 import yaml
 
-from modelpress._core.images import image_for
-from modelpress._core.spec import load_workflow
-from pipelines.compiler import build_pipeline
+from modelpress.contract.images import image_for
+from modelpress.execution.plan import load_workflow
+from modelpress.kfp.compiler import build_pipeline
 from tests.conftest import ROOT
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -64,7 +64,7 @@ def test_ir_has_parameters_gpu_placement_fan_out_and_blessing_gate(cli, adapter_
     workflow = adapter_workflow(
         targets="[saved_model, tflite_fp32, onnx]",
         extra="push: {uri: s3://models/registry}\nserving: {base_path: s3://models/serving}\n"
-        "cluster: {gpu_node_selector: {pool: a100}, gpu_tolerations: [{key: gpu, operator: Equal, value: 'yes'}]}\n"
+        "kubernetes: {gpu_node_selector: {pool: a100}, gpu_tolerations: [{key: gpu, operator: Equal, value: 'yes'}]}\n"
     )
     pipeline, platform = compiled(cli, workflow, tmp_path)
     assert parameter_defaults(pipeline) == {
@@ -143,7 +143,7 @@ def test_targets_fan_out_per_image_that_carries_their_runtime_and_tensorrt_runs_
 
 
 def test_vertex_platform_requests_its_accelerator_type(cli, adapter_workflow, tmp_path):
-    workflow = adapter_workflow(targets="[saved_model]", extra="cluster: {platform: vertex, gpu_accelerator: NVIDIA_L4}\n")
+    workflow = adapter_workflow(targets="[saved_model]", extra="kubernetes: {platform: vertex, gpu_accelerator: NVIDIA_L4}\n")
     pipeline, _ = compiled(cli, workflow, tmp_path)
     executors = pipeline["deploymentSpec"]["executors"]
     train = pipeline["components"][all_dag_tasks(pipeline)["train"]["componentRef"]["name"]]["executorLabel"]
@@ -155,7 +155,7 @@ def test_vertex_platform_requests_its_accelerator_type(cli, adapter_workflow, tm
     [
         ("push: {uri: /srv/registry}\n", "push.uri: '/srv/registry' is a path on the pod's own disk"),
         ("serving: {base_path: models}\n", "serving.base_path: 'models' is a path on the pod's own disk"),
-        ("cluster: {image_tag: null}\n", None),
+        ("kubernetes: {image_tag: null}\n", None),
     ],
     ids=["push_local", "serving_local", "defaults_ok"],
 )
@@ -173,8 +173,8 @@ def test_a_builder_module_missing_from_the_images_is_a_compile_error(cli, adapte
     workflow.write_text(workflow.read_text().replace("  zoo: mlp\n  params: {hidden: [32]}\n", "  builder: acme_models.nets:build\n"))
     result = cli("compile", "kfp", str(workflow), "-o", str(tmp_path / "p.yaml"))
     assert result.returncode == 2 and "module 'acme_models.nets' is not in the stock images" in result.stderr
-    assert "modelpress images --with" in result.stderr and "cluster.image_tag" in result.stderr
-    with_tag = workflow.read_text() + "cluster: {image_tag: 0.1.0-acme-models-1a2b3c4d}\n"
+    assert "modelpress images --with" in result.stderr and "kubernetes.image_tag" in result.stderr
+    with_tag = workflow.read_text() + "kubernetes: {image_tag: 0.1.0-acme-models-1a2b3c4d}\n"
     workflow.write_text(with_tag)
     pipeline, _ = compiled(cli, workflow, tmp_path)
     images = {e["container"]["image"] for e in pipeline["deploymentSpec"]["executors"].values()}
@@ -267,7 +267,7 @@ def test_ui_parameters_cover_data_epochs_compression_gates_and_push(cli, tmp_pat
 def test_steps_name_pipeline_root_uris_never_a_pods_local_copy(uri, expected):
     from kfp.dsl import Artifact
 
-    from pipelines.components import artifact_address
+    from modelpress.kfp.components import artifact_address
 
     assert artifact_address(Artifact(uri=uri)) == expected
 
@@ -275,7 +275,7 @@ def test_steps_name_pipeline_root_uris_never_a_pods_local_copy(uri, expected):
 def test_a_pipeline_root_the_steps_cannot_open_is_one_line():
     from kfp.dsl import Artifact
 
-    from pipelines.components import artifact_address
+    from modelpress.kfp.components import artifact_address
 
     with pytest.raises(SystemExit, match=r"gs:// storage, which ModelPress steps cannot open; run the pipeline with an s3:// or minio:// pipeline root"):
         artifact_address(Artifact(uri="gs://bucket/p/train/output_model"))

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from kfp import compiler
 
-from modelpress._core.errors import UserError
-from modelpress._core.spec import load_workflow
-from pipelines.compiler import build_pipeline
+from modelpress.common.errors import UserError
+from modelpress.execution.plan import load_workflow
+from modelpress.kfp.compiler import build_pipeline
 from tests.adapters.cases import draft_every_template, uses_builder, with_image_tag
 
 

@@ -1,5 +1,5 @@
 """Both adapters run `train.workers > 1` as a training job instead of a single train pod: a Kubeflow Trainer v2
-TrainJob by default, a Training Operator TFJob (chief + workers) with `cluster.training_operator: tfjob`. Here the
+TrainJob by default, a Training Operator TFJob (chief + workers) with `kubernetes.training_operator: tfjob`. Here the
 Kubeflow side; tests/adapters/test_airflow_tfjob.py the Airflow side and that both emit the same TrainJob."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import json
 
 import yaml
 
-from modelpress._core.images import image_for
-from modelpress._core.registry import STEPS
-from modelpress._core.tfjob import OUTPUT_PLACEHOLDER
-from pipelines.compiler import compile_workflow
-from pipelines.components import step_parameters
-from pipelines.training_job import train_tfjob
+from modelpress.contract.images import image_for
+from modelpress.kfp.compiler import compile_workflow
+from modelpress.kfp.components import step_parameters
+from modelpress.kfp.training_job import train_tfjob
+from modelpress.kubernetes.tfjob import OUTPUT_PLACEHOLDER
+from modelpress.steps.catalog import STEPS
 from tests.adapters.cases import multi_worker_workflow, replica_arguments
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from modelpress._core.image_build import GPU_ONLY_SETS, cpu_sets, docker_cli, engine_running
-from modelpress._core.images import DEPENDENCY_SETS, image_for
+from modelpress.contract.images import DEPENDENCY_SETS, image_for
+from modelpress.kubernetes.image_build import GPU_ONLY_SETS, cpu_sets, docker_cli, engine_running
 from tests.conftest import step_cli
 
 # What `make images` builds here: every set but the GPU-only one (TensorRT needs CUDA at import).

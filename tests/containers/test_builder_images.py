@@ -1,5 +1,5 @@
 """A team's own model code in the images: `modelpress images --with PACKAGE` derives images that carry it, the
-compiled pipeline names them through cluster.image_tag, and train builds the team's model inside one."""
+compiled pipeline names them through kubernetes.image_tag, and train builds the team's model inside one."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import subprocess
 import pytest
 import yaml
 
-from modelpress._core.image_build import derived_tag
-from modelpress._core.images import image_for
+from modelpress.contract.images import image_for
+from modelpress.kubernetes.image_build import derived_tag
 from tests.conftest import run_cli
 from tests.containers.conftest import docker_run
 
@@ -42,7 +42,7 @@ def test_derived_images_carry_the_builder_and_the_pipeline_runs_in_them(docker, 
     built = run_cli("images", "tf", "base", "--with", str(package), env={"PATH": f"/usr/bin:{os.environ['PATH']}"})
     assert built.returncode == 0, built.stderr[-3000:]
     tag = derived_tag(str(package))
-    assert f"set cluster.image_tag: {tag}" in built.stdout
+    assert f"set kubernetes.image_tag: {tag}" in built.stdout
     derived = image_for("tf", tag=tag)
     labels = json.loads(subprocess.run([docker, "image", "inspect", derived], capture_output=True, text=True, check=True).stdout)[0]
     assert labels["Config"]["Labels"]["io.modelpress.builder-package"] == "acme-models" and labels["Config"]["User"] == "10001"
@@ -50,7 +50,7 @@ def test_derived_images_carry_the_builder_and_the_pipeline_runs_in_them(docker, 
     # The workflow names the builder; compiled with the derived tag, every task runs in an image that has it.
     workflow = tmp_path / "acme.yaml"
     spec = {"name": "acme", "model": {"builder": "acme_models.nets:build"}, "data": {"source": "digits"},
-            "train": {"epochs": 1}, "targets": ["saved_model"], "cluster": {"image_tag": tag}}  # fmt: skip
+            "train": {"epochs": 1}, "targets": ["saved_model"], "kubernetes": {"image_tag": tag}}  # fmt: skip
     workflow.write_text(yaml.safe_dump(spec))
     compiled = run_cli("compile", "kfp", str(workflow), "-o", str(tmp_path / "acme.pipeline.yaml"))
     assert compiled.returncode == 0, compiled.stderr

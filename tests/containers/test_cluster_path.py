@@ -12,7 +12,7 @@ import time
 
 import boto3
 
-from modelpress._core.spec import load_workflow
+from modelpress.execution.plan import load_workflow
 from tests.containers.conftest import release, s3_env, write_spec
 
 
@@ -33,7 +33,7 @@ def test_the_compiled_pipeline_runs_end_to_end_in_kfp_docker_runner(docker, imag
 
     monkeypatch.setattr(docker_task_handler, "run_docker_container", timed)
 
-    from pipelines.compiler import build_pipeline
+    from modelpress.kfp.compiler import build_pipeline
 
     path = write_spec(shared_dir, "cpath", s3, "registry", "serving")
     root = shared_dir / "pipeline_root"

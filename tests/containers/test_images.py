@@ -10,10 +10,10 @@ from collections import defaultdict
 import pytest
 
 from modelpress import __version__
-from modelpress._core.formats import FORMATS
-from modelpress._core.images import EXTRA_MODULES, image_for
-from modelpress._core.plan import Task, placement
-from modelpress._core.registry import STEPS
+from modelpress.contract.formats import FORMATS
+from modelpress.contract.images import EXTRA_MODULES, image_for
+from modelpress.execution.plan import Task, placement
+from modelpress.steps.catalog import STEPS
 from tests.containers.conftest import CPU_SETS, docker_run
 
 

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from modelpress import __version__
-from modelpress._core.image_build import main as build_images
-from modelpress._core.images import (
+from modelpress.contract.images import (
     COMMON_EXTRAS,
     DEPENDENCY_SETS,
     GPU_EXTRA,
@@ -25,6 +24,7 @@ from modelpress._core.images import (
     SET_CONSTRAINTS,
     image_for,
 )
+from modelpress.kubernetes.image_build import main as build_images
 from tests.conftest import ROOT
 
 DOCKERFILE = ROOT / "containers" / "Dockerfile"
@@ -70,7 +70,7 @@ def test_the_image_runs_modelpress_as_uid_10001_with_its_labels():
     assert 'org.opencontainers.image.version="${VERSION}"' in labels and 'io.modelpress.dependency-set="${SET}"' in labels
     # Dependencies come in layers before the source, so a source change rebuilds only the last layer.
     copies = [a for i, a in steps if i == "COPY"]
-    assert copies.index("components ./components") > max(n for n, a in enumerate(copies) if "install.py" in a)
+    assert copies.index("src ./src") > max(n for n, a in enumerate(copies) if "install.py" in a)
 
 
 @pytest.mark.parametrize("dependency_set", sorted([*DEPENDENCY_SETS, *ORCHESTRATOR_SETS]))

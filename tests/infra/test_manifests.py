@@ -1,4 +1,4 @@
-"""infra/: every rendered manifest is valid Kubernetes 1.37, locked down, consistent with ClusterSpec and holds no secret.
+"""infra/: every rendered manifest is valid Kubernetes 1.37, locked down, consistent with KubernetesSpec and holds no secret.
 
 The overlays are rendered by tests/infra/kustomize_subset.py (no kustomize binary needed); every real kustomize the
 machine has (`kustomize build`, `kubectl kustomize`) renders them too, and each must agree document for document.
@@ -18,14 +18,14 @@ from google.protobuf import text_format
 from kustomize_subset import all_containers, identity, pod_specs, render, split_image
 from tensorflow_serving.config import model_server_config_pb2
 
-from modelpress._core.images import DEPENDENCY_SETS, image_for
-from modelpress._core.spec import ClusterSpec
+from modelpress.contract.images import DEPENDENCY_SETS, image_for
+from modelpress.contract.kubernetes import KubernetesSpec
 from tests.conftest import ROOT
 
 INFRA = ROOT / "infra"
 OVERLAYS = ("dev", "prod")
 KUBERNETES_VERSION = "1.37"
-CLUSTER = ClusterSpec()
+CLUSTER = KubernetesSpec()
 # Secrets the manifests read and that the deployment guide tells the operator to create.
 EXPECTED_SECRETS = {CLUSTER.secret_name, "modelpress-minio-root"}
 

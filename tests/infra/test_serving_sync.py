@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from modelpress._core import storage
+from modelpress.io import storage
 from tests.conftest import ROOT
 
 SCRIPT = ROOT / "infra" / "base" / "tfserving" / "sync_models.py"

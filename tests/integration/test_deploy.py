@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelpress._core import releases
-from modelpress.push.config import PushConfig
-from modelpress.push.step import run as push
+from modelpress.io import releases
+from modelpress.steps.push.config import PushConfig
+from modelpress.steps.push.step import run as push
 from tests.conftest import free_port
 
 
@@ -48,8 +48,8 @@ def deploy(cli, registry: Path, base: Path, release: int | str, *options: str):
 
 def deployed_first(server, registry: Path, base: Path, **serving) -> None:
     """Version 1 deployed in this process, as the starting point of a test about the next deploy."""
-    from modelpress._core.spec import ServingSpec
-    from modelpress.deploy.step import deploy_release
+    from modelpress.contract.publishing import ServingSpec
+    from modelpress.steps.deploy.step import deploy_release
 
     spec = ServingSpec(model_name="tiny", grpc_address=server.grpc_address, timeout_s=30, **serving)
     assert deploy_release(spec, str(base), str(registry), 1, None)["stable"] == 1
@@ -60,7 +60,7 @@ def predict_stable(server, registry: Path) -> tuple[int, np.ndarray]:
     import grpc
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-    from modelpress._core.tf import import_tf
+    from modelpress.common.tf import import_tf
 
     tf, _ = import_tf()
     request = predict_pb2.PredictRequest()

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import yaml
 
-from modelpress._core.errors import StepFailed, UserError
-from modelpress._core.spec import KServeSpec
-from modelpress.deploy import kserve
-from modelpress.deploy.config import DeployConfig
-from modelpress.deploy.step import run as deploy_step
-from modelpress.push.config import PushConfig
-from modelpress.push.step import run as push
+from modelpress.common.errors import StepFailed, UserError
+from modelpress.contract.publishing import KServeSpec
+from modelpress.steps.deploy import kserve
+from modelpress.steps.deploy.config import DeployConfig
+from modelpress.steps.deploy.step import run as deploy_step
+from modelpress.steps.push.config import PushConfig
+from modelpress.steps.push.step import run as push
 from tests import crd_schema
 
 ISVC_SCHEMA = "serving.kserve.io_inferenceservices.json"
@@ -144,7 +144,7 @@ def test_the_v2_protocol_runs_an_openvino_ir_like_the_openvino_runtime(trained_r
     """What deploy sends OVMS for an IR, against the test server's v2 predictor on a real IR of the trained model."""
     import openvino as ov
 
-    from modelpress._core.tf import import_tf
+    from modelpress.common.tf import import_tf
 
     tf, _ = import_tf()
     (tmp_path / "ir" / "7").mkdir(parents=True)

@@ -17,8 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import boto3
 import pytest
 
-from modelpress._core import releases
-from modelpress._core.errors import UserError
+from modelpress.common.errors import UserError
+from modelpress.io import releases
 from tests.conftest import start_moto
 
 
@@ -292,8 +292,8 @@ def test_two_pushes_at_the_same_time_never_share_a_version(s3, trained_runs, cli
 
 def test_a_push_of_models_another_run_is_publishing_waits_and_reuses_its_version(s3, trained_runs, cli):
     """The bundle claim: a second push of the same models waits for the holder, then finds the holder's version."""
-    from modelpress.push.config import PushConfig
-    from modelpress.push.step import run as push_in_process
+    from modelpress.steps.push.config import PushConfig
+    from modelpress.steps.push.step import run as push_in_process
 
     registry, validations = f"s3://{s3}/registry", validations_of(trained_runs["a"])
     probe = push(cli, f"s3://{s3}/probe", validations, f"s3://{s3}/runs/probe/push")

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from modelpress._core import releases, storage
-from modelpress.deploy import serving
-from modelpress.deploy.config import DeployConfig
-from modelpress.deploy.step import complete_versions, tree_digest, version_digest
-from modelpress.deploy.step import run as deploy
-from modelpress.push.config import PushConfig
-from modelpress.push.step import run as push
+from modelpress.io import releases, storage
+from modelpress.steps.deploy import serving
+from modelpress.steps.deploy.config import DeployConfig
+from modelpress.steps.deploy.step import complete_versions, tree_digest, version_digest
+from modelpress.steps.deploy.step import run as deploy
+from modelpress.steps.push.config import PushConfig
+from modelpress.steps.push.step import run as push
 from tests.conftest import ROOT
 
 KILL_POINTS = 20

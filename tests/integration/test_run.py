@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from modelpress._core import artifacts, storage
+from modelpress.io import artifacts, storage
 from tests.conftest import ROOT
 
 
@@ -109,10 +109,9 @@ def test_a_serving_path_that_cannot_be_written_stops_the_run_before_training(cli
 
 
 def test_a_target_whose_runtime_is_missing_is_refused_unless_it_may_skip(tiny_workflow, monkeypatch):
-    from modelpress._core import runner
-    from modelpress._core.errors import UserError
-    from modelpress._core.plan import build_plan
-    from modelpress._core.spec import load_workflow
+    from modelpress.common.errors import UserError
+    from modelpress.execution import runner
+    from modelpress.execution.plan import build_plan, load_workflow
 
     monkeypatch.setitem(runner.EXTRA_MODULES, "openvino", ("openvino_not_installed_here",))  # as where it is absent
     tiny_workflow.write_text(tiny_workflow.read_text() + "targets: [saved_model, openvino_fp32]\n")

@@ -10,9 +10,9 @@ import textwrap
 import boto3
 import pytest
 
-from modelpress._core import artifacts, storage
-from modelpress._core.artifacts import ArtifactMeta
-from modelpress._core.errors import UserError
+from modelpress.common.errors import UserError
+from modelpress.io import artifacts, storage
+from modelpress.io.artifacts import ArtifactMeta
 
 
 def make_artifact(folder, payload: bytes = b"weights" * 1000) -> ArtifactMeta:
@@ -92,8 +92,9 @@ KILL_SCRIPT = textwrap.dedent(
     """
     import os, signal, sys
     from pathlib import Path
-    from modelpress._core import artifacts, storage
-    from modelpress._core.artifacts import ArtifactMeta
+    from modelpress.io import artifacts
+    from modelpress.io import storage
+    from modelpress.io.artifacts import ArtifactMeta
 
     uri, kill_after = sys.argv[1], int(sys.argv[2])
     client = storage.s3_client()
@@ -138,7 +139,7 @@ def test_missing_bucket_is_one_clear_line(s3):
 
 
 def test_unreachable_endpoint_is_one_clear_line(s3):
-    from modelpress._core.spec import StorageSettings
+    from modelpress.contract.schema import StorageSettings
 
     storage.configure(StorageSettings(endpoint_url="http://127.0.0.1:9", access_key_id="a", secret_access_key="b"))
     with pytest.raises(UserError, match="cannot reach the S3 endpoint"):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from modelpress._core.artifacts import ArtifactMeta, finish
+from modelpress.io.artifacts import ArtifactMeta, finish
 
 
 def tree_state(root: Path) -> dict[str, tuple[int, int]]:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from modelpress._core import releases, storage
-from modelpress.validate.config import ValidateConfig
-from modelpress.validate.step import run as validate
+from modelpress.io import releases, storage
+from modelpress.steps.validate.config import ValidateConfig
+from modelpress.steps.validate.step import run as validate
 from tests.conftest import ROOT
 from tests.reliability.conftest import refinish
 
@@ -26,9 +26,9 @@ PUSHES, TRIALS, BUNDLES = 8, 10, 4
 RACER = """
 import json, sys, time
 from pathlib import Path
-from modelpress._core import storage
-from modelpress.push.config import PushConfig
-from modelpress.push.step import run
+from modelpress.io import storage
+from modelpress.steps.push.config import PushConfig
+from modelpress.steps.push.step import run
 registry, output, ready, go, *validations = sys.argv[1:]
 config = PushConfig(push={"uri": registry, "model_name": "tiny"})
 storage.configure(None)

@@ -13,9 +13,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelpress._core.data import load_dataset
-from modelpress._core.errors import UserError
-from modelpress._core.spec import CsvData, NpzData, load_workflow
+from modelpress.common.errors import UserError
+from modelpress.contract.data_sources import CsvData, NpzData
+from modelpress.execution.plan import load_workflow
+from modelpress.io.data import load_dataset
 
 VALID = "name: t\nmodel: {zoo: mlp, params: {hidden: [8]}}\ndata: {source: digits}\ntrain: {epochs: 1}\n"
 SECONDS = 10

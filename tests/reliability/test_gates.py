@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelpress._core.data import load_dataset
-from modelpress._core.spec import DigitsData
-from modelpress.push.config import PushConfig
-from modelpress.push.step import run as push
-from modelpress.validate.config import ValidateConfig
-from modelpress.validate.step import run as validate
+from modelpress.contract.data_sources import DigitsData
+from modelpress.io.data import load_dataset
+from modelpress.steps.push.config import PushConfig
+from modelpress.steps.push.step import run as push
+from modelpress.steps.validate.config import ValidateConfig
+from modelpress.steps.validate.step import run as validate
 
 EVALUATION = {"latency_runs": 5, "warmup_runs": 1}
 MARGIN = 1e-6

@@ -13,11 +13,11 @@ import sys
 import numpy as np
 import pytest
 
-from modelpress._core import releases, storage
-from modelpress.push.config import PushConfig
-from modelpress.push.step import run as push
-from modelpress.validate.config import ValidateConfig
-from modelpress.validate.step import run as validate
+from modelpress.io import releases, storage
+from modelpress.steps.push.config import PushConfig
+from modelpress.steps.push.step import run as push
+from modelpress.steps.validate.config import ValidateConfig
+from modelpress.steps.validate.step import run as validate
 from tests.conftest import ROOT
 from tests.reliability.conftest import refinish
 
@@ -25,9 +25,9 @@ PART_MB = 5
 # Kill this process right before the n-th call of one S3 client method, then push.
 KILLED_PUSH = """
 import os, signal, sys
-from modelpress._core import storage
-from modelpress.push.config import PushConfig
-from modelpress.push.step import run
+from modelpress.io import storage
+from modelpress.steps.push.config import PushConfig
+from modelpress.steps.push.step import run
 registry, output, validation, method, nth = sys.argv[1:]
 storage.configure(None)
 client = storage.s3_client()

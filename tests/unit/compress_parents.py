@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from modelpress._core.compression import kernel_weights, parent_model, save_compressed, wrapped_name
-from modelpress._core.data import load_dataset
-from modelpress._core.spec import DigitsData, ModelSpec, TrainSpec
-from modelpress._core.tf import import_tf, load_keras_model
-from modelpress.train import step as train
-from modelpress.train.config import TrainConfig
+from modelpress.common.tf import import_tf, load_keras_model
+from modelpress.contract.data_sources import DigitsData
+from modelpress.contract.training import ModelSpec, TrainSpec
+from modelpress.io.data import load_dataset
+from modelpress.ml.compression import kernel_weights, parent_model, save_compressed, wrapped_name
+from modelpress.steps.train import step as train
+from modelpress.steps.train.config import TrainConfig
 
 DATA = {"source": "digits"}
 TINY_TRAIN = TrainSpec(epochs=3, batch_size=64)

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelpress._core.artifacts import read_meta
-from modelpress._core.spec import ModelSpec
-from modelpress._core.tf import load_keras_model
-from modelpress.cluster import step as cluster
-from modelpress.cluster.config import ClusterConfig
-from modelpress.train import step as train
-from modelpress.train.config import TrainConfig
+from modelpress.common.tf import load_keras_model
+from modelpress.contract.training import ModelSpec
+from modelpress.io.artifacts import read_meta
+from modelpress.steps.cluster import step as cluster
+from modelpress.steps.cluster.config import ClusterConfig
+from modelpress.steps.train import step as train
+from modelpress.steps.train.config import TrainConfig
 from tests.integration.test_bad_inputs import assert_one_line_error
 from tests.unit.compress_parents import DATA, TINY_TRAIN, kernels, prune_with_tfmot, train_tiny
 

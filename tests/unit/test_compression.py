@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from modelpress._core.compression import layer_names, weight_stats
-from modelpress._core.errors import UserError
-from modelpress._core.tf import import_tf
+from modelpress.common.errors import UserError
+from modelpress.common.tf import import_tf
+from modelpress.ml.compression import layer_names, weight_stats
 
 
 @pytest.fixture(scope="module")

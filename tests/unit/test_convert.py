@@ -8,20 +8,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelpress._core.artifacts import ArtifactMeta, finish, read_meta
-from modelpress._core.data import calibration_subset, load_dataset
-from modelpress._core.errors import StepFailed, UserError
-from modelpress._core.keras_artifact import save_keras_artifact
-from modelpress._core.spec import DigitsData, ModelSpec, TrainSpec, parse_workflow
-from modelpress._core.tf import import_tf, load_keras_model
-from modelpress.convert import step as convert
-from modelpress.convert import tensorrt
-from modelpress.convert.config import CONVERT_FORMATS, FLOAT_FORMATS, INT8_FORMATS, ConvertConfig
-from modelpress.convert.tflite import float_kernels, interpreter, op_dtypes
-from modelpress.train import step as train
-from modelpress.train.config import TrainConfig
-from modelpress.validate import step as validate
-from modelpress.validate.config import ValidateConfig
+from modelpress.common.errors import StepFailed, UserError
+from modelpress.common.tf import import_tf, load_keras_model
+from modelpress.contract.data_sources import DigitsData
+from modelpress.contract.training import ModelSpec, TrainSpec
+from modelpress.contract.workflow import parse_workflow
+from modelpress.io.artifacts import ArtifactMeta, finish, read_meta
+from modelpress.io.data import calibration_subset, load_dataset
+from modelpress.ml.keras_artifact import save_keras_artifact
+from modelpress.ml.runtimes import interpreter
+from modelpress.steps.convert import step as convert
+from modelpress.steps.convert import tensorrt
+from modelpress.steps.convert.config import CONVERT_FORMATS, FLOAT_FORMATS, INT8_FORMATS, ConvertConfig
+from modelpress.steps.convert.tflite import float_kernels, op_dtypes
+from modelpress.steps.train import step as train
+from modelpress.steps.train.config import TrainConfig
+from modelpress.steps.validate import step as validate
+from modelpress.steps.validate.config import ValidateConfig
 
 DATA = {"source": "digits"}
 CPU_FORMATS = [f for f in CONVERT_FORMATS if not f.startswith("tensorrt")]
@@ -122,7 +125,7 @@ def os_threads() -> int:
 
 
 def test_every_cpu_runtime_computes_with_the_configured_thread_count(converted):
-    from modelpress.validate.runtimes import load_runner
+    from modelpress.ml.runtimes import load_runner
 
     def runner(target: str, threads: int):
         return load_runner(Path(converted[target]), read_meta(converted[target]), threads)
@@ -154,7 +157,7 @@ def test_saved_model_is_timed_with_the_configured_threads_even_after_training_in
 
 
 def test_a_dead_tensorflow_worker_fails_one_measurement_and_the_next_gets_a_new_one(parent, parent_validation, data):
-    from modelpress._core.spec import EvaluationSpec
+    from modelpress.contract.compression import EvaluationSpec
 
     evaluation = EvaluationSpec(latency_runs=5, warmup_runs=1)
     for process in list(validate._TF_WORKERS[1]._processes.values()):  # the worker parent_validation started
@@ -338,7 +341,7 @@ def test_existing_output_is_not_overwritten(converted, parent):
 
 
 def test_option_for_another_format_is_rejected_naming_the_target():
-    from modelpress._core.plan import build_plan
+    from modelpress.execution.plan import build_plan
 
     workflow = parse_workflow(
         {

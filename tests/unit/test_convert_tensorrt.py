@@ -9,14 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelpress._core.data import calibration_subset, load_dataset
-from modelpress._core.errors import UserError
-from modelpress._core.runner import run_workflow
-from modelpress._core.spec import DigitsData, Gates, parse_workflow
-from modelpress._core.tf import load_keras_model
-from modelpress.convert import step as convert
-from modelpress.convert import tensorrt
-from modelpress.convert.config import ConvertConfig
+from modelpress.common.errors import UserError
+from modelpress.common.tf import load_keras_model
+from modelpress.contract.compression import Gates
+from modelpress.contract.data_sources import DigitsData
+from modelpress.contract.workflow import parse_workflow
+from modelpress.execution.runner import run_workflow
+from modelpress.io.data import calibration_subset, load_dataset
+from modelpress.steps.convert import step as convert
+from modelpress.steps.convert import tensorrt
+from modelpress.steps.convert.config import ConvertConfig
 
 DATA = {"source": "digits"}
 NO_GPU = tensorrt.unavailable_reason()
@@ -116,7 +118,7 @@ def test_fp16_engine_onnx_computes_in_float16_with_float32_io_and_matches_the_ke
 def test_int8_engine_onnx_is_symmetric_qdq_calibrated_on_the_recorded_subset_and_meets_the_gates(model):
     from onnx import numpy_helper
 
-    from modelpress.validate.step import apply_gates
+    from modelpress.steps.validate.step import apply_gates
 
     data = load_dataset(DigitsData(source="digits"))
     settings = config("tensorrt_int8", calibration_samples=128)
@@ -185,7 +187,7 @@ def test_builder_configuration_on_a_real_gpu(target, model):
 @needs_gpu
 @pytest.mark.parametrize("target", ["tensorrt_fp16", "tensorrt_int8"])
 def test_engine_build_and_check_on_a_real_gpu(target, run, tmp_path):
-    from modelpress._core.artifacts import read_meta
+    from modelpress.io.artifacts import read_meta
 
     trt = pytest.importorskip("tensorrt")
     result = convert.run(config(target), {"model": str(run / "artifacts" / "train")}, str(tmp_path / target))

@@ -12,21 +12,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelpress._core.artifacts import open_artifact, read_meta
-from modelpress._core.data import load_dataset
-from modelpress._core.errors import UserError
-from modelpress._core.keras_artifact import load_keras_artifact, save_keras_artifact
-from modelpress._core.spec import DigitsData, ModelSpec, TrainSpec
-from modelpress._core.tf import import_tf
-from modelpress.train import step as train
-from modelpress.train.config import TrainConfig
+from modelpress.common.errors import UserError
+from modelpress.common.tf import import_tf
+from modelpress.contract.data_sources import DigitsData
+from modelpress.contract.training import ModelSpec, TrainSpec
+from modelpress.io.artifacts import open_artifact, read_meta
+from modelpress.io.data import load_dataset
+from modelpress.ml.keras_artifact import load_keras_artifact, save_keras_artifact
+from modelpress.steps.train import step as train
+from modelpress.steps.train.config import TrainConfig
 from tests.integration.test_bad_inputs import assert_one_line_error
 
 DATA = {"source": "digits"}
 MODULE = "tiny_custom_layers"
 MODEL = {"builder": f"{MODULE}:build"}  # the workflow's model section, which every step that loads the model receives
 BUILDER = '''
-from modelpress._core.tf import import_tf
+from modelpress.common.tf import import_tf
 
 _, keras = import_tf()
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from pydantic import TypeAdapter
 
-from modelpress._core import storage
-from modelpress._core.data import calibration_subset, load_dataset
-from modelpress._core.errors import UserError
-from modelpress._core.spec import DataSpec
+from modelpress.common.errors import UserError
+from modelpress.contract.data_sources import DataSpec
+from modelpress.io import storage
+from modelpress.io.data import calibration_subset, load_dataset
 
 
 def spec(**values):
@@ -106,7 +106,7 @@ def test_npz_with_fixed_test_split(tmp_path):
 
 
 def test_tfrecord(tmp_path):
-    from modelpress._core.tf import import_tf
+    from modelpress.common.tf import import_tf
 
     tf, _ = import_tf()
     path = tmp_path / "d.tfrecord"

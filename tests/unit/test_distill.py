@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pytest
 
-from modelpress._core.errors import UserError
-from modelpress._core.tf import import_tf, load_keras_model
-from modelpress.distill.config import DistillConfig
-from modelpress.distill.step import gap_recovered, logits_model
-from modelpress.distill.step import run as distill
-from modelpress.train.config import TrainConfig
-from modelpress.train.step import run as train
+from modelpress.common.errors import UserError
+from modelpress.common.tf import import_tf, load_keras_model
+from modelpress.steps.distill.config import DistillConfig
+from modelpress.steps.distill.step import gap_recovered, logits_model
+from modelpress.steps.distill.step import run as distill
+from modelpress.steps.train.config import TrainConfig
+from modelpress.steps.train.step import run as train
 from tests.conftest import TINY_WORKFLOW
 from tests.integration.test_bad_inputs import assert_one_line_error
 
@@ -64,8 +64,8 @@ def test_student_and_scratch_baseline_are_measured_and_recorded(teacher, distill
 
 def test_saved_student_is_a_normal_model_with_probabilities(distilled):
     uri, result = distilled
-    from modelpress._core.data import load_dataset
-    from modelpress._core.spec import DigitsData
+    from modelpress.contract.data_sources import DigitsData
+    from modelpress.io.data import load_dataset
 
     model = load_keras_model(f"{uri}/model.h5")
     assert model.layers[-1].name == "probabilities" and model.get_layer("dense_1").units == 8
@@ -136,8 +136,7 @@ def test_step_command_rejects_a_bad_temperature_before_reading_the_teacher(cli, 
 def test_steps_after_a_distill_load_the_students_architecture(tmp_path):
     """A step loading a Keras artifact imports layer modules only from its model's builder package: after distill,
     that is the student's (maybe another package), before it the workflow's."""
-    from modelpress._core.plan import build_plan
-    from modelpress._core.spec import load_workflow
+    from modelpress.execution.plan import build_plan, load_workflow
 
     path = tmp_path / "students.yaml"
     path.write_text(

@@ -5,16 +5,15 @@ import re
 import pytest
 import yaml
 
-from modelpress._core.docs import END, START, render
-from modelpress._core.plan import build_plan
-from modelpress._core.spec import load_workflow
+from modelpress.cli.docs import END, START, render
+from modelpress.execution.plan import build_plan, load_workflow
 from tests.conftest import ROOT
 
 
 def test_readme_reference_is_current():
     readme = (ROOT / "README.md").read_text()
     assert START in readme and END in readme
-    assert render(readme) == readme, "README reference is stale: run `python -m modelpress._core.docs README.md`"
+    assert render(readme) == readme, "README reference is stale: run `python -m modelpress.cli.docs README.md`"
 
 
 def test_readme_names_the_two_commands_first():

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from modelpress._core.driver import SKIP_MARKER, apply_overrides, parse_config, run_task
-from modelpress._core.errors import UserError
+from modelpress.common.errors import UserError
+from modelpress.execution.driver import SKIP_MARKER, apply_overrides, parse_config, run_task
 
 CONFIG = {"model": {"zoo": "mlp"}, "data": {"source": "digits"}}
 

@@ -8,16 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from modelpress._core.artifacts import read_meta
-from modelpress._core.report import artifact_rows, write_report
-from modelpress._core.spec import ModelSpec, TrainSpec, parse_workflow
-from modelpress.convert import step as convert
-from modelpress.convert.config import ConvertConfig
-from modelpress.quantize.litert import LAYER_ERRORS_FILE, parse_recipe
-from modelpress.train import step as train
-from modelpress.train.config import TrainConfig
-from modelpress.validate import step as validate
-from modelpress.validate.config import ValidateConfig
+from modelpress.contract.training import ModelSpec, TrainSpec
+from modelpress.contract.workflow import parse_workflow
+from modelpress.io.artifacts import read_meta
+from modelpress.io.report import artifact_rows, write_report
+from modelpress.steps.convert import step as convert
+from modelpress.steps.convert.config import ConvertConfig
+from modelpress.steps.convert.litert import LAYER_ERRORS_FILE, parse_recipe
+from modelpress.steps.train import step as train
+from modelpress.steps.train.config import TrainConfig
+from modelpress.steps.validate import step as validate
+from modelpress.steps.validate.config import ValidateConfig
 
 DATA = {"source": "digits"}
 EVALUATION = {"latency_runs": 5, "warmup_runs": 1}

@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelpress._core.tf import import_tf
-from modelpress.convert.tflite import interpreter
-from modelpress.validate.runtimes import TFLiteRunner
+from modelpress.common.tf import import_tf
+from modelpress.ml.runtimes import TFLiteRunner, interpreter
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pytest
 
-from modelpress._core.errors import UserError
-from modelpress._core.models import build_model
-from modelpress._core.spec import ModelSpec
-from modelpress._core.tf import import_tf
-from modelpress.train.config import TrainConfig
-from modelpress.train.step import apply_mixed_precision, check_output_precision
-from modelpress.train.step import run as train
+from modelpress.common.errors import UserError
+from modelpress.common.tf import import_tf
+from modelpress.contract.training import ModelSpec
+from modelpress.ml.models import build_model
+from modelpress.ml.training import apply_mixed_precision, check_output_precision
+from modelpress.steps.train.config import TrainConfig
+from modelpress.steps.train.step import run as train
 
 tf, keras = import_tf()
 needs_cpu_only = pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")), reason="the CPU fallback needs a machine without a GPU")

@@ -9,19 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelpress._core.artifacts import read_meta
-from modelpress._core.compression import kernel_weights, leaf_layers
-from modelpress._core.data import load_dataset
-from modelpress._core.errors import UserError
-from modelpress._core.keras_artifact import save_keras_artifact
-from modelpress._core.models import mobilenet_v2
-from modelpress._core.spec import GeneratedData, ModelSpec
-from modelpress._core.tf import load_keras_model
-from modelpress.cluster import step as cluster
-from modelpress.cluster.config import ClusterConfig
-from modelpress.quantize import step as quantize
-from modelpress.quantize.config import QuantizeConfig
-from modelpress.train.config import TrainConfig
+from modelpress.common.errors import UserError
+from modelpress.common.tf import load_keras_model
+from modelpress.contract.data_sources import GeneratedData
+from modelpress.contract.training import ModelSpec
+from modelpress.io.artifacts import read_meta
+from modelpress.io.data import load_dataset
+from modelpress.ml.compression import kernel_weights, leaf_layers
+from modelpress.ml.keras_artifact import save_keras_artifact
+from modelpress.ml.models import mobilenet_v2
+from modelpress.steps.cluster import step as cluster
+from modelpress.steps.cluster.config import ClusterConfig
+from modelpress.steps.quantize import step as quantize
+from modelpress.steps.quantize.config import QuantizeConfig
+from modelpress.steps.train.config import TrainConfig
 
 DATA = {"source": "generated", "samples": 240, "image_size": [32, 32], "classes": 4, "seed": 0}
 K = 8

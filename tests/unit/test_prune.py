@@ -9,18 +9,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelpress._core.data import load_dataset
-from modelpress._core.errors import UserError
-from modelpress._core.keras_artifact import save_keras_artifact
-from modelpress._core.models import mlp
-from modelpress._core.spec import DigitsData, ModelSpec, TrainSpec
-from modelpress._core.tf import import_tf, load_keras_model
-from modelpress.prune import step as prune
-from modelpress.prune.config import PruneConfig
-from modelpress.prune.lottery import magnitude_mask
-from modelpress.prune.structural import check_chain, rebuild, surviving_units, unit_scores
-from modelpress.train import step as train
-from modelpress.train.config import TrainConfig
+from modelpress.common.errors import UserError
+from modelpress.common.tf import import_tf, load_keras_model
+from modelpress.contract.data_sources import DigitsData
+from modelpress.contract.training import ModelSpec, TrainSpec
+from modelpress.io.data import load_dataset
+from modelpress.ml.keras_artifact import save_keras_artifact
+from modelpress.ml.models import mlp
+from modelpress.steps.prune import step as prune
+from modelpress.steps.prune.config import PruneConfig
+from modelpress.steps.prune.lottery import magnitude_mask
+from modelpress.steps.prune.structural import check_chain, rebuild, surviving_units, unit_scores
+from modelpress.steps.train import step as train
+from modelpress.steps.train.config import TrainConfig
 from tests.conftest import TINY_WORKFLOW
 from tests.integration.test_bad_inputs import assert_one_line_error
 from tests.unit.compress_parents import kernels

@@ -10,19 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelpress._core.artifacts import read_meta
-from modelpress._core.errors import UserError
-from modelpress._core.keras_artifact import save_keras_artifact
-from modelpress._core.plan import build_plan
-from modelpress._core.spec import parse_workflow
-from modelpress._core.tf import import_tf, load_keras_model
-from modelpress.cluster import step as cluster
-from modelpress.cluster.config import ClusterConfig
-from modelpress.convert import step as convert
-from modelpress.convert.config import ConvertConfig
-from modelpress.convert.tflite import interpreter
-from modelpress.quantize import step as quantize
-from modelpress.quantize.config import QuantizeConfig
+from modelpress.common.errors import UserError
+from modelpress.common.tf import import_tf, load_keras_model
+from modelpress.contract.workflow import parse_workflow
+from modelpress.execution.plan import build_plan
+from modelpress.io.artifacts import read_meta
+from modelpress.ml.keras_artifact import save_keras_artifact
+from modelpress.ml.runtimes import interpreter
+from modelpress.steps.cluster import step as cluster
+from modelpress.steps.cluster.config import ClusterConfig
+from modelpress.steps.convert import step as convert
+from modelpress.steps.convert.config import ConvertConfig
+from modelpress.steps.quantize import step as quantize
+from modelpress.steps.quantize.config import QuantizeConfig
 from tests.conftest import TINY_WORKFLOW
 from tests.integration.test_bad_inputs import assert_one_line_error
 from tests.unit.compress_parents import DATA, kernels, prune_with_tfmot, train_tiny

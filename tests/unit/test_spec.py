@@ -6,8 +6,9 @@ import textwrap
 
 import pytest
 
-from modelpress._core.errors import UserError
-from modelpress._core.spec import Workflow, load_workflow
+from modelpress.common.errors import UserError
+from modelpress.contract.workflow import Workflow
+from modelpress.execution.plan import load_workflow
 
 VALID = """\
 name: demo
@@ -38,7 +39,7 @@ def test_minimal_workflow_gets_sensible_defaults(tmp_path):
     assert workflow.train.epochs == 20 and workflow.train.optimizer == "adam"
     assert [t.format for t in workflow.targets] == ["saved_model"]
     assert workflow.data.split.test == 0.2 and workflow.data.split.seed == 0
-    assert workflow.cluster.gpu_resource == "nvidia.com/gpu"
+    assert workflow.kubernetes.gpu_resource == "nvidia.com/gpu"
 
 
 def test_misspelt_key_names_line_key_and_closest_valid_key(tmp_path):
@@ -131,7 +132,7 @@ targets: [saved_model, tflite_int8]
 
 
 def test_from_starts_a_technique_from_train_or_an_earlier_entry(tmp_path):
-    from modelpress._core.plan import build_plan
+    from modelpress.execution.plan import build_plan
 
     plan = {task.id: task for task in build_plan(load_workflow(write(tmp_path, BRANCHED)))}
     assert plan["prune"].inputs == {"model": "train"}

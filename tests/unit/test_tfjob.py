@@ -8,19 +8,19 @@ import json
 import kubernetes_validate
 import pytest
 
-from modelpress._core.errors import UserError
-from modelpress._core.images import image_for
-from modelpress._core.registry import STEPS
-from modelpress._core.spec import ClusterSpec
-from modelpress._core.tfjob import (
+from modelpress.common.errors import UserError
+from modelpress.contract.images import image_for
+from modelpress.contract.kubernetes import KubernetesSpec
+from modelpress.kubernetes.tfjob import (
     OUTPUT_PLACEHOLDER,
     job_state,
     tfjob_manifest,
     training_workers,
     with_run_values,
 )
-from modelpress.train.config import TrainConfig
-from modelpress.validate.config import ValidateConfig
+from modelpress.steps.catalog import STEPS
+from modelpress.steps.train.config import TrainConfig
+from modelpress.steps.validate.config import ValidateConfig
 
 CONFIG = json.dumps({"model": {"zoo": "mlp"}, "data": {"source": "digits"}, "train": {"epochs": 3, "workers": 3}})
 COMMAND = ["step", "train", "--config", CONFIG, "--output", OUTPUT_PLACEHOLDER, "--overwrite"]
@@ -28,8 +28,8 @@ REPLICA_IMAGE = image_for("tf", gpu=True)  # every replica holds a GPU: the CUDA
 TRAIN_PLACEMENT = STEPS["train"].placement
 
 
-def manifest(workers: int = 3, cluster: ClusterSpec | None = None) -> dict:
-    return tfjob_manifest("digits_mlp-train", workers=workers, placement=TRAIN_PLACEMENT, arguments=COMMAND, cluster=cluster or ClusterSpec())
+def manifest(workers: int = 3, settings: KubernetesSpec | None = None) -> dict:
+    return tfjob_manifest("digits_mlp-train", workers=workers, placement=TRAIN_PLACEMENT, arguments=COMMAND, settings=settings or KubernetesSpec())
 
 
 def replica_pods(job: dict) -> dict[str, dict]:
@@ -38,9 +38,9 @@ def replica_pods(job: dict) -> dict[str, dict]:
 
 def test_one_chief_and_the_other_workers_each_with_a_gpu_from_the_cluster_defaults():
     job = manifest(workers=3)
-    cluster = ClusterSpec()
+    settings = KubernetesSpec()
     assert (job["apiVersion"], job["kind"]) == ("kubeflow.org/v1", "TFJob")
-    assert job["metadata"]["namespace"] == cluster.namespace == "modelpress"
+    assert job["metadata"]["namespace"] == settings.namespace == "modelpress"
     assert job["metadata"]["generateName"] == "digits-mlp-train-"  # a DNS name; each run gets its own
     replicas = job["spec"]["tfReplicaSpecs"]
     assert {kind: r["replicas"] for kind, r in replicas.items()} == {"Chief": 1, "Worker": 2}  # no parameter servers
@@ -58,11 +58,11 @@ def test_one_chief_and_the_other_workers_each_with_a_gpu_from_the_cluster_defaul
 
 
 def test_a_workflows_cluster_section_reaches_every_replica():
-    cluster = ClusterSpec(
+    cluster = KubernetesSpec(
         namespace="ml", service_account="trainer", gpu_resource="amd.com/gpu", gpu_node_selector={"pool": "mi300"},
         gpu_tolerations=[{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoExecute"}], secret_name="keys",
     )  # fmt: skip
-    job = manifest(workers=2, cluster=cluster)
+    job = manifest(workers=2, settings=cluster)
     assert job["metadata"]["namespace"] == "ml" and job["spec"]["tfReplicaSpecs"]["Worker"]["replicas"] == 1
     for pod in replica_pods(job).values():
         assert pod["containers"][0]["resources"]["limits"] == {"amd.com/gpu": "1"}
@@ -130,9 +130,9 @@ def test_only_the_train_step_with_several_workers_is_a_tfjob():
 
 def test_the_chiefs_metrics_are_read_with_the_storage_settings_of_the_jobs_config(s3, s3_endpoint, monkeypatch):
     """The launcher reads the artifact.json the chief wrote, at the endpoint the workflow's storage section names."""
-    from modelpress._core import storage
-    from modelpress._core.artifacts import ArtifactMeta
-    from modelpress._core.trainjob import trained_metrics  # either kind: a TFJob reads its chief's command
+    from modelpress.io import storage
+    from modelpress.io.artifacts import ArtifactMeta
+    from modelpress.kubernetes.trainjob import trained_metrics  # either kind: a TFJob reads its chief's command
 
     output = f"s3://{s3}/run/train"
     meta = ArtifactMeta(format="saved_model", step="train", model_path="saved_model", config_hash="0", metrics={"accuracy": 0.91, "params": 2410, "ok": True})
@@ -140,5 +140,5 @@ def test_the_chiefs_metrics_are_read_with_the_storage_settings_of_the_jobs_confi
     monkeypatch.delenv("AWS_ENDPOINT_URL")  # only the config knows where the bucket is
     config = {"storage": {"endpoint_url": s3_endpoint}, "model": {"zoo": "mlp"}, "data": {"source": "digits"}}
     command = ["step", "train", "--config", json.dumps(config), "--output", OUTPUT_PLACEHOLDER]
-    job = tfjob_manifest("t", workers=2, placement=TRAIN_PLACEMENT, arguments=command, cluster=ClusterSpec())
+    job = tfjob_manifest("t", workers=2, placement=TRAIN_PLACEMENT, arguments=command, settings=KubernetesSpec())
     assert trained_metrics(job, output) == {"accuracy": 0.91, "params": 2410}

@@ -12,11 +12,10 @@ import pytest
 import yaml
 from jsonschema import ValidationError
 
-from modelpress._core.errors import UserError
-from modelpress._core.registry import STEPS
-from modelpress._core.spec import ClusterSpec
-from modelpress._core.tfjob import OUTPUT_PLACEHOLDER, tfjob_manifest
-from modelpress._core.trainjob import (
+from modelpress.common.errors import UserError
+from modelpress.contract.kubernetes import KubernetesSpec
+from modelpress.kubernetes.tfjob import OUTPUT_PLACEHOLDER, tfjob_manifest
+from modelpress.kubernetes.trainjob import (
     RUNTIME,
     trained_metrics,
     training_job_manifest,
@@ -24,7 +23,8 @@ from modelpress._core.trainjob import (
     trainjob_state,
     with_run_values,
 )
-from modelpress.train.step import tf_config_cluster
+from modelpress.ml.training import tf_config_cluster
+from modelpress.steps.catalog import STEPS
 from tests import crd_schema
 from tests.conftest import ROOT
 
@@ -36,8 +36,8 @@ TRAINJOB_SCHEMA, RUNTIME_SCHEMA = "trainer.kubeflow.org_trainjobs.json", "traine
 GENERATED_SUFFIX = "x7k2p"  # what the API server appends to generateName (5 characters)
 
 
-def manifest(workers: int = 3, cluster: ClusterSpec | None = None, name: str = "digits_mlp-train") -> dict:
-    return trainjob_manifest(name, workers=workers, placement=TRAIN_PLACEMENT, arguments=COMMAND, cluster=cluster or ClusterSpec())
+def manifest(workers: int = 3, settings: KubernetesSpec | None = None, name: str = "digits_mlp-train") -> dict:
+    return trainjob_manifest(name, workers=workers, placement=TRAIN_PLACEMENT, arguments=COMMAND, settings=settings or KubernetesSpec())
 
 
 def runtime() -> dict:
@@ -68,7 +68,7 @@ def trainer_pod_env(job: dict, job_name: str, index: int) -> dict[str, str]:
 
 def test_the_trainjob_runs_every_worker_in_the_train_tasks_placement_on_the_modelpress_runtime():
     job = manifest(workers=3)
-    tfjob_pod = tfjob_manifest("digits_mlp-train", workers=3, placement=TRAIN_PLACEMENT, arguments=COMMAND, cluster=ClusterSpec())
+    tfjob_pod = tfjob_manifest("digits_mlp-train", workers=3, placement=TRAIN_PLACEMENT, arguments=COMMAND, settings=KubernetesSpec())
     chief = tfjob_pod["spec"]["tfReplicaSpecs"]["Chief"]["template"]["spec"]
     assert (job["apiVersion"], job["kind"]) == ("trainer.kubeflow.org/v1alpha1", "TrainJob")
     assert job["metadata"]["generateName"] == "digits-mlp-train-" and job["metadata"]["namespace"] == "modelpress"
@@ -91,11 +91,11 @@ def test_the_trainjob_runs_every_worker_in_the_train_tasks_placement_on_the_mode
 
 
 def test_a_workflows_cluster_section_reaches_the_trainjob():
-    cluster = ClusterSpec(
+    cluster = KubernetesSpec(
         namespace="ml", service_account="trainer", gpu_resource="amd.com/gpu", gpu_node_selector={"pool": "mi300"},
         gpu_tolerations=[{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoExecute"}], secret_name="keys",
     )  # fmt: skip
-    job = manifest(workers=2, cluster=cluster)
+    job = manifest(workers=2, settings=cluster)
     pod = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
     assert job["metadata"]["namespace"] == "ml" and job["spec"]["trainer"]["resourcesPerNode"] == {"limits": {"amd.com/gpu": "1"}}
     assert pod == {
@@ -108,7 +108,7 @@ def test_a_workflows_cluster_section_reaches_the_trainjob():
 
 def test_the_trainjob_and_its_runtime_validate_against_the_trainer_crd_schemas():
     crd_schema.validate(manifest(), TRAINJOB_SCHEMA)
-    crd_schema.validate(manifest(cluster=ClusterSpec(gpu_tolerations=[], gpu_node_selector={})), TRAINJOB_SCHEMA)
+    crd_schema.validate(manifest(settings=KubernetesSpec(gpu_tolerations=[], gpu_node_selector={})), TRAINJOB_SCHEMA)
     crd_schema.validate(runtime(), RUNTIME_SCHEMA)
     wrong = manifest()
     wrong["spec"]["trainer"]["numNode"] = 3  # a typo the API server would drop silently
@@ -144,13 +144,13 @@ def test_train_reads_that_tf_config_with_worker_0_as_the_chief(index, monkeypatc
 
 
 def test_the_cluster_section_chooses_between_trainjob_and_tfjob():
-    def kind(cluster: ClusterSpec) -> str:
-        return training_job_manifest("m-train", workers=2, placement=TRAIN_PLACEMENT, arguments=COMMAND, cluster=cluster)["kind"]
+    def kind(settings: KubernetesSpec) -> str:
+        return training_job_manifest("m-train", workers=2, placement=TRAIN_PLACEMENT, arguments=COMMAND, settings=settings)["kind"]
 
-    assert ClusterSpec().training_operator == "trainer" and kind(ClusterSpec()) == "TrainJob"
-    assert kind(ClusterSpec(training_operator="tfjob")) == "TFJob"
+    assert KubernetesSpec().training_operator == "trainer" and kind(KubernetesSpec()) == "TrainJob"
+    assert kind(KubernetesSpec(training_operator="tfjob")) == "TFJob"
     with pytest.raises(ValueError, match="training_operator"):
-        ClusterSpec(training_operator="mpijob")
+        KubernetesSpec(training_operator="mpijob")
 
 
 def test_one_worker_is_not_a_trainjob():
@@ -189,8 +189,8 @@ def test_trainjob_state_reads_trainers_conditions(conditions, expected):
 
 
 def test_worker_0s_metrics_are_read_with_the_storage_settings_of_the_jobs_config(s3, s3_endpoint, monkeypatch):
-    from modelpress._core import storage
-    from modelpress._core.artifacts import ArtifactMeta
+    from modelpress.io import storage
+    from modelpress.io.artifacts import ArtifactMeta
 
     output = f"s3://{s3}/run/train"
     meta = ArtifactMeta(format="saved_model", step="train", model_path="saved_model", config_hash="0", metrics={"accuracy": 0.91, "params": 2410})
@@ -198,7 +198,7 @@ def test_worker_0s_metrics_are_read_with_the_storage_settings_of_the_jobs_config
     monkeypatch.delenv("AWS_ENDPOINT_URL")  # only the config knows where the bucket is
     config = {"storage": {"endpoint_url": s3_endpoint}, "model": {"zoo": "mlp"}, "data": {"source": "digits"}}
     command = ["step", "train", "--config", json.dumps(config), "--output", OUTPUT_PLACEHOLDER]
-    job = trainjob_manifest("t", workers=2, placement=TRAIN_PLACEMENT, arguments=command, cluster=ClusterSpec())
+    job = trainjob_manifest("t", workers=2, placement=TRAIN_PLACEMENT, arguments=command, settings=KubernetesSpec())
     assert trained_metrics(job, output) == {"accuracy": 0.91, "params": 2410}
 
 

@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-from modelpress._core.errors import UserError
-from modelpress._core.plan import build_plan
-from modelpress._core.spec import parse_workflow
-from modelpress.train.config import TrainConfig
-from modelpress.train.step import run as train
-from modelpress.tune.config import TuneConfig
-from modelpress.tune.step import run as tune
+from modelpress.common.errors import UserError
+from modelpress.contract.workflow import parse_workflow
+from modelpress.execution.plan import build_plan
+from modelpress.steps.train.config import TrainConfig
+from modelpress.steps.train.step import run as train
+from modelpress.steps.tune.config import TuneConfig
+from modelpress.steps.tune.step import run as tune
 from tests.conftest import TINY_WORKFLOW
 from tests.integration.test_bad_inputs import assert_one_line_error
 

@@ -18,9 +18,9 @@ import shutil
 import time
 from pathlib import Path
 
-from modelpress._core import storage
-from modelpress.deploy.serving import CONFIG_FILE, deployed_models
-from modelpress.deploy.step import complete_versions
+from modelpress.io import storage
+from modelpress.steps.deploy.serving import CONFIG_FILE, deployed_models
+from modelpress.steps.deploy.step import complete_versions
 
 
 def replace_file(path: Path, data: bytes) -> bool:

@@ -1,1 +1,0 @@
-"""What every step shares: the workflow spec, the step registry, artifacts and storage, data, report and CLI."""

@@ -1,0 +1,270 @@
+"""The run report: `summary.json` for machines, `report.md` and `report.html` (table, plots, gates) for people.
+
+summary.json fields are a contract read by other tools: artifacts[] with name, format, uri, blessed, reasons,
+metrics{accuracy, size_bytes, size_gzip_bytes, latency_ms_p50, latency_ms_p95, ...}. Add fields; never rename.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import time
+from typing import Any
+
+from modelpress.io import storage
+from modelpress.io.artifacts import LAYER_ERRORS_FILE
+
+SUMMARY_METRICS = (
+    "accuracy",
+    "drop",
+    "agreement",
+    "params",
+    "size_bytes",
+    "size_gzip_bytes",
+    "latency_ms_p50",
+    "latency_ms_p95",
+    "throughput_per_s",
+    "threads",
+)
+
+
+def artifact_rows(blessings: list[dict], artifact_uris: dict[str, str], formats: dict[str, str]) -> list[dict]:
+    rows = []
+    for blessing in blessings:
+        name = blessing["name"]
+        rows.append(
+            {
+                "name": name,
+                "format": formats.get(name, blessing.get("format")),
+                "uri": artifact_uris.get(name, blessing.get("artifact")),
+                "blessed": blessing["blessed"],
+                "reasons": blessing["reasons"],
+                "metrics": {k: blessing["metrics"].get(k) for k in SUMMARY_METRICS},
+                "validation_uri": blessing.get("validation_uri"),
+            }
+        )
+    return rows
+
+
+def _fmt(value: Any, kind: str) -> str:
+    if value is None:
+        return "-"
+    if kind == "acc":
+        return f"{value:.4f}"
+    if kind == "pp":
+        return f"{value * 100:+.2f}"
+    if kind == "bytes":
+        return f"{value / 1024:,.1f} KiB" if value < 1 << 20 else f"{value / (1 << 20):,.2f} MiB"
+    if kind == "ms":
+        return f"{value:.3f}"
+    if kind == "int":
+        return f"{value:,}"
+    if kind == "rate":
+        return f"{value:,.0f}"
+    return str(value)
+
+
+COLUMNS = (
+    ("artifact", "name", None),
+    ("format", "format", None),
+    ("accuracy", "accuracy", "acc"),
+    ("drop pp", "drop", "pp"),
+    ("agree", "agreement", "acc"),
+    ("params", "params", "int"),
+    ("size", "size_bytes", "bytes"),
+    ("gzip", "size_gzip_bytes", "bytes"),
+    ("p50 ms", "latency_ms_p50", "ms"),
+    ("p95 ms", "latency_ms_p95", "ms"),
+    ("ex/s", "throughput_per_s", "rate"),
+    ("threads", "threads", "int"),
+    ("blessed", "blessed", None),
+)
+
+
+def table_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    header = [title for title, _, _ in COLUMNS]
+    body = []
+    for row in rows:
+        cells = []
+        for _, key, kind in COLUMNS:
+            if key in ("name", "format"):
+                cells.append(str(row[key]))
+            elif key == "blessed":
+                cells.append("yes" if row["blessed"] else "NO")
+            else:
+                cells.append(_fmt(row["metrics"].get(key), kind))
+        body.append(cells)
+    return header, body
+
+
+def text_table(rows: list[dict]) -> str:
+    """A fixed-width table for the terminal, followed by the reasons of every rejected artifact."""
+    header, body = table_cells(rows)
+    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(header)]
+    line = lambda cells: "  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))  # noqa: E731
+    out = [line(header), line(["-" * w for w in widths]), *(line(r) for r in body)]
+    for row in rows:
+        for reason in row["reasons"]:
+            out.append(f"  {row['name']}: {reason}")
+    return "\n".join(out)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    header, body = table_cells(rows)
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|"]
+    out += ["| " + " | ".join(cells) + " |" for cells in body]
+    return "\n".join(out)
+
+
+def label_points(axis, points: list[tuple[float, float, str]]) -> None:
+    """Name each point; the names of points that nearly coincide (conversions that keep the parent's accuracy and
+    size) are stacked downwards instead of printed over each other."""
+    axis.autoscale_view()
+    placed: list[tuple[float, float]] = []
+    for x, y, name in sorted(points):
+        px, py = axis.transData.transform((x, y))  # pixels: "near" means near on the plot, whatever the scale
+        crowd = sum(1 for qx, qy in placed if abs(px - qx) < 70 and abs(py - qy) < 10)
+        placed.append((px, py))
+        axis.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4 - 10 * crowd), fontsize=8)
+
+
+def plot_png(rows: list[dict]) -> bytes:
+    """Accuracy against gzip size and against batch-1 latency, one point per artifact."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for axis, key, label in (
+        (axes[0], "size_gzip_bytes", "size, gzip (KiB, log)"),
+        (axes[1], "latency_ms_p50", "batch-1 latency p50 (ms, log)"),
+    ):
+        points = []
+        for row in rows:
+            x, y = row["metrics"].get(key), row["metrics"].get("accuracy")
+            if x is None or y is None:
+                continue
+            x = x / 1024 if key == "size_gzip_bytes" else x
+            axis.scatter(x, y, marker="o" if row["blessed"] else "x", color="tab:green" if row["blessed"] else "tab:red", s=50)
+            points.append((x, y, row["name"]))
+        axis.set_xscale("log")
+        label_points(axis, points)
+        axis.set_xlabel(label)
+        axis.set_ylabel("test accuracy")
+        axis.grid(True, alpha=0.3)
+    fig.suptitle("artifacts (green o: blessed, red x: rejected)")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+# Layers listed per rejected artifact in the per-layer quantization error section (worst first).
+WORST_LAYERS_SHOWN = 5
+
+
+def worst_layers(rows: list[dict]) -> dict[str, list[tuple[str, dict]]]:
+    """Rejected artifact name -> its worst layers by MSE against the float model, from the per-layer error report its
+    quantizer wrote (tflite_litert), which validate keeps with the rejection."""
+    found = {}
+    for row in rows:
+        report_uri = storage.join(row["validation_uri"], LAYER_ERRORS_FILE) if row.get("validation_uri") else None
+        if not row["blessed"] and report_uri and storage.exists(report_uri):
+            layers = json.loads(storage.read_bytes(report_uri))["intermediate_tensors"]
+            found[row["name"]] = list(layers.items())[:WORST_LAYERS_SHOWN]
+    return found
+
+
+def layer_error_lines(worst: dict[str, list[tuple[str, dict]]]) -> list[str]:
+    lines = ["## Per-layer quantization error"] if worst else []
+    for name, layers in worst.items():
+        lines.append(f"- **{name}** (MSE and cosine similarity vs the float model, worst first; full report: {LAYER_ERRORS_FILE}):")
+        lines += [f"  - `{tensor}`: MSE {e['mse']:.3g}, cosine {e['cosine_similarity']:.4f}" for tensor, e in layers]
+    return lines
+
+
+def write_report(out: str, workflow, rows: list[dict], skipped: list[dict], extras: dict[str, Any] | None = None) -> dict:
+    summary = {
+        "workflow": workflow.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "run": str(out),
+        "artifacts": rows,
+        "skipped": skipped,
+        "blessed": [r["name"] for r in rows if r["blessed"]],
+        **(extras or {}),
+    }
+    storage.write_bytes(storage.join(out, "summary.json"), json.dumps(summary, indent=2).encode())
+    png = plot_png(rows) if rows else b""
+    if png:
+        storage.write_bytes(storage.join(out, "report.png"), png)
+    gates = workflow.gates.model_dump(exclude_none=True)
+    gate_text = ", ".join(f"{k} {v}" for k, v in gates.items()) or "none configured"
+    rejected = [f"- **{r['name']}**: {reason}" for r in rows for reason in r["reasons"]]
+    skipped_lines = [f"- **{s['name']}**: {s['reason']}" for s in skipped]
+    markdown = "\n".join(
+        [
+            f"# ModelPress run: {workflow.name}",
+            "",
+            f"{summary['created']} · gates: {gate_text}",
+            "",
+            markdown_table(rows),
+            "",
+            "![accuracy vs size and latency](report.png)" if png else "",
+            "",
+            "## Rejected" if rejected else "",
+            *rejected,
+            *layer_error_lines(worst_layers(rows)),
+            "## Skipped" if skipped_lines else "",
+            *skipped_lines,
+            "## Failed" if summary.get("failed") else "",
+            *(f"- **{f['task']}**: {f['reason']}" for f in summary.get("failed", [])),
+        ]
+    )
+    storage.write_bytes(storage.join(out, "report.md"), markdown.encode())
+    storage.write_bytes(storage.join(out, "report.html"), html_report(workflow.name, summary, rows, skipped, gate_text, png).encode())
+    return summary
+
+
+def html_report(title: str, summary: dict, rows: list[dict], skipped: list[dict], gate_text: str, png: bytes) -> str:
+    header, body = table_cells(rows)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    trs = []
+    for row, cells in zip(rows, body, strict=True):
+        css = "ok" if row["blessed"] else "bad"
+        trs.append(f'<tr class="{css}">' + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    reasons = "".join(
+        f"<li><b>{html.escape(r['name'])}</b>: {html.escape(reason)}</li>" for r in rows for reason in r["reasons"]
+    )
+    skips = "".join(f"<li><b>{html.escape(s['name'])}</b>: {html.escape(s['reason'])}</li>" for s in skipped)
+    failures = "".join(f"<li><b>{html.escape(f['task'])}</b>: {html.escape(f['reason'])}</li>" for f in summary.get("failed", []))
+    layers = "".join(
+        f"<li><b>{html.escape(name)}</b> (MSE, cosine vs the float model, worst first):<ul>"
+        + "".join(f"<li><code>{html.escape(t)}</code>: MSE {e['mse']:.3g}, cosine {e['cosine_similarity']:.4f}</li>" for t, e in worst)
+        + "</ul></li>"
+        for name, worst in worst_layers(rows).items()
+    )
+    image = f'<img alt="accuracy vs size and latency" src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else ""
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>ModelPress: {html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; font-variant-numeric: tabular-nums; }}
+th, td {{ padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: right; }}
+th:nth-child(-n+2), td:nth-child(-n+2) {{ text-align: left; }}
+tr.bad td:last-child {{ color: #b00; font-weight: bold; }} tr.ok td:last-child {{ color: #070; }}
+img {{ max-width: 100%; margin-top: 1em; }}
+</style></head><body>
+<h1>ModelPress run: {html.escape(title)}</h1>
+<p>{html.escape(summary['created'])} · gates: {html.escape(gate_text)}</p>
+<table><thead><tr>{head}</tr></thead><tbody>{''.join(trs)}</tbody></table>
+{f'<h2>Rejected</h2><ul>{reasons}</ul>' if reasons else ''}
+{f'<h2>Skipped</h2><ul>{skips}</ul>' if skips else ''}
+{f'<h2>Failed</h2><ul>{failures}</ul>' if failures else ''}
+{f'<h2>Per-layer quantization error</h2><ul>{layers}</ul>' if layers else ''}
+{image}
+</body></html>
+"""

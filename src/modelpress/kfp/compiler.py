@@ -1,0 +1,193 @@
+"""A workflow spec -> a Kubeflow pipeline, built from `plan.build_plan` (the same plan `modelpress run` executes).
+
+- each plan task is a task of its step's component, displayed under the plan task id;
+- the conversion targets fan out with `dsl.ParallelFor`, one per image they run in (`plan.fan_outs`: convert +
+  validate per target, named like Airflow's);
+- a task that reads one validation (deploy) runs under `dsl.If` on that validation's blessing; push reads them all
+  and publishes only the blessed;
+- each task runs in its placement's image (`plan.placement`: the image carrying its step's and its target's needs,
+  a GPU step in its set's CUDA variant); GPU tasks request one GPU (on Kubeflow the accelerator is the resource name,
+  `settings.gpu_resource`, which KFP's driver makes the limit's name) and get the GPU pool's node selector and
+  tolerations (`pods.pod_placement`, as Airflow and the TFJob); every task gets the S3 credentials from
+  `kubernetes.secret_name`; models and validations are cached, publishing always runs;
+- pipeline parameters (PARAMETERS) override the matching config fields at run time; their defaults are the spec's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from pathlib import Path
+from typing import Any
+
+from kfp import compiler, dsl, kubernetes
+
+from modelpress.contract.images import Placement
+from modelpress.contract.workflow import Workflow
+from modelpress.execution.plan import FanOut, Task, build_plan, fan_outs, load_workflow, placement
+from modelpress.kubernetes.pods import check_cluster_workflow, pod_placement
+from modelpress.kubernetes.tfjob import training_workers
+from modelpress.steps.catalog import STEPS
+
+from .components import (
+    PARAMETERS,
+    Parameter,
+    output_name,
+    returns_blessing,
+    step_component,
+)
+from .training_job import training_job_task
+
+CACHED_OUTPUTS = ("model", "validation")
+S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+MISSING = object()
+
+
+def config_value(config: Any, path: str) -> Any:
+    """The value at a dotted path of a config instance, or MISSING when the config has no such field."""
+    node = config
+    for key in path.split("."):
+        if node is None or key not in getattr(type(node), "model_fields", {}):
+            return MISSING
+        node = getattr(node, key)
+    return node
+
+
+def pipeline_parameters(plan: list[Task]) -> dict[Parameter, Any]:
+    """Parameters for the fields the spec sets (unset gates stay unset), with the spec's value as the default."""
+    found: dict[Parameter, Any] = {}
+    for parameter in PARAMETERS:
+        for task in plan:
+            value = config_value(task.config, parameter.path)
+            if value is not MISSING and value is not None:
+                found[parameter] = value
+                break
+    return found
+
+
+def config_json(task: Task) -> str:
+    return task.config.model_dump_json(exclude_unset=True)  # what the plan set; the step fills its own defaults
+
+
+def configure_task(kfp_task, task: Task, workflow: Workflow, name: str) -> None:
+    step, settings = STEPS[task.step], workflow.kubernetes
+    kfp_task.set_display_name(name)
+    # A model or a validation is a function of its inputs and config: cached. Publishing (push, deploy) acts on
+    # the world outside the pipeline root, so it runs every time.
+    kfp_task.set_caching_options(step.output in CACHED_OUTPUTS)
+    kubernetes.use_secret_as_env(kfp_task, secret_name=settings.secret_name, secret_key_to_env=S3_SECRET_KEYS, optional=True)
+    # A TFJob's replicas hold the GPUs, not the task that launches it.
+    where = pod_placement(placement(task) if training_workers(task.step, task.config) == 1 else Placement("base", False), settings)
+    if where.accelerator:
+        kfp_task.set_accelerator_type(where.accelerator).set_accelerator_limit(1)
+    for key, value in where.node_selector.items():
+        kubernetes.add_node_selector(kfp_task, label_key=key, label_value=value)
+    for toleration in where.tolerations:
+        kubernetes.add_toleration(kfp_task, **toleration)
+
+
+class PipelineBuilder:
+    """Adds the plan's tasks to the pipeline being defined, in plan order."""
+
+    def __init__(self, workflow: Workflow, plan: list[Task], parameters: dict[str, Any]):
+        self.workflow, self.plan, self.parameters = workflow, plan, parameters
+        self.by_id = {task.id: task for task in plan}
+        self.kfp_tasks: dict[str, Any] = {}
+        self.fan_outs = fan_outs(plan)
+        self.fan_out_of = {task.id: fan_out for fan_out in self.fan_outs for pair in fan_out.pairs for task in pair}
+
+    def output_of(self, task_id: str):
+        return self.kfp_tasks[task_id].outputs[output_name(STEPS[self.by_id[task_id].step])]
+
+    def arguments(self, task: Task, config) -> tuple[dict[str, Any], tuple[tuple[str, int, tuple[str, ...]], ...]]:
+        """The task's component arguments, and the shape of its list inputs (see components.list_input_names)."""
+        arguments, shapes = {"config": config}, []
+        for name, source in task.inputs.items():
+            if isinstance(source, str):
+                arguments[name] = self.output_of(source)
+                continue
+            collected = list(dict.fromkeys(self.fan_out_of[s] for s in source if s in self.fan_out_of))
+            singles = [s for s in source if s not in self.fan_out_of]
+            for fan_out in collected:  # the ParallelFor's outputs, gathered: one per fan-out's validations
+                arguments[f"{name}_{fan_out.placement.label}"] = dsl.Collected(self.output_of(fan_out.pairs[0][1].id))
+            for number, single in enumerate(singles, start=1):
+                arguments[f"{name}_{number}"] = self.output_of(single)
+            shapes.append((name, len(singles), tuple(f.placement.label for f in collected)))
+        for parameter in pipeline_parameters([task]):
+            if parameter.name in self.parameters:
+                arguments[parameter.name] = self.parameters[parameter.name]
+        return arguments, tuple(shapes)
+
+    def add(self, task: Task, config=None, name: str | None = None):
+        gates = [
+            self.kfp_tasks[source].outputs["Output"]  # the blessing a validation component returns
+            for source in task.inputs.values()
+            if isinstance(source, str) and returns_blessing(STEPS[self.by_id[source].step]) and not returns_blessing(STEPS[task.step])
+        ]
+        arguments, shapes = self.arguments(task, config or config_json(task))
+        settings = self.workflow.kubernetes
+        with contextlib.ExitStack() as stack:
+            for blessed in gates:
+                stack.enter_context(dsl.If(blessed == True, name=f"{task.id}-if-blessed"))  # noqa: E712 (a KFP condition)
+            where = placement(task)
+            workers = training_workers(task.step, task.config)
+            if workers > 1:  # multi-worker training: a task that runs a TFJob (pipelines/training_job.py)
+                kfp_task = training_job_task(self.workflow, workers, where, arguments)
+            else:
+                kfp_task = step_component(task.step, where.image(settings.image_repository, settings.image_tag), shapes)(**arguments)
+        configure_task(kfp_task, task, self.workflow, name or task.id)
+        self.kfp_tasks[task.id] = kfp_task
+
+    def add_fan_out(self, fan_out: FanOut) -> None:
+        """The targets of one image in one ParallelFor: each item carries its convert and validate configs. The two
+        tasks are named like Airflow's mapped tasks (FanOut.names) and stand for every target's task."""
+        pairs = fan_out.pairs
+        items = [{"convert": config_json(c), "validate": config_json(v)} for c, v in pairs]
+        with dsl.ParallelFor(items, name=f"targets_{fan_out.placement.label}") as item:
+            self.add(pairs[0][0], item.convert, fan_out.names[0])
+            self.add(pairs[0][1], item.validate, fan_out.names[1])
+        for convert, validation in pairs[1:]:
+            self.kfp_tasks[convert.id], self.kfp_tasks[validation.id] = self.kfp_tasks[pairs[0][0].id], self.kfp_tasks[pairs[0][1].id]
+
+    def build(self) -> None:
+        """Plan order, with each fan-out added as soon as everything it reads exists (it reads validate_train,
+        which the plan lists after the conversions)."""
+        pending = list(self.fan_outs)
+        for task in [*self.plan, None]:
+            for fan_out in list(pending):
+                members = {t.id for pair in fan_out.pairs for t in pair}
+                needs = {s for pair in fan_out.pairs for t in pair for s in t.sources()} - members
+                if needs <= self.kfp_tasks.keys() or task is None:
+                    self.add_fan_out(fan_out)
+                    pending.remove(fan_out)
+            if task is not None and task.id not in self.fan_out_of:
+                self.add(task)
+
+
+def build_pipeline(workflow: Workflow):
+    """The workflow's pipeline (a KFP GraphComponent); its parameters appear in the Kubeflow UI."""
+    check_cluster_workflow(workflow)
+    plan = build_plan(workflow)
+    defaults = pipeline_parameters(plan)
+
+    def pipeline(*values):
+        PipelineBuilder(workflow, plan, {p.name: v for p, v in zip(defaults, values, strict=True)}).build()
+
+    pipeline.__signature__ = inspect.Signature(
+        [
+            inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=value, annotation=p.type)
+            for p, value in defaults.items()
+        ]
+    )
+    pipeline.__name__ = workflow.name.replace("-", "_")
+    return dsl.pipeline(name=workflow.name, description=workflow.description or f"ModelPress workflow {workflow.name}")(pipeline)
+
+
+def compile_workflow(workflow_path: str | Path, output: str | Path) -> Path:
+    """Compile a workflow YAML to the KFP IR YAML a user uploads in the Kubeflow UI."""
+    pipeline = build_pipeline(load_workflow(workflow_path))  # every check first: a refused workflow writes nothing
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(pipeline, str(output))
+    return output
+

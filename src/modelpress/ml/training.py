@@ -1,0 +1,132 @@
+"""Training shared by every step that fits a model (train, the compression steps' fine-tuning, distill, tune):
+optimizers, mixed precision, multi-worker batches, the fit loop with progress, and test accuracy."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from modelpress.common.errors import UserError
+from modelpress.common.progress import log
+from modelpress.common.tf import import_tf
+from modelpress.contract.training import TrainSpec
+
+OPTIMIZERS = {"adam": "Adam", "sgd": "SGD", "rmsprop": "RMSprop"}
+
+
+def make_optimizer(train: TrainSpec):
+    _, keras = import_tf()
+    return getattr(keras.optimizers, OPTIMIZERS[train.optimizer])(learning_rate=train.learning_rate)
+
+
+def apply_mixed_precision(enabled: bool) -> str:
+    """Set the global Keras policy; mixed_float16 only pays off (and is only numerically tested) on a GPU."""
+    tf, keras = import_tf()
+    if not enabled:
+        keras.mixed_precision.set_global_policy("float32")
+        return "float32"
+    if not tf.config.list_physical_devices("GPU"):
+        log("mixed precision requested but no GPU is present: training in float32 (mixed_float16 needs a GPU with compute capability >= 7.0)")
+        keras.mixed_precision.set_global_policy("float32")
+        return "float32"
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    return "mixed_float16"
+
+
+def check_output_precision(model, policy: str) -> None:
+    """Under mixed_float16 the final softmax must compute in float32 (in float16 it overflows and underflows). The zoo
+    models' `probabilities` layer does; a builder's model that ends in float16 is refused with the fix."""
+    if policy == "mixed_float16" and model.output.dtype != "float32":
+        import_tf()[1].mixed_precision.set_global_policy("float32")  # callers in this process build in float32 again
+        raise UserError(
+            f"model {model.name} outputs {model.output.dtype.name} under mixed precision; give its last layer "
+            "dtype='float32' (e.g. keras.layers.Activation('softmax', dtype='float32')) or set train.mixed_precision: false"
+        )
+
+
+def tf_config_cluster() -> tuple[int, bool, str]:
+    """From TF_CONFIG: the number of workers (the chief included), whether this process is the chief, and its task
+    ('chief:0', 'worker:1'). Without TF_CONFIG: (1, True, 'local')."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return 1, True, "local"
+    try:
+        config = json.loads(raw)
+    except ValueError:
+        raise UserError("TF_CONFIG is not valid JSON; unset it or give {cluster: {chief: [...], worker: [...]}, task: {...}}") from None
+    cluster, task = config.get("cluster", {}), config.get("task", {})
+    if cluster.get("ps"):
+        raise UserError("TF_CONFIG names parameter servers; train runs MultiWorkerMirroredStrategy: give chief and worker tasks only")
+    kind, index = task.get("type"), int(task.get("index", 0))
+    chief = kind == "chief" or (kind == "worker" and index == 0 and not cluster.get("chief"))
+    return len(cluster.get("chief", [])) + len(cluster.get("worker", [])), chief, f"{kind}:{index}"
+
+
+def global_batches(x, y, train: TrainSpec, shuffle: bool):
+    """Batches of train.batch_size examples for the whole cluster (each worker computes its share), sharded by
+    example: every worker holds the arrays in memory, so there are no files to shard by."""
+    tf, _ = import_tf()
+    dataset = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:  # the same seed on every worker, so the shards of a batch never overlap
+        dataset = dataset.shuffle(len(x), seed=train.seed, reshuffle_each_iteration=True)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.batch(train.batch_size).with_options(options)
+
+
+def fit(model, data, train: TrainSpec, label: str = "train", loss=None, callbacks: list | None = None, distributed: bool = False):
+    """Compile and fit with progress lines and optional early stopping; shared by every step that trains.
+    `callbacks` come first: they run before the progress line and early stopping see the epoch (e.g. re-masking).
+    `distributed`: called under a MultiWorkerMirroredStrategy scope; the data goes in as global batches."""
+    _, keras = import_tf()
+    model.compile(
+        optimizer=make_optimizer(train),
+        loss=loss or keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy"],
+    )
+    callbacks = [*(callbacks or []), epoch_callback(train.epochs, label)]
+    if train.early_stopping_patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping("val_accuracy", patience=train.early_stopping_patience, restore_best_weights=True)
+        )
+    if distributed:
+        validation = global_batches(data.x_val, data.y_val, train, shuffle=False) if len(data.x_val) else None
+        training = global_batches(data.x_train, data.y_train, train, shuffle=True)
+        return model.fit(training, epochs=train.epochs, validation_data=validation, callbacks=callbacks, verbose=0)
+    validation = (data.x_val, data.y_val) if len(data.x_val) else None
+    return model.fit(
+        data.x_train,
+        data.y_train,
+        batch_size=train.batch_size,
+        epochs=train.epochs,
+        validation_data=validation,
+        callbacks=callbacks,
+        verbose=0,
+    )
+
+
+def test_accuracy(model, data) -> float:
+    import numpy as np
+
+    predictions = model.predict(data.x_test, batch_size=512, verbose=0)
+    return float(np.mean(np.argmax(predictions, axis=1) == data.y_test))
+
+
+
+def epoch_callback(total_epochs: int, label: str = "train"):
+    """A Keras callback printing one line per epoch: loss, accuracy, validation accuracy, time."""
+    from modelpress.common.tf import import_tf
+
+    _, keras = import_tf()
+
+    class EpochProgress(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self._started = time.monotonic()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            parts = [f"{key} {logs[key]:.4f}" for key in ("loss", "accuracy", "val_loss", "val_accuracy") if key in logs]
+            log(f"{label} epoch {epoch + 1}/{total_epochs}  " + "  ".join(parts) + f"  ({time.monotonic() - self._started:.1f}s)")
+
+    return EpochProgress()

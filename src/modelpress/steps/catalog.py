@@ -1,0 +1,152 @@
+"""The step registry: plain data that the CLI, the local runner, the Kubeflow and Airflow adapters and the docs read.
+
+A step is `run(config, inputs, output, overwrite=False) -> result`: `config` is the step's pydantic model, `inputs`
+maps input names to URIs, `output` is the URI the step writes (a folder, staged and moved into place last), and the
+result is a JSON-able dict (what `--result FILE` and `/airflow/xcom/return.json` carry).
+`run` is named as "module:function" and imported only when the step runs, so reading the registry imports no
+TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from modelpress.common.errors import UserError
+from modelpress.contract.images import Placement, placement_for
+from modelpress.steps.cluster.config import ClusterConfig
+from modelpress.steps.convert.config import ConvertConfig
+from modelpress.steps.deploy.config import DeployConfig
+from modelpress.steps.distill.config import DistillConfig
+from modelpress.steps.prune.config import PruneConfig
+from modelpress.steps.push.config import PushConfig
+from modelpress.steps.quantize.config import QuantizeConfig
+from modelpress.steps.train.config import TrainConfig
+from modelpress.steps.tune.config import TuneConfig
+from modelpress.steps.validate.config import ValidateConfig
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    run: str  # "module:function"
+    config: type[BaseModel]
+    inputs: tuple[str, ...]  # input names, in order
+    optional_inputs: tuple[str, ...] = ()
+    list_inputs: tuple[str, ...] = ()  # inputs that take several URIs (a list; repeat --input NAME=URI)
+    output: str = "model"  # what the output folder holds: "model" (an artifact) or "validation", "release", ...
+    extras: tuple[str, ...] = ("tf",)  # pip extras the step needs (images.py picks the image carrying them)
+    gpu: bool = False  # request a GPU on the cluster
+    description: str = ""
+
+    @property
+    def placement(self) -> Placement:
+        """Where the step runs when no target format adds needs (plan.placement has the task's)."""
+        return placement_for(self.extras, self.gpu)
+
+    def load(self) -> Callable[..., dict[str, Any]]:
+        module, _, function = self.run.partition(":")
+        return getattr(importlib.import_module(module), function)
+
+
+STEPS: dict[str, StepSpec] = {
+    "tune": StepSpec(
+        run="modelpress.steps.tune.step:run",
+        config=TuneConfig,
+        inputs=(),
+        output="hyperparameters",
+        gpu=True,
+        description="search train's hyperparameters (random, Bayesian, Hyperband with keras-tuner); write best.json for train",
+    ),
+    "train": StepSpec(
+        run="modelpress.steps.train.step:run",
+        config=TrainConfig,
+        inputs=(),
+        optional_inputs=("hyperparameters",),
+        output="model",
+        gpu=True,
+        description="build the model, train it on the workflow's data, save a Keras model and a SavedModel",
+    ),
+    "prune": StepSpec(
+        run="modelpress.steps.prune.step:run",
+        config=PruneConfig,
+        inputs=("model",),
+        output="model",
+        gpu=True,
+        description="prune a Keras model: magnitude (tfmot, N:M patterns), structured (fewer neurons/filters) or lottery rewind",
+    ),
+    "cluster": StepSpec(
+        run="modelpress.steps.cluster.step:run",
+        config=ClusterConfig,
+        inputs=("model",),
+        output="model",
+        gpu=True,
+        description="cluster a Keras model's kernels to k shared values (tfmot; keeps a pruned parent's zeros), fine-tune, strip",
+    ),
+    "quantize": StepSpec(
+        run="modelpress.steps.quantize.step:run",
+        config=QuantizeConfig,
+        inputs=("model",),
+        output="model",
+        gpu=True,
+        description="quantization-aware training (QAT, or PQAT/CQAT/PCQAT keeping sparsity and clusters); saved with its INT8 ranges",
+    ),
+    "distill": StepSpec(
+        run="modelpress.steps.distill.step:run",
+        config=DistillConfig,
+        inputs=("model",),
+        output="model",
+        gpu=True,
+        description="distil the model (teacher) into a smaller student on softened logits; also trains the student from scratch to measure the gain",
+    ),
+    "validate": StepSpec(
+        run="modelpress.steps.validate.step:run",
+        config=ValidateConfig,
+        inputs=("model",),
+        optional_inputs=("parent", "baseline"),
+        output="validation",
+        gpu=False,
+        description="evaluate an artifact on the test split, apply the gates, write blessing.json",
+    ),
+    "convert": StepSpec(
+        run="modelpress.steps.convert.step:run",
+        config=ConvertConfig,
+        inputs=("model",),
+        output="model",
+        gpu=False,
+        description="convert a Keras artifact to one target (TFLite, OpenVINO, ONNX, TensorRT), checked against its parent",
+    ),
+    "push": StepSpec(
+        run="modelpress.steps.push.step:run",
+        config=PushConfig,
+        inputs=("validations",),
+        list_inputs=("validations",),
+        output="release",
+        extras=("s3",),
+        gpu=False,
+        description="publish the blessed artifacts as a numbered release bundle (manifest, model card) in the registry",
+    ),
+    "deploy": StepSpec(
+        run="modelpress.steps.deploy.step:run",
+        config=DeployConfig,
+        inputs=("model", "validation"),
+        optional_inputs=("release",),
+        output="deployment",
+        extras=("s3", "serving"),
+        gpu=False,
+        description="copy the blessed SavedModel into TF Serving's base path; reload, smoke-test, move the stable label",
+    ),
+}
+
+
+def get_step(name: str) -> StepSpec:
+    if name not in STEPS:
+        import difflib
+
+        close = difflib.get_close_matches(name, STEPS, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"known steps: {', '.join(STEPS)}"
+        raise UserError(f"unknown step '{name}'; {hint}")
+    return STEPS[name]

@@ -1,0 +1,15 @@
+from pydantic import Field
+
+from modelpress.common.names import Name
+from modelpress.contract.compression import EvaluationSpec, Gates
+from modelpress.contract.data_sources import DataSpec
+from modelpress.contract.publishing import PushSpec
+from modelpress.contract.schema import StepConfig
+
+
+class ValidateConfig(StepConfig):
+    name: Name = Field(..., description="the artifact's name in reports (e.g. train, prune, tflite_int8)")
+    data: DataSpec
+    gates: Gates = Field(default_factory=Gates)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    push: PushSpec | None = Field(None, description="the registry gates.max_drop_vs_serving compares with")
