@@ -189,7 +189,7 @@ class Bench:
 def run_step_process(step: str, config_file: Path, inputs: dict[str, str], output: Path) -> dict:
     """`modelpress step STEP` in a new Python process (progress on our stderr); its result JSON."""
     result_file = output.parent / f"{output.name}.result.json"
-    command = [sys.executable, "-m", "modelpress.cli.main", "step", step, "--config", f"@{config_file}", "--output", str(output)]
+    command = [sys.executable, "-m", "modelpress", "step", step, "--config", f"@{config_file}", "--output", str(output)]
     for name, uri in inputs.items():
         command += ["--input", f"{name}={uri}"]
     completed = subprocess.run([*command, "--result", str(result_file)], stdout=subprocess.DEVNULL, env={**os.environ, **STEP_ENV})

@@ -60,7 +60,7 @@ def start_s3_server() -> tuple[subprocess.Popen, str]:
 def measured_push(validation: Path, registry: str, output: Path, env: dict, part_size_mb: int, concurrency: int) -> tuple[int, float, str]:
     """(exit status, peak RSS in MiB, stderr) of one push run as a child process."""
     config = {"push": {"uri": registry, "model_name": "bench", "part_size_mb": part_size_mb, "max_concurrency": concurrency}}
-    command = [sys.executable, "-m", "modelpress.cli.main", "step", "push", "--config", json.dumps(config),
+    command = [sys.executable, "-m", "modelpress", "step", "push", "--config", json.dumps(config),
                "--input", f"validations={validation}", "--output", str(output)]
     with tempfile.TemporaryFile() as stderr:
         child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)

@@ -109,7 +109,7 @@ def run_cli(
 ) -> subprocess.CompletedProcess:
     """Run the installed `modelpress` command as a user would (in `python`'s environment: this one by default)."""
     return subprocess.run(
-        [python, "-m", "modelpress.cli.main", *args],
+        [python, "-m", "modelpress", *args],
         cwd=cwd or ROOT,
         capture_output=True,
         text=True,
@@ -163,7 +163,7 @@ def trained_runs(tmp_path_factory) -> dict[str, Path]:
     for name, (epochs, seed) in runs.items():
         workflow = TINY_WORKFLOW.replace("epochs: 3", f"epochs: {epochs}\n  seed: {seed}") + "targets: [saved_model, tflite_fp32]\n"
         (root / f"{name}.yaml").write_text(workflow)
-        command = [sys.executable, "-m", "modelpress.cli.main", "run", str(root / f"{name}.yaml"), "--out", str(root / name)]
+        command = [sys.executable, "-m", "modelpress", "run", str(root / f"{name}.yaml"), "--out", str(root / name)]
         processes.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT))
     for process in processes:
         output, _ = process.communicate(timeout=600)

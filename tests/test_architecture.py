@@ -58,9 +58,11 @@ def import_graph(package: Path = PACKAGE) -> dict[str, dict[str, int]]:
     return graph
 
 
+TOP_LEVEL = {"modelpress": "common", "modelpress.__main__": "cli"}  # the version; `python -m modelpress`
+
+
 def room(module: str) -> str:
-    parts = module.split(".")
-    return parts[1] if len(parts) > 2 else ("common" if len(parts) == 1 else parts[1])
+    return TOP_LEVEL.get(module) or module.split(".")[1]
 
 
 def step_of(module: str) -> str | None:

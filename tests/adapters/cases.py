@@ -83,7 +83,7 @@ def multi_worker_workflow(adapter_workflow, workers: int, folder: Path | None = 
     path = adapter_workflow("mw", targets="[saved_model]", folder=folder)
     spec = yaml.safe_load(path.read_text())
     spec["train"]["workers"] = workers
-    spec["cluster"] = {"training_operator": operator}
+    spec["kubernetes"] = {"training_operator": operator}
     path.write_text(yaml.safe_dump(spec))
     return path
 

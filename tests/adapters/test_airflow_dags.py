@@ -14,13 +14,8 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 from kubernetes.client import ApiClient
 
-from modelpress.airflow.dag_factory import (
-    MODE_ENV,
-    RUN_PREFIX,
-    RUN_ROOT_ENV,
-    WORKFLOWS_ENV,
-    workflow_dags,
-)
+from modelpress.airflow.dag_factory import RUN_PREFIX, RUN_ROOT_ENV, WORKFLOWS_ENV, workflow_dags
+from modelpress.airflow.operators import MODE_ENV
 from modelpress.contract.images import image_for
 from modelpress.execution.plan import build_plan, load_workflow
 from tests.conftest import KUBE_CONFIG, ROOT

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from airflow.dag_processing.dagbag import DagBag
 
-from modelpress.airflow.dag_factory import MODE_ENV, WORKFLOWS_ENV
+from modelpress.airflow.dag_factory import WORKFLOWS_ENV
+from modelpress.airflow.operators import MODE_ENV
 from tests.adapters.cases import draft_every_template, uses_builder, with_image_tag
 from tests.conftest import ROOT
 

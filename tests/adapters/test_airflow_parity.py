@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modelpress.airflow.dag_factory import MODE_ENV, WORKFLOWS_ENV, build_dag, workflow_dags
+from modelpress.airflow.dag_factory import WORKFLOWS_ENV, build_dag, workflow_dags
+from modelpress.airflow.operators import MODE_ENV
 from modelpress.contract.images import image_for
 from modelpress.execution.plan import load_workflow
 from modelpress.execution.runner import KIND_FOLDERS

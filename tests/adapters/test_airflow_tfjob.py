@@ -9,12 +9,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from modelpress.airflow.dag_factory import (
-    MODE_ENV,
-    WORKFLOWS_ENV,
-    LocalStepOperator,
-    workflow_dags,
-)
+from modelpress.airflow.dag_factory import WORKFLOWS_ENV, workflow_dags
+from modelpress.airflow.operators import MODE_ENV, LocalStepOperator
 from modelpress.contract.images import image_for
 from modelpress.kubernetes.tfjob import with_run_values
 from modelpress.kubernetes.trainjob import run_training_job

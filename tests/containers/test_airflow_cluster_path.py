@@ -12,7 +12,8 @@ from types import SimpleNamespace
 
 import boto3
 
-from modelpress.airflow.dag_factory import MODE_ENV, RUN_PREFIX, WORKFLOWS_ENV, workflow_dags
+from modelpress.airflow.dag_factory import RUN_PREFIX, WORKFLOWS_ENV, workflow_dags
+from modelpress.airflow.operators import MODE_ENV
 from tests.conftest import KUBE_CONFIG
 from tests.containers.conftest import docker_run, release, s3_env, write_spec
 

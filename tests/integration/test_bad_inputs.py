@@ -131,7 +131,7 @@ def test_output_piped_into_a_reader_that_stops_early_is_not_an_error():
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader has gone before anything is written
     writer = subprocess.run(
-        [sys.executable, "-m", "modelpress.cli.main", "steps"],
+        [sys.executable, "-m", "modelpress", "steps"],
         stdout=write_end,
         stderr=subprocess.PIPE,
         text=True,

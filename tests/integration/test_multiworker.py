@@ -42,7 +42,7 @@ def test_two_workers_on_loopback_train_one_model_with_the_single_worker_contract
     processes = {}
     for kind in ("chief", "worker"):
         environment = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": kind, "index": 0}})}
-        command = [sys.executable, "-m", "modelpress.cli.main", "step", "train", "--config", json.dumps(CONFIG)]
+        command = [sys.executable, "-m", "modelpress", "step", "train", "--config", json.dumps(CONFIG)]
         command += ["--output", str(output), "--result", str(tmp_path / f"{kind}.json")]
         processes[kind] = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

@@ -11,6 +11,7 @@ import pytest
 from modelpress.common.errors import StepFailed, UserError
 from modelpress.common.tf import import_tf, load_keras_model
 from modelpress.contract.data_sources import DigitsData
+from modelpress.contract.formats import CALIBRATED_FORMATS, CONVERT_FORMATS, FLOAT_FORMATS
 from modelpress.contract.training import ModelSpec, TrainSpec
 from modelpress.contract.workflow import parse_workflow
 from modelpress.io.artifacts import ArtifactMeta, finish, read_meta
@@ -19,7 +20,7 @@ from modelpress.ml.keras_artifact import save_keras_artifact
 from modelpress.ml.runtimes import interpreter
 from modelpress.steps.convert import step as convert
 from modelpress.steps.convert import tensorrt
-from modelpress.steps.convert.config import CONVERT_FORMATS, FLOAT_FORMATS, INT8_FORMATS, ConvertConfig
+from modelpress.steps.convert.config import ConvertConfig
 from modelpress.steps.convert.tflite import float_kernels, op_dtypes
 from modelpress.steps.train import step as train
 from modelpress.steps.train.config import TrainConfig
@@ -92,7 +93,7 @@ def test_artifact_names_its_target_model_file_and_lineage(target, converted, par
     assert meta.metrics["size_bytes"] == sum(f.stat().st_size for f in model_files)
     if family(target) == "openvino":  # the IR is the .xml plus its weights: the size counts both
         assert [f.name for f in model_files] == ["model.xml", "model.bin"]
-    if target in INT8_FORMATS:
+    if target in CALIBRATED_FORMATS:
         assert meta.calibration_hash == calibration_subset(data, 256, 0)[1]
         assert meta.details["calibration_rows"] == 256
     else:

@@ -49,6 +49,15 @@ def test_misspelt_key_names_line_key_and_closest_valid_key(tmp_path):
     )
 
 
+def test_the_old_cluster_section_gets_a_one_line_migration_error(tmp_path):
+    message = error_of(tmp_path, VALID + "cluster:\n  namespace: ml\n")
+    assert message == (
+        f"{tmp_path / 'wf.yaml'} line 6: (top level): renamed key 'cluster': the section is now called 'kubernetes' "
+        "(same keys); rename 'cluster:' to 'kubernetes:'"
+    )
+    assert load_workflow(write(tmp_path, VALID + "kubernetes:\n  namespace: ml\n")).kubernetes.namespace == "ml"
+
+
 def test_unknown_top_level_key_without_close_match_lists_valid_keys(tmp_path):
     message = error_of(tmp_path, VALID + "zzz: 1\n")
     assert "unknown key 'zzz'" in message and "valid keys:" in message and "compress" in message

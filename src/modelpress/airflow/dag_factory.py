@@ -1,141 +1,50 @@
 """Build Airflow DAGs from workflow specs via `plan.build_plan` (the plan `modelpress run` and Kubeflow use).
 
-Every plan task runs `modelpress step STEP --config ... --input ... --output ...`:
-- cluster mode (default): a KubernetesPodOperator in the task's image (`plan.placement`: a GPU step in its set's
-  CUDA variant), GPU limit, node selector and tolerations from the workflow's `kubernetes:` section, the result through
-  /airflow/xcom/return.json;
-- local mode (MODELPRESS_AIRFLOW_MODE=local, for development and tests): the same command in a subprocess of the
-  Python MODELPRESS_STEP_PYTHON names (default: this one), which needs the step extras (TensorFlow...).
+Every plan task runs `modelpress step STEP --config ... --input ... --output ...` in a step operator
+(`operators.py`: a pod in the task's image on the cluster, or a subprocess in local mode).
 Outputs live under <run_root>/<dag id>/<run id>/, and every step overwrites its own output, so a retried task
 repeats its work without touching other runs. Conversion targets fan out with dynamic task mapping, one mapped task
 group per image they run in (`plan.fan_outs`), each running a target's convert and validation; a target that skips
-(no GPU here) skips only its own. Skipping, config overrides and "nothing blessed, nothing to publish" are decided
-by the core's task driver inside the step (`modelpress._core.driver`), as in every other mode.
-This module imports no TensorFlow: it reads specs and the registry only.
+(no GPU here) skips only its own. This module imports no TensorFlow: it reads specs and the registry only.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.providers.standard.operators.python import (
-    PythonOperator,
     ShortCircuitOperator,
 )
 from airflow.sdk import (
     DAG,
     Asset,
     AssetOrTimeSchedule,
-    BaseOperator,
     CronTriggerTimetable,
     Param,
     task_group,
 )
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
-from kubernetes.client import models as k8s
 
+from modelpress.airflow.operators import mode, step_operator, with_result
 from modelpress.common.errors import UserError
 from modelpress.contract.workflow import Workflow
-from modelpress.execution.plan import FanOut, Task, build_plan, fan_outs, load_workflow, placement
+from modelpress.execution.plan import FanOut, Task, build_plan, fan_outs, load_workflow
 from modelpress.execution.runner import output_uri
-from modelpress.kubernetes.pods import check_cluster_workflow, check_credentials, pod_placement
-from modelpress.kubernetes.tfjob import OUTPUT_PLACEHOLDER, training_workers
-from modelpress.kubernetes.trainjob import run_training_job, training_job_manifest
+from modelpress.kubernetes.pods import check_cluster_workflow, check_credentials
 from modelpress.steps.catalog import STEPS
 
-MODE_ENV = "MODELPRESS_AIRFLOW_MODE"  # "kubernetes" (default) or "local"
-WORKFLOWS_ENV = "MODELPRESS_WORKFLOWS_DIR"  # overrides the folder the DAG file names (its own workflows/)
+WORKFLOWS_ENV = "MODELPRESS_WORKFLOWS_DIR"  # overrides the folder the DAG file names (the workflows/ beside it)
 RUN_ROOT_ENV = "MODELPRESS_RUN_ROOT"  # default of the DAG's run_root parameter
-STEP_PYTHON_ENV = "MODELPRESS_STEP_PYTHON"  # local mode: the Python that runs steps (default: the worker's own)
 DEFAULT_RUN_ROOT = "s3://modelpress/runs"
 RUN_PREFIX = "{{ params.run_root }}/{{ dag.dag_id }}/{{ run_id }}"
-POD_RESULT = "/airflow/xcom/return.json"
 DEFAULT_ARGS = {
     "retries": 2,
     "retry_delay": timedelta(seconds=30),
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),
 }
-
-
-def mode() -> str:
-    value = os.environ.get(MODE_ENV, "kubernetes")
-    if value not in ("kubernetes", "local"):
-        raise UserError(f"{MODE_ENV}={value!r} is not a mode; set it to 'kubernetes' (default) or 'local'")
-    return value
-
-
-class StepOperation:
-    """What both step operators share:
-    - in a targets' mapped task group `arguments` is resolved from the group's expansion after templating, so its
-      run-prefix templates are rendered once more here (JSON configs hold no '{{');
-    - a list input (push's validations) leaves out the outputs of tasks Airflow skipped, which never ran;
-    - a step that returns {"skipped": ...} (the driver's decision) skips the task and what reads it.
-    """
-
-    list_sources: dict[int, tuple[str, int | None]] = {}  # position of a list input's URI -> (task id, map index)
-
-    def render_template_fields(self, context, jinja_env=None) -> None:
-        super().render_template_fields(context, jinja_env)
-        self.arguments = self.render_template(self.arguments, context, jinja_env)
-        ti = context["ti"]
-        skipped = {
-            position
-            for position, (task_id, index) in self.list_sources.items()
-            if (ti.xcom_pull(task_ids=task_id) if index is None else ti.xcom_pull(task_ids=task_id, map_indexes=index)) is None
-        }
-        self.arguments = [a for i, a in enumerate(self.arguments) if i not in skipped and i + 1 not in skipped]
-
-    @staticmethod
-    def step_result(result: dict) -> dict:
-        if result.get("skipped"):
-            raise AirflowSkipException(result["reason"])
-        return result
-
-
-class StepPodOperator(StepOperation, KubernetesPodOperator):
-    """`modelpress step ...` in the step's image on the cluster; its result comes back through the XCom sidecar."""
-
-    def execute(self, context):
-        output = self.arguments[self.arguments.index("--output") + 1]
-        if "://" not in output:  # a folder would be this pod's own disk, gone with it
-            raise AirflowFailException(f"run_root must be an s3:// prefix on the cluster (this run writes {output}); set the run's run_root")
-        return self.step_result(super().execute(context))
-
-
-class LocalStepOperator(StepOperation, BaseOperator):
-    """Runs `modelpress step ...` in a subprocess on the worker; the step's result becomes the XCom value.
-
-    A user error (exit code 2: bad spec, missing input) fails without retries: retrying cannot fix it.
-    """
-
-    template_fields = ("arguments",)
-
-    def __init__(self, *, arguments: list[str], **kwargs):
-        super().__init__(**kwargs)
-        self.arguments = arguments
-
-    def execute(self, context) -> dict:
-        with tempfile.TemporaryDirectory(prefix="modelpress-airflow-") as scratch:
-            result_file = Path(scratch) / "result.json"
-            python = os.environ.get(STEP_PYTHON_ENV) or sys.executable
-            command = [python, "-m", "modelpress.cli.main", *self.arguments, "--result", str(result_file)]
-            completed = subprocess.run(command, capture_output=True, text=True)
-            for line in completed.stderr.splitlines():
-                self.log.info("%s", line)
-            if completed.returncode != 0:
-                last = (completed.stderr.strip().splitlines() or ["(no output)"])[-1]
-                failure = AirflowFailException if completed.returncode == UserError.exit_code else RuntimeError
-                raise failure(f"modelpress step exited with {completed.returncode}: {last}")
-            return self.step_result(json.loads(result_file.read_text()))
 
 
 def step_arguments(task: Task, plan: dict[str, Task]) -> list[str]:
@@ -154,54 +63,6 @@ def list_input_sources(task: Task, arguments: list[str], producers: dict[str, tu
     names = [name for name, source in task.inputs.items() for _ in ([source] if isinstance(source, str) else source)]
     listed = STEPS[task.step].list_inputs
     return {p: producers[s] for p, s, name in zip(positions, task.sources(), names, strict=True) if name in listed}
-
-
-def with_result(arguments: list[str]) -> list[str]:
-    """In a pod the step writes its result where Airflow's XCom sidecar reads it; locally the operator picks a file."""
-    return arguments if mode() == "local" else [*arguments, "--result", POD_RESULT]
-
-
-def pod_settings(task: Task, workflow: Workflow) -> dict[str, Any]:
-    """KubernetesPodOperator arguments for a step: image, namespace, credentials, GPU and placement."""
-    kubernetes = workflow.kubernetes
-    where = pod_placement(placement(task), kubernetes)
-    settings = {
-        "image": where.image,
-        "cmds": ["modelpress"],
-        "namespace": kubernetes.namespace,
-        "service_account_name": kubernetes.service_account,
-        "env_from": [k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=kubernetes.secret_name, optional=True))],
-        "do_xcom_push": True,
-        "get_logs": True,
-        "on_finish_action": "delete_succeeded_pod",
-        "node_selector": where.node_selector,
-    }
-    if where.gpu_limits:
-        settings["container_resources"] = k8s.V1ResourceRequirements(limits=where.gpu_limits)
-    if where.tolerations:
-        settings["tolerations"] = [k8s.V1Toleration(**toleration) for toleration in where.tolerations]
-    return settings
-
-
-def step_operator(task_id: str, task: Task, workflow: Workflow, arguments):
-    """The operator of a plan task. `arguments`: the step's arguments, or in the targets' task group a mapped
-    argument (one list per target, already through `with_result`)."""
-    # A task reading a list (push) still runs when some sources were skipped (a target whose hardware is absent).
-    trigger_rule = "none_failed" if STEPS[task.step].list_inputs else "all_success"
-    if mode() == "local":
-        return LocalStepOperator(task_id=task_id, arguments=arguments, trigger_rule=trigger_rule)
-    workers = training_workers(task.step, task.config)
-    if workers > 1:  # multi-worker training: this task creates a TrainJob (or TFJob) and waits for it
-        output = arguments[arguments.index("--output") + 1]
-        command = [OUTPUT_PLACEHOLDER if a == output else a for a in arguments]
-        manifest = training_job_manifest(
-            f"{workflow.name}-{task_id}", workers=workers, placement=placement(task), arguments=command, settings=workflow.kubernetes
-        )
-        return PythonOperator(task_id=task_id, python_callable=run_training_job, op_kwargs={"manifest": manifest, "output": output})
-    if isinstance(arguments, list):
-        arguments = with_result(arguments)
-    settings = pod_settings(task, workflow)
-    return StepPodOperator(task_id=task_id, name=task_id, arguments=arguments, trigger_rule=trigger_rule, **settings)
 
 
 def is_blessed(ti, source: str) -> bool:
@@ -305,12 +166,12 @@ class InvalidWorkflows(DAG):
         raise UserError(self.description)
 
 
-def workflow_dags(folder: Path | None = None) -> dict[str, DAG]:
-    """One DAG per *.yaml/*.yml in the workflows folder ($MODELPRESS_WORKFLOWS_DIR when set), keyed by DAG id (the
-    file name)."""
-    if not (os.environ.get(WORKFLOWS_ENV) or folder):
+def workflow_dags(folder: Path | None = None, default: Path | None = None) -> dict[str, DAG]:
+    """One DAG per *.yaml/*.yml in the workflows folder, keyed by DAG id (the file name): `folder`, else
+    $MODELPRESS_WORKFLOWS_DIR, else `default` (the DAG file passes the workflows/ folder beside it)."""
+    folder = folder or (Path(os.environ[WORKFLOWS_ENV]) if os.environ.get(WORKFLOWS_ENV) else default)
+    if folder is None:
         raise UserError(f"no workflows folder: pass one to workflow_dags() or set {WORKFLOWS_ENV}")
-    folder = Path(os.environ.get(WORKFLOWS_ENV) or folder)
     dags: dict[str, DAG] = {}
     problems: list[str] = []
     for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):

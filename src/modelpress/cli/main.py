@@ -460,6 +460,3 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (stays open until exit: the interpreter flushes it)
         return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

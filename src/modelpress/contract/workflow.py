@@ -26,7 +26,7 @@ from modelpress.contract.training import ModelSpec, TrainSpec, TuneSpec
 from modelpress.contract.yaml_input import MAX_WORKFLOW_BYTES, describe_validation_error, parse_yaml
 
 # `cluster:` meant Kubernetes here and weight clustering in compress; the section is `kubernetes:` since 0.2.
-RENAMED_CLUSTER_SECTION = "the 'cluster' section is now called 'kubernetes' (same keys); rename 'cluster:' to 'kubernetes:'"
+RENAMED_CLUSTER_SECTION = "renamed key 'cluster': the section is now called 'kubernetes' (same keys); rename 'cluster:' to 'kubernetes:'"
 
 
 class Workflow(StrictModel):

@@ -99,7 +99,7 @@ def describe_validation_error(exc: ValidationError, data: Any, source: str, text
     line = yaml_line(text, keys) if text else None
     where = f"{source}" + (f" line {line}" if line else "")
     message = first["msg"].removeprefix("Value error, ")
-    unknown = re.match(r"unknown key '([^']*)'", message)
+    unknown = re.match(r"(?:unknown|renamed) key '([^']*)'", message)
     if unknown:  # point at the offending key's own line
         line = yaml_line(text, [*keys, unknown.group(1)]) if text else line
         where = f"{source}" + (f" line {line}" if line else "")

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from modelpress.common.errors import UserError
 from modelpress.contract.compression import TargetSpec, TechniqueSpec
-from modelpress.contract.formats import FORMATS
+from modelpress.contract.formats import FORMATS, POST_TRAINING_TARGETS
 from modelpress.contract.images import Placement, placement_for
 from modelpress.contract.schema import spec_hash, unknown_key_message
 from modelpress.contract.training import MODEL_PARAM_PREFIX, ModelSpec
@@ -26,7 +26,6 @@ from modelpress.contract.workflow import Workflow, read_workflow
 from modelpress.contract.yaml_input import yaml_line
 from modelpress.ml.models import ZOO, check_params
 from modelpress.steps.catalog import STEPS, get_step
-from modelpress.steps.quantize.config import POST_TRAINING_TARGETS
 
 # Workflow sections a step config receives when it has a field of the same name.
 SHARED_SECTIONS = ("model", "data", "train", "tune", "gates", "evaluation", "storage", "push", "serving")

@@ -18,6 +18,7 @@ import numpy as np
 
 from modelpress.common.errors import UserError, require
 from modelpress.common.tf import import_tensorflow
+from modelpress.contract.formats import FORMATS
 from modelpress.io.artifacts import ArtifactMeta
 
 
@@ -192,7 +193,7 @@ class TensorRTRunner:
             self._cuda.cudaFree(pointer)
 
 
-# format (or family) -> runner(folder, meta, threads)
+# format family (contract/formats.py) -> runner(folder, meta, threads)
 RUNNERS: dict[str, Callable[[Path, ArtifactMeta, int | None], object]] = {
     "saved_model": lambda folder, meta, threads: SavedModelRunner(folder / meta.model_path, threads),
     "tflite": lambda folder, meta, threads: TFLiteRunner(folder / meta.model_path, threads),
@@ -203,8 +204,9 @@ RUNNERS: dict[str, Callable[[Path, ArtifactMeta, int | None], object]] = {
 
 
 def load_runner(folder: Path, meta: ArtifactMeta, threads: int | None = None):
-    """The runner for an artifact's format: the exact format first, then its family (the text before '_')."""
-    factory = RUNNERS.get(meta.format) or RUNNERS.get(meta.format.split("_")[0])
+    """The runner of an artifact's format family (contract/formats.py)."""
+    known = FORMATS.get(meta.format)
+    factory = RUNNERS.get(known.family) if known else None
     if factory is None:
-        raise UserError(f"no runtime to validate format '{meta.format}'; known: {', '.join(sorted(RUNNERS))}")
+        raise UserError(f"no runtime to validate format '{meta.format}'; known: {', '.join(FORMATS)}")
     return factory(folder, meta, threads)

@@ -3,22 +3,15 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from modelpress.contract.data_sources import DataSpec
-from modelpress.contract.formats import TARGET_FORMATS
+from modelpress.contract.formats import CALIBRATED_FORMATS, CONVERT_FORMATS, of_family
 from modelpress.ml.keras_artifact import KerasInputConfig
 from modelpress.steps.convert.litert import PRESETS, parse_recipe
 
-CONVERT_FORMATS = tuple(f for f in TARGET_FORMATS if f != "saved_model")
-TENSORRT_FORMATS = ("tensorrt_fp16", "tensorrt_int8")
-# Formats calibrated on the training subset (tflite_litert: its recipe's static activations and its error report).
-INT8_FORMATS = ("tflite_int8", "openvino_int8", "tensorrt_int8", "tflite_litert")
-# Formats that keep float arithmetic: they must reproduce the parent's predictions (see step.MIN_FLOAT_AGREEMENT).
-# The quantized ones (dynamic range, INT8) are judged by the workflow's gates in validate instead.
-FLOAT_FORMATS = ("tflite_fp32", "tflite_fp16", "openvino_fp32", "openvino_fp16", "onnx", "tensorrt_fp16")
-
+TENSORRT_FORMATS = of_family("tensorrt")
 # A target option -> the formats it means something for; any other format rejects it (a typo never goes unnoticed).
 OPTION_FORMATS: dict[str, tuple[str, ...]] = {
-    "calibration_samples": INT8_FORMATS,
-    "calibration_seed": INT8_FORMATS,
+    "calibration_samples": CALIBRATED_FORMATS,
+    "calibration_seed": CALIBRATED_FORMATS,
     "io_dtype": ("tflite_int8",),
     "recipe": ("tflite_litert",),
     "opset": ("onnx", *TENSORRT_FORMATS),

@@ -17,13 +17,14 @@ import numpy as np
 
 from modelpress.common.errors import StepFailed, UserError
 from modelpress.common.progress import log
+from modelpress.contract.formats import CALIBRATED_FORMATS, FLOAT_FORMATS, FORMATS
 from modelpress.contract.schema import spec_hash
 from modelpress.io import storage
 from modelpress.io.artifacts import ArtifactMeta, finish, model_size, open_artifact
 from modelpress.io.data import calibration_subset, load_dataset
 from modelpress.ml.keras_artifact import load_keras_artifact
 from modelpress.steps.convert import onnx, openvino, tensorrt, tflite
-from modelpress.steps.convert.config import FLOAT_FORMATS, INT8_FORMATS, ConvertConfig
+from modelpress.steps.convert.config import ConvertConfig
 
 MIN_FLOAT_AGREEMENT = 0.99
 # Target family (the format's text before '_') -> convert(model, config, calibration, folder) -> (files, details).
@@ -31,10 +32,6 @@ MIN_FLOAT_AGREEMENT = 0.99
 CONVERTERS = {"tflite": tflite.convert, "openvino": openvino.convert, "onnx": onnx.convert, "tensorrt": tensorrt.convert}
 # Wrapper layers tfmot adds for training only; strip_pruning / strip_clustering replace them by the plain layer.
 TRAINING_WRAPPERS = {"PruneLowMagnitude": "pruning", "ClusterWeights": "clustering", "ClusterWeightsMHA": "clustering"}
-
-
-def family(target: str) -> str:
-    return target.split("_")[0]
 
 
 def strip_training_wrappers(model):
@@ -62,7 +59,7 @@ def check_input_shape(model, input_shape: tuple[int, ...]) -> None:
 def convert_model(model, config: ConvertConfig, calibration: np.ndarray | None, folder: Path) -> tuple[list[str], dict]:
     """Run the target's converter; a converter's own multi-line error becomes one StepFailed line."""
     try:
-        return CONVERTERS[family(config.format)](model, config, calibration, folder)
+        return CONVERTERS[FORMATS[config.format].family](model, config, calibration, folder)
     except UserError:
         raise
     except Exception as exc:  # converters raise anything from ValueError to native errors with pages of context
@@ -94,7 +91,7 @@ def run(config: ConvertConfig, inputs: dict[str, str], output: str, overwrite: b
     from modelpress.ml.runtimes import load_runner
 
     storage.check_output(output, overwrite)
-    if family(config.format) == "tensorrt":
+    if FORMATS[config.format].family == "tensorrt":
         reason = tensorrt.unavailable_reason()
         if reason:
             return skip_or_fail(config, reason)
@@ -107,7 +104,7 @@ def run(config: ConvertConfig, inputs: dict[str, str], output: str, overwrite: b
     if not np.isfinite(reference).all():
         raise UserError(f"the model at {inputs['model']} predicts NaN or infinity on test rows; retrain it before converting")
     calibration, calibration_hash = (None, None)
-    if config.format in INT8_FORMATS:
+    if config.format in CALIBRATED_FORMATS:
         calibration, calibration_hash = calibration_subset(data, config.calibration_samples, config.calibration_seed)
     log(f"convert to {config.format}{' (stripped ' + ', '.join(stripped) + ' wrappers)' if stripped else ''}")
     with storage.staged_output(output, overwrite=overwrite) as folder:

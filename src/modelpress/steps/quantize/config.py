@@ -3,6 +3,7 @@ import difflib
 from pydantic import Field, field_validator
 
 from modelpress.contract.data_sources import DataSpec
+from modelpress.contract.formats import POST_TRAINING_TARGETS
 from modelpress.contract.training import TrainSpec
 from modelpress.ml.keras_artifact import KerasInputConfig
 
@@ -15,7 +16,6 @@ QAT_MODES = {
     "auto": "pqat, cqat, pcqat or qat, from what the parent is",
 }
 # Post-training modes are TFLite conversions of the final model: the plan turns them into these convert targets.
-POST_TRAINING_TARGETS = {"dynamic": "tflite_dynamic", "int8": "tflite_int8", "fp16": "tflite_fp16", "litert": "tflite_litert"}
 
 
 class QuantizeConfig(KerasInputConfig):

@@ -15,10 +15,11 @@ import numpy as np
 from modelpress.common.errors import StepFailed, UserError
 from modelpress.common.progress import log
 from modelpress.common.tf import import_tf
+from modelpress.contract.formats import POST_TRAINING_TARGETS
 from modelpress.io import storage
 from modelpress.io.data import load_dataset
 from modelpress.ml.compression import fine_tune, parent_model, refuse_quantized, save_compressed, weight_stats
-from modelpress.steps.quantize.config import POST_TRAINING_TARGETS, QuantizeConfig
+from modelpress.steps.quantize.config import QuantizeConfig
 
 # A kernel counts as clustered when it holds few distinct values for its size: at most tfmot's limit for cluster
 # preservation, and at most a quarter of its weights (a small float kernel has as many values as weights).

@@ -1,0 +1,159 @@
+"""The operators a ModelPress step runs in under Airflow, for the DAG factory and for a team's own DAG.
+
+- cluster mode (default): `StepPodOperator`, a KubernetesPodOperator in the task's image (`plan.placement`: a GPU
+  step in its set's CUDA variant), GPU limit, node selector and tolerations from the workflow's `kubernetes:`
+  section, the result through /airflow/xcom/return.json; a train task with several workers creates a TrainJob (or
+  TFJob) and waits for it;
+- local mode (MODELPRESS_AIRFLOW_MODE=local, for development and tests): `LocalStepOperator`, the same command in a
+  subprocess of the Python MODELPRESS_STEP_PYTHON names (default: this one), which needs the step extras.
+Skipping, config overrides and "nothing blessed, nothing to publish" are decided by the core's task driver inside
+the step (`modelpress.execution.driver`), as in every other mode. Public Airflow API only (airflow.sdk, providers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from kubernetes.client import models as k8s
+
+from modelpress.common.errors import UserError
+from modelpress.contract.workflow import Workflow
+from modelpress.execution.plan import Task, placement
+from modelpress.kubernetes.pods import pod_placement
+from modelpress.kubernetes.tfjob import OUTPUT_PLACEHOLDER, training_workers
+from modelpress.kubernetes.trainjob import run_training_job, training_job_manifest
+from modelpress.steps.catalog import STEPS
+
+MODE_ENV = "MODELPRESS_AIRFLOW_MODE"  # "kubernetes" (default) or "local"
+STEP_PYTHON_ENV = "MODELPRESS_STEP_PYTHON"  # local mode: the Python that runs steps (default: the worker's own)
+POD_RESULT = "/airflow/xcom/return.json"
+
+
+def mode() -> str:
+    value = os.environ.get(MODE_ENV, "kubernetes")
+    if value not in ("kubernetes", "local"):
+        raise UserError(f"{MODE_ENV}={value!r} is not a mode; set it to 'kubernetes' (default) or 'local'")
+    return value
+
+
+class StepOperation:
+    """What both step operators share:
+    - in a targets' mapped task group `arguments` is resolved from the group's expansion after templating, so its
+      run-prefix templates are rendered once more here (JSON configs hold no '{{');
+    - a list input (push's validations) leaves out the outputs of tasks Airflow skipped, which never ran;
+    - a step that returns {"skipped": ...} (the driver's decision) skips the task and what reads it.
+    """
+
+    list_sources: dict[int, tuple[str, int | None]] = {}  # position of a list input's URI -> (task id, map index)
+
+    def render_template_fields(self, context, jinja_env=None) -> None:
+        super().render_template_fields(context, jinja_env)
+        self.arguments = self.render_template(self.arguments, context, jinja_env)
+        ti = context["ti"]
+        skipped = {
+            position
+            for position, (task_id, index) in self.list_sources.items()
+            if (ti.xcom_pull(task_ids=task_id) if index is None else ti.xcom_pull(task_ids=task_id, map_indexes=index)) is None
+        }
+        self.arguments = [a for i, a in enumerate(self.arguments) if i not in skipped and i + 1 not in skipped]
+
+    @staticmethod
+    def step_result(result: dict) -> dict:
+        if result.get("skipped"):
+            raise AirflowSkipException(result["reason"])
+        return result
+
+
+class StepPodOperator(StepOperation, KubernetesPodOperator):
+    """`modelpress step ...` in the step's image on the cluster; its result comes back through the XCom sidecar."""
+
+    def execute(self, context):
+        output = self.arguments[self.arguments.index("--output") + 1]
+        if "://" not in output:  # a folder would be this pod's own disk, gone with it
+            raise AirflowFailException(f"run_root must be an s3:// prefix on the cluster (this run writes {output}); set the run's run_root")
+        return self.step_result(super().execute(context))
+
+
+class LocalStepOperator(StepOperation, BaseOperator):
+    """Runs `modelpress step ...` in a subprocess on the worker; the step's result becomes the XCom value.
+
+    A user error (exit code 2: bad spec, missing input) fails without retries: retrying cannot fix it.
+    """
+
+    template_fields = ("arguments",)
+
+    def __init__(self, *, arguments: list[str], **kwargs):
+        super().__init__(**kwargs)
+        self.arguments = arguments
+
+    def execute(self, context) -> dict:
+        with tempfile.TemporaryDirectory(prefix="modelpress-airflow-") as scratch:
+            result_file = Path(scratch) / "result.json"
+            python = os.environ.get(STEP_PYTHON_ENV) or sys.executable
+            command = [python, "-m", "modelpress", *self.arguments, "--result", str(result_file)]
+            completed = subprocess.run(command, capture_output=True, text=True)
+            for line in completed.stderr.splitlines():
+                self.log.info("%s", line)
+            if completed.returncode != 0:
+                last = (completed.stderr.strip().splitlines() or ["(no output)"])[-1]
+                failure = AirflowFailException if completed.returncode == UserError.exit_code else RuntimeError
+                raise failure(f"modelpress step exited with {completed.returncode}: {last}")
+            return self.step_result(json.loads(result_file.read_text()))
+
+
+def with_result(arguments: list[str]) -> list[str]:
+    """In a pod the step writes its result where Airflow's XCom sidecar reads it; locally the operator picks a file."""
+    return arguments if mode() == "local" else [*arguments, "--result", POD_RESULT]
+
+
+def pod_settings(task: Task, workflow: Workflow) -> dict[str, Any]:
+    """KubernetesPodOperator arguments for a step: image, namespace, credentials, GPU and placement."""
+    kubernetes = workflow.kubernetes
+    where = pod_placement(placement(task), kubernetes)
+    settings = {
+        "image": where.image,
+        "cmds": ["modelpress"],
+        "namespace": kubernetes.namespace,
+        "service_account_name": kubernetes.service_account,
+        "env_from": [k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=kubernetes.secret_name, optional=True))],
+        "do_xcom_push": True,
+        "get_logs": True,
+        "on_finish_action": "delete_succeeded_pod",
+        "node_selector": where.node_selector,
+    }
+    if where.gpu_limits:
+        settings["container_resources"] = k8s.V1ResourceRequirements(limits=where.gpu_limits)
+    if where.tolerations:
+        settings["tolerations"] = [k8s.V1Toleration(**toleration) for toleration in where.tolerations]
+    return settings
+
+
+def step_operator(task_id: str, task: Task, workflow: Workflow, arguments):
+    """The operator of a plan task. `arguments`: the step's arguments, or in the targets' task group a mapped
+    argument (one list per target, already through `with_result`)."""
+    # A task reading a list (push) still runs when some sources were skipped (a target whose hardware is absent).
+    trigger_rule = "none_failed" if STEPS[task.step].list_inputs else "all_success"
+    if mode() == "local":
+        return LocalStepOperator(task_id=task_id, arguments=arguments, trigger_rule=trigger_rule)
+    workers = training_workers(task.step, task.config)
+    if workers > 1:  # multi-worker training: this task creates a TrainJob (or TFJob) and waits for it
+        output = arguments[arguments.index("--output") + 1]
+        command = [OUTPUT_PLACEHOLDER if a == output else a for a in arguments]
+        manifest = training_job_manifest(
+            f"{workflow.name}-{task_id}", workers=workers, placement=placement(task), arguments=command, settings=workflow.kubernetes
+        )
+        return PythonOperator(task_id=task_id, python_callable=run_training_job, op_kwargs={"manifest": manifest, "output": output})
+    if isinstance(arguments, list):
+        arguments = with_result(arguments)
+    settings = pod_settings(task, workflow)
+    return StepPodOperator(task_id=task_id, name=task_id, arguments=arguments, trigger_rule=trigger_rule, **settings)
