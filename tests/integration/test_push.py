@@ -18,7 +18,7 @@ import boto3
 import pytest
 
 from modelpress.common.errors import UserError
-from modelpress.io import releases
+from modelpress.io import releases, storage
 from tests.conftest import start_moto
 
 
@@ -299,7 +299,7 @@ def test_a_push_of_models_another_run_is_publishing_waits_and_reuses_its_version
     probe = push(cli, f"s3://{s3}/probe", validations, f"s3://{s3}/runs/probe/push")
     digest = json.loads(probe.stdout)["digest"]
     holder = releases.bundle_claim_uri(registry, "tiny", digest)
-    releases.create_exclusive(holder, json.dumps({"run_id": "holder", "claimed": 0}).encode())
+    storage.create_exclusive(holder, json.dumps({"run_id": "holder", "claimed": 0}).encode())
     with ThreadPoolExecutor(max_workers=1) as pool:
         waiting = pool.submit(push, cli, registry, validations, f"s3://{s3}/runs/waiting/push")
         deadline = time.monotonic() + 60
@@ -320,8 +320,8 @@ def test_a_dead_runs_claims_time_out_with_a_hint_and_registry_gc_removes_them(s3
     registry, validations = f"s3://{s3}/registry", validations_of(trained_runs["a"])
     digest = json.loads(push(cli, f"s3://{s3}/probe", validations, f"s3://{s3}/runs/probe/push").stdout)["digest"]
     dead = {"run_id": "dead-run", "claimed": time.time() - 7200}
-    releases.create_exclusive(releases.bundle_claim_uri(registry, "tiny", digest), json.dumps(dead).encode())
-    releases.create_exclusive(releases.claim_uri(registry, "tiny", 1), json.dumps({**dead, "digest": digest}).encode())
+    storage.create_exclusive(releases.bundle_claim_uri(registry, "tiny", digest), json.dumps(dead).encode())
+    storage.create_exclusive(releases.claim_uri(registry, "tiny", 1), json.dumps({**dead, "digest": digest}).encode())
     with pytest.raises(UserError, match=r"run dead-run has been publishing these models of 'tiny' .* for over 1s; .*"
                                         r"modelpress registry gc tiny --delete"):
         with releases.bundle_claim(registry, "tiny", digest, "new-run", timeout_s=1):

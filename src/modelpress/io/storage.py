@@ -28,8 +28,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from modelpress.common.errors import UserError
+from modelpress.common.progress import log
 from modelpress.contract.schema import StorageSettings
 
 MARKER = "artifact.json"
@@ -411,3 +413,92 @@ def _publish_s3(local: Path, uri: str, marker: str) -> None:
             client.copy({"Bucket": loc.bucket, "Key": key}, loc.bucket, target)
         delete_keys(loc.bucket, [k for k in old if k not in new_keys and k not in marker_keys])
         delete_keys(loc.bucket, staged)
+
+
+# ------------------------------------------------------------------------------ exclusive create, retries, multipart
+def create_exclusive(uri: str, data: bytes) -> bool:
+    """Write a small object only if nothing is there yet, atomically. False when it already exists."""
+    if is_s3(uri):
+        from botocore.exceptions import ClientError
+
+        loc = S3Location.parse(uri)
+        try:
+            s3_client().put_object(Bucket=loc.bucket, Key=loc.key, Body=data, IfNoneMatch="*")
+        except ClientError as exc:
+            # 412: the object exists; 409: another conditional write to it is in flight
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                return False
+            raise explain_s3_error(exc, uri) from None
+        return True
+    path = Path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_bytes(data)
+    try:
+        os.link(tmp, path)  # fails if the path exists: an exclusive create that is never seen half-written
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+    return True
+
+
+TRANSIENT_CODES = {
+    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed", "InternalError",
+    "ServiceUnavailable", "500", "502", "503", "504",
+}
+T = TypeVar("T")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Throttling, 5xx and dropped connections: worth another try. Credentials or a missing bucket are not."""
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
+
+    if isinstance(exc, S3UploadFailedError):  # upload_file raises it while handling the ClientError
+        exc = exc.__context__
+    if isinstance(exc, ClientError):
+        return exc.response.get("Error", {}).get("Code", "") in TRANSIENT_CODES
+    return isinstance(exc, (ConnectionClosedError, EndpointConnectionError, ReadTimeoutError, ConnectionError))
+
+
+def with_retries(action: Callable[[], T], what: str, retries: int, first_delay: float = 0.5) -> T:
+    """Run `action`, retrying transient S3 errors with exponential backoff and jitter (0.5 s, 1 s, 2 s, ...)."""
+    for attempt in range(retries + 1):
+        try:
+            return action()
+        except Exception as exc:  # noqa: BLE001 - filtered by is_transient, anything else is re-raised
+            if attempt == retries or not is_transient(exc):
+                raise
+            delay = first_delay * 2**attempt * (0.5 + random.random())
+            log(f"{what}: transient error ({str(exc).splitlines()[0][:120]}); retry {attempt + 1}/{retries} in {delay:.1f}s")
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def transfer_config(part_size_mb: int, max_concurrency: int):
+    """Multipart settings that bound memory: at most ~(concurrency + io queue) parts in flight."""
+    from boto3.s3.transfer import TransferConfig
+
+    part = part_size_mb * 1024 * 1024
+    config = TransferConfig(multipart_threshold=part, multipart_chunksize=part, max_concurrency=max_concurrency)
+    config.max_in_memory_upload_chunks = max_concurrency * 2  # s3transfer's read-ahead; its default is 10 parts
+    return config
+
+
+def put_file(path: Path, uri: str, transfer, retries: int) -> None:
+    """Copy one local file to a path or an S3 key (multipart above the part size), retrying transient errors."""
+    if is_s3(uri):
+        loc = S3Location.parse(uri)
+        with s3_errors(uri):
+            with_retries(
+                lambda: s3_client().upload_file(str(path), loc.bucket, loc.key, Config=transfer),
+                f"upload {loc.key}",
+                retries,
+            )
+        return
+    target = Path(uri)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    shutil.copyfile(path, tmp)
+    os.replace(tmp, target)

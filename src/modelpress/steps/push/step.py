@@ -285,9 +285,9 @@ def upload_version(target: str, bundle: list[tuple[str, Path]], run_id: str, con
     storage.delete_keys(loc.bucket, stale)
     if aborted or stale:
         log(f"cleared what an interrupted push left in {target}: {aborted} incomplete upload(s), {len(stale)} stray object(s)")
-    transfer = releases.transfer_config(spec.part_size_mb, spec.max_concurrency)
+    transfer = storage.transfer_config(spec.part_size_mb, spec.max_concurrency)
     for path, local in bundle:
-        releases.put_file(local, storage.join(target, path), transfer, spec.retries)
+        storage.put_file(local, storage.join(target, path), transfer, spec.retries)
 
 
 def assemble_version(root: str, model: str, version: int, run_id: str, bundle: list[tuple[str, Path]]) -> None:
