@@ -6,7 +6,7 @@ that same trained model by the convert step (same calibration rows) and every ar
 benches: the validate step in fresh processes, `--repeats` times, one CPU thread.
 
 The recipes are converted by the convert step directly, not through a workflow's `targets:`, because the workflow
-spec does not list tflite_litert yet (spec.TARGET_FORMATS; see components/quantize/README.md).
+spec does not list tflite_litert yet (spec.TARGET_FORMATS; see src/modelpress/steps/quantize/README.md).
 """
 
 from __future__ import annotations

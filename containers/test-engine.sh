@@ -1,5 +1,5 @@
 #!/bin/sh
-# Before the test suite (make test, CI): a Docker engine and the CPU images, so tests/containers runs the steps in
+# Before the test suite (make test, CI): a Docker engine and the CPU images, so the container tests (marker containers) run the steps in
 # them. Where there is no engine and this runs as root, Debian's docker.io is installed and started (no default
 # bridge: containers use the host's network or none, so all traffic stays on loopback). Elsewhere it says why not
 # and the container tests skip with that reason. Images are rebuilt only as far as their inputs changed (layer cache).

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -45,10 +47,16 @@ def pytest_ignore_collect(collection_path, config):
     return None
 
 
+pytest_plugins = ("tests.container_fixtures",)  # the Docker engine and built images, for modules marked containers
+KINDS = ("integration", "containers")  # a module marks its kind; a module marking neither holds unit tests
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if item.path.name.startswith("test_airflow"):
             item.add_marker(pytest.mark.airflow)
+        if not any(item.get_closest_marker(kind) for kind in KINDS):
+            item.add_marker(pytest.mark.unit)
 
 
 def free_port() -> int:
@@ -173,3 +181,52 @@ def trained_runs(tmp_path_factory) -> dict[str, Path]:
                      "--output", str(root / "unblessed"))
     assert result.returncode == 0, result.stderr
     return {**{name: root / name for name in runs}, "unblessed": root / "unblessed"}
+
+
+@pytest.fixture
+def validated_copy(trained_runs, tmp_path):
+    """A private copy of run `a`'s validated artifacts: {name: (artifact folder, validation folder)}, each blessing
+    pointing at its copied artifact (the content digest does not depend on where an artifact is)."""
+    copies = {}
+    for name in ("train", "tflite_fp32"):
+        artifact, validation = tmp_path / "copy" / "artifacts" / name, tmp_path / "copy" / "validation" / name
+        shutil.copytree(trained_runs["a"] / "artifacts" / name, artifact)
+        shutil.copytree(trained_runs["a"] / "validation" / name, validation)
+        blessing = json.loads((validation / "blessing.json").read_text())
+        (validation / "blessing.json").write_text(json.dumps({**blessing, "artifact": str(artifact)}))
+        copies[name] = (artifact, validation)
+    return copies
+
+
+TINY = """\
+name: {name}
+model:
+  zoo: mlp
+  params: {{hidden: [32]}}
+data:
+  source: digits
+train:
+  epochs: 5
+  batch_size: 32
+targets: {targets}
+gates: {{min_accuracy: 0.6}}
+evaluation:
+  latency_runs: 5
+  warmup_runs: 1
+"""
+
+DEFAULT_TARGETS = "[saved_model, tflite_fp32, {format: tensorrt_fp16, on_unavailable: skip}]"
+
+
+@pytest.fixture
+def adapter_workflow(tmp_path):
+    """Writes a workflow that trains in seconds to about 85% test accuracy. Its default targets fan out to TFLite and
+    to TensorRT, which skips on this machine (no GPU). `extra` is appended YAML (push, serving, schedule...)."""
+
+    def write(name: str = "tiny", extra: str = "", targets: str = DEFAULT_TARGETS, folder: Path | None = None) -> Path:
+        path = (folder or tmp_path) / f"{name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(TINY.format(name=name, targets=targets) + extra)
+        return path
+
+    return write

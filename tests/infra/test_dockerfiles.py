@@ -1,4 +1,4 @@
-"""containers/: what can be checked without an engine. tests/containers builds the images and runs them.
+"""containers/: what can be checked without an engine. The container tests (marker containers) build the images and run them.
 
 The one Dockerfile builds every dependency set: no frontend image to pull (no `# syntax=` line), its base image a
 build argument with a pinned default, the dependency layers keyed on their requirements, a non-root user and

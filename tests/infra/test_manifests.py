@@ -15,12 +15,12 @@ import kubernetes_validate
 import pytest
 import yaml
 from google.protobuf import text_format
-from kustomize_subset import all_containers, identity, pod_specs, render, split_image
 from tensorflow_serving.config import model_server_config_pb2
 
 from modelpress.contract.images import DEPENDENCY_SETS, image_for
 from modelpress.contract.kubernetes import KubernetesSpec
 from tests.conftest import ROOT
+from tests.infra.kustomize_subset import all_containers, identity, pod_specs, render, split_image
 
 INFRA = ROOT / "infra"
 OVERLAYS = ("dev", "prod")

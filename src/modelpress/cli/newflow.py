@@ -1,4 +1,4 @@
-"""`modelpress new`: commented workflow YAML files from templates (components/_core/templates/)."""
+"""`modelpress new`: commented workflow YAML files from templates (src/modelpress/cli/templates/)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 A task's image follows from what it needs: its step's extras plus those of the target format it converts or
 validates (formats.FORMATS). It runs in the smallest dependency set that carries all of them, so a placement cannot
-name an image that lacks a library (tests/containers imports every need inside every built image).
+name an image that lacks a library (tests/kubernetes/test_image_build_containers.py imports every need inside every built image).
 containers/build.py builds one image per set from containers/Dockerfile; the adapters and containers/build.py both
 name images through `image_for`.
 """
@@ -63,7 +63,7 @@ def check_set(dependency_set: str) -> None:
     if dependency_set not in DEPENDENCY_SETS and dependency_set not in ORCHESTRATOR_SETS:
         raise UserError(
             f"no image for dependency set '{dependency_set}'; known sets: {', '.join([*DEPENDENCY_SETS, *ORCHESTRATOR_SETS])}"
-            " (add it to DEPENDENCY_SETS in modelpress/_core/images.py)"
+            " (add it to DEPENDENCY_SETS in src/modelpress/contract/images.py)"
         )
 
 

@@ -1,0 +1,222 @@
+"""The Airflow adapter: the DAG folder loads, bad workflow files are reported one by one, the pod of a GPU step is
+what the cluster needs, and `dag.test()` runs a tiny workflow end to end in local mode."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import timedelta
+from types import SimpleNamespace
+
+import kubernetes_validate
+import pytest
+from airflow.dag_processing.dagbag import DagBag
+from kubernetes.client import ApiClient
+
+from modelpress.airflow.dag_factory import RUN_PREFIX, RUN_ROOT_ENV, WORKFLOWS_ENV, workflow_dags
+from modelpress.airflow.operators import MODE_ENV
+from modelpress.contract.images import image_for
+from modelpress.execution.plan import build_plan, load_workflow
+from tests.conftest import KUBE_CONFIG, ROOT
+
+pytestmark = pytest.mark.integration
+
+DAGS = ROOT / "dags"
+
+
+@pytest.fixture
+def workflows(tmp_path, monkeypatch):
+    """An empty workflows folder the DAG file reads, in cluster (KubernetesPodOperator) mode."""
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    monkeypatch.setenv(WORKFLOWS_ENV, str(folder))
+    monkeypatch.delenv(MODE_ENV, raising=False)
+    return folder
+
+
+def test_dag_folder_has_one_dag_per_workflow_file_and_no_import_errors(monkeypatch):
+    monkeypatch.delenv(WORKFLOWS_ENV, raising=False)
+    monkeypatch.delenv(MODE_ENV, raising=False)
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == {p.stem for p in (DAGS / "workflows").glob("*.yaml")}
+
+
+def test_bad_workflow_files_are_import_errors_that_do_not_hide_good_dags(workflows, adapter_workflow):
+    adapter_workflow("good", folder=workflows)
+    (workflows / "bad_schedule.yaml").write_text(adapter_workflow("x").read_text() + 'schedule: "0 25 * * *"\n')
+    (workflows / "unknown_step.yaml").write_text(
+        adapter_workflow("y").read_text() + "compress: [{technique: sparsify}]\n"
+    )
+    (workflows / "cycle.yaml").write_text(
+        adapter_workflow("z").read_text() + "compress:\n  - {technique: prune, from: cluster}\n  - {technique: cluster}\n"
+    )
+    bag = DagBag(dag_folder=str(DAGS))
+    assert "good" in bag.dag_ids and not {"bad_schedule", "unknown_step", "cycle"} & set(bag.dag_ids)
+    (error,) = bag.import_errors.values()
+    assert f"{workflows / 'bad_schedule.yaml'} line 15: schedule: schedule '0 25 * * *': 25 is out of range for the hour field (0-23)" in error
+    assert f"{workflows / 'unknown_step.yaml'} line 15: compress.0.technique: unknown technique 'sparsify'" in error
+    assert f"{workflows / 'cycle.yaml'} line 16: compress[0] (prune): from makes a cycle: prune, which starts from cluster" in error
+
+
+def test_dag_takes_schedule_asset_retries_and_step_names_from_the_spec(workflows, adapter_workflow):
+    adapter_workflow("weekly", folder=workflows, extra='schedule: "@weekly"\npush: {}\n')
+    adapter_workflow("on_data", folder=workflows, extra="asset: s3://drops/digits\n")
+    adapter_workflow("both", folder=workflows, extra='schedule: "0 3 * * 1"\nasset: s3://drops/digits\n')
+    dags = workflow_dags()
+    assert set(dags) == {"weekly", "on_data", "both"}
+
+    weekly = dags["weekly"]
+    assert weekly.schedule == "@weekly" and weekly.max_active_runs == 1
+    # One mapped task group per image the targets run in: index i is that image's target i, convert -> validate.
+    fanned = {"convert_tf", "validate_convert_tf", "convert_tensorrt", "validate_convert_tensorrt"}
+    assert set(weekly.task_ids) == {"train", "validate_train", *fanned, "push"}
+    for image in ("tf", "tensorrt"):
+        targets = weekly.task_group_dict[f"targets_{image}"]
+        assert type(targets).__name__ == "MappedTaskGroup"
+        assert set(targets.children) == {f"convert_{image}", f"validate_convert_{image}"}
+    train = weekly.get_task("train")
+    assert train.retries == 2 and train.retry_exponential_backoff and train.retry_delay == timedelta(seconds=30)
+    assert set(weekly.get_task("push").upstream_task_ids) == {"validate_train", "validate_convert_tf", "validate_convert_tensorrt"}
+
+    on_data, both = dags["on_data"].timetable, dags["both"].timetable  # a new data drop triggers a run
+    assert [asset.uri for asset in on_data.asset_condition.objects] == ["s3://drops/digits"]
+    assert [asset.uri for asset in both.asset_condition.objects] == ["s3://drops/digits"]
+    assert both.timetable.expression == "0 3 * * 1"  # ... and so does the clock
+
+
+
+
+def test_gpu_step_pod_has_image_command_gpu_limit_tolerations_and_node_selector(workflows, adapter_workflow, monkeypatch):
+    connection = {"conn_type": "kubernetes", "extra": {"kube_config": KUBE_CONFIG}}
+    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(connection))
+    adapter_workflow(
+        "gpu",
+        folder=workflows,
+        extra="kubernetes: {namespace: ml, gpu_resource: nvidia.com/gpu, gpu_node_selector: {pool: a100},"
+        " gpu_tolerations: [{key: dedicated, operator: Equal, value: ml, effect: NoExecute}]}\n",
+    )
+    dag = workflow_dags()["gpu"]
+
+    def rendered_pod(task_id: str):
+        """What the operator sends to the API server at run time (the task instance only names the pod's labels)."""
+        task = dag.get_task(task_id)
+        ti = SimpleNamespace(dag_id=dag.dag_id, task_id=task_id, map_index=-1, try_number=1)
+        context = {"params": {"run_root": "s3://runs"}, "dag": dag, "run_id": "scheduled__2026-01-05", "ti": ti}
+        task.render_template_fields(context)
+        return task.build_pod_request_obj(context)
+
+    pod = rendered_pod("train")
+
+    container, sidecar = pod.spec.containers
+    assert sidecar.name == "airflow-xcom-sidecar"  # it hands /airflow/xcom/return.json to Airflow as the XCom value
+    assert container.image == image_for("tf", gpu=True) and container.image.endswith("-gpu")  # TF's CUDA build
+    assert container.command == ["modelpress"]
+    arguments = container.args
+    assert arguments[:2] == ["step", "train"]
+    assert arguments[arguments.index("--output") + 1] == "s3://runs/gpu/scheduled__2026-01-05/artifacts/train"
+    assert arguments[-2:] == ["--result", "/airflow/xcom/return.json"] and "--overwrite" in arguments
+    assert json.loads(arguments[arguments.index("--config") + 1])["train"]["epochs"] == 5
+    assert container.resources.limits == {"nvidia.com/gpu": "1"}
+    assert pod.metadata.namespace == "ml" and pod.spec.node_selector == {"pool": "a100"}
+    assert [(t.key, t.operator, t.value, t.effect) for t in pod.spec.tolerations] == [("dedicated", "Equal", "ml", "NoExecute")]
+    manifest = ApiClient().sanitize_for_serialization(pod)
+    kubernetes_validate.validate(manifest, "1.30.0", strict=True)  # a pod the API server accepts
+
+    assert pod.metadata.labels["task_id"] == "train" and pod.metadata.labels["run_id"] == "scheduled__2026-01-05"
+
+    cpu = rendered_pod("validate_train").spec.containers[0]
+    assert cpu.image == image_for("tf") and cpu.resources is None  # no GPU asked for
+    assert cpu.args[cpu.args.index("--input") + 1] == "model=s3://runs/gpu/scheduled__2026-01-05/artifacts/train"
+
+
+def test_targets_fan_out_per_image_and_tensorrt_runs_on_the_gpu_pool(workflows, adapter_workflow, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps({"conn_type": "kubernetes", "extra": {"kube_config": KUBE_CONFIG}}))
+    adapter_workflow("mixed", folder=workflows, targets="[tflite_int8, onnx, openvino_int8, tensorrt_fp16]", extra="push: {}\n")
+    dag = workflow_dags()["mixed"]
+
+    def mapped_formats(task_id: str) -> list[str]:
+        mapped = [item["convert"] for item in dag.get_task(task_id).arguments._input.value]  # MappedArgument internals
+        return [json.loads(a[a.index("--config") + 1])["format"] for a in mapped]
+
+    assert mapped_formats("convert_tf") == ["tflite_int8", "onnx"]  # tf carries tf2onnx
+    assert mapped_formats("convert_openvino") == ["openvino_int8"]
+    assert mapped_formats("convert_tensorrt") == ["tensorrt_fp16"]
+    validations = {f"validate_convert_{image}" for image in ("tf", "openvino", "tensorrt")}
+    assert set(dag.get_task("push").upstream_task_ids) == {"validate_train", *validations}
+    assert set(dag.get_task("validate_convert_tensorrt").upstream_task_ids) == {"convert_tensorrt", "validate_train"}
+    for task_id, image, gpu in [
+        ("convert_tensorrt", "tensorrt", True), ("validate_convert_tensorrt", "tensorrt", True),
+        ("convert_openvino", "openvino", False), ("validate_convert_openvino", "openvino", False),
+        ("convert_tf", "tf", False), ("validate_convert_tf", "tf", False),
+    ]:  # fmt: skip
+        task = dag.get_task(task_id)
+        assert task.image == image_for(image), task_id  # convert and validate of a target share the image
+        if gpu:
+            assert task.container_resources.limits == {"nvidia.com/gpu": "1"} and task.node_selector == {"modelpress.io/pool": "gpu"}
+            assert [(t.key, t.operator, t.effect) for t in task.tolerations] == [("nvidia.com/gpu", "Exists", "NoSchedule")]
+        else:
+            assert task.container_resources is None and not task.tolerations
+
+
+def test_a_folder_run_root_fails_the_pod_task_at_once_without_retries(workflows, adapter_workflow):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    adapter_workflow("folder_root", folder=workflows, targets="[saved_model]")
+    task = workflow_dags()["folder_root"].get_task("train")
+    task.arguments = [a.replace(RUN_PREFIX, "/data/runs/x") for a in task.arguments]
+    with pytest.raises(AirflowFailException, match="run_root must be an s3:// prefix on the cluster"):
+        task.execute({})
+
+
+def test_dag_test_runs_tiny_workflow_end_to_end_in_local_mode(airflow_db, workflows, adapter_workflow, monkeypatch, tmp_path):
+    registry, serving = tmp_path / "registry", tmp_path / "serving"
+    adapter_workflow("tiny", folder=workflows, extra=f"push: {{uri: {registry}}}\nserving: {{base_path: {serving}}}\n")
+    monkeypatch.setenv(MODE_ENV, "local")
+    monkeypatch.setenv(RUN_ROOT_ENV, str(tmp_path / "runs"))
+    dag = workflow_dags()["tiny"]
+    run = dag.test()
+
+    states = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
+    # TensorRT fans out on its own (its own image, a GPU); skipped on this machine (no GPU), and only its own chain is
+    tensorrt = {("convert_tensorrt", 0), ("validate_convert_tensorrt", 0)}
+    assert {k: v for k, v in states.items() if k in tensorrt} == dict.fromkeys(tensorrt, "skipped")
+    assert {v for k, v in states.items() if k not in tensorrt} == {"success"}, states
+    assert {k for k in states if k[0] in ("convert_tf", "validate_convert_tf")} == {("convert_tf", 0), ("validate_convert_tf", 0)}
+    run_folder = tmp_path / "runs" / "tiny" / run.run_id
+    blessings = {p.parent.name: json.loads(p.read_text()) for p in run_folder.glob("validation/*/blessing.json")}
+    assert set(blessings) == {"train", "tflite_fp32"} and all(b["blessed"] for b in blessings.values())
+    manifest = json.loads((registry / "tiny" / "1" / "manifest.json").read_text())
+    assert sorted(a["name"] for a in manifest["artifacts"]) == ["tflite_fp32", "train"]
+    assert (serving / "tiny" / "1" / "saved_model.pb").exists()
+    assert [t.id for t in build_plan(load_workflow(workflows / "tiny.yaml"))][-2:] == ["push", "deploy"]
+
+
+def test_dag_test_publishes_nothing_when_nothing_is_blessed(airflow_db, workflows, adapter_workflow, monkeypatch, tmp_path):
+    registry, serving = tmp_path / "registry", tmp_path / "serving"
+    extra = f"push: {{uri: {registry}}}\nserving: {{base_path: {serving}}}\n"
+    adapter_workflow("strict", folder=workflows, targets="[saved_model]", extra=extra)
+    path = workflows / "strict.yaml"
+    path.write_text(path.read_text().replace("min_accuracy: 0.6", "min_accuracy: 0.999"))
+    monkeypatch.setenv(MODE_ENV, "local")
+    monkeypatch.setenv(RUN_ROOT_ENV, str(tmp_path / "runs"))
+    run = workflow_dags()["strict"].test()
+
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states == {
+        "train": "success", "validate_train": "success", "validate_train_blessed": "success",
+        "push": "skipped", "deploy": "skipped",
+    }  # fmt: skip
+    blessing = json.loads((tmp_path / "runs" / "strict" / run.run_id / "validation" / "train" / "blessing.json").read_text())
+    assert blessing["blessed"] is False
+    assert not registry.exists() and not serving.exists()
+
+
+def test_dag_file_imports_no_tensorflow_and_passes_ruff_air():
+    probe = "import sys, dags.modelpress_workflows; print(sorted(m for m in ('tensorflow', 'tf_keras', 'keras') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"  # the last line; Airflow logs to stdout before it
+    lint = subprocess.run([sys.executable, "-m", "ruff", "check", "--select", "AIR", str(DAGS)], capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout
