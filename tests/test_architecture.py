@@ -3,8 +3,9 @@
     common -> contract -> io -> ml -> steps -> kubernetes -> execution -> cli -> kfp | airflow
 
 A module imports only from its own layer or the ones below it; a step never imports another step (what two steps
-share moves down to ml/ or io/); kfp and airflow are imported only by their adapters; and no two modules import each
-other, directly or around a loop. Imports inside functions count: a lazy import is still a dependency."""
+share moves down to ml/ or io/); kfp and airflow are imported only by their adapters; the Airflow adapter uses
+Airflow's public interface only (airflow.sdk, the providers); and no two modules import each other, directly or
+around a loop. Imports inside functions count: a lazy import is still a dependency."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ PACKAGE = ROOT / "src" / "modelpress"
 LAYERS = (("common",), ("contract",), ("io",), ("ml",), ("steps",), ("kubernetes",), ("execution",), ("cli",), ("kfp", "airflow"))
 RANK = {room: rank for rank, rooms in enumerate(LAYERS) for room in rooms}
 ORCHESTRATORS = {"kfp": "kfp", "airflow": "airflow"}  # third-party package -> the one room that may import it
+PUBLIC_AIRFLOW = ("airflow.sdk", "airflow.providers.")  # Airflow 3's public interface; the rest may change any release
 
 
 def module_name(path: Path, package: Path = PACKAGE) -> str:
@@ -91,6 +93,8 @@ def violations(package: Path = PACKAGE) -> list[str]:
             top = target.split(".")[0]
             if top in ORCHESTRATORS and room(module) != ORCHESTRATORS[top]:
                 found.append(f"{module} (line {line}) imports {target}: only modelpress.{ORCHESTRATORS[top]} may")
+            elif top == "airflow" and target != "airflow" and not target.startswith(PUBLIC_AIRFLOW):
+                found.append(f"{module} (line {line}) imports {target}: not Airflow's public interface (airflow.sdk, providers)")
     return found + [f"import cycle: {' -> '.join([*cycle, cycle[0]])}" for cycle in cycles(graph)]
 
 
@@ -147,6 +151,7 @@ PLANTED = {
     "step to step": ("modelpress/steps/prune/step.py", "from modelpress.steps.train.step import run\n", "a step imports another step"),
     "orchestrator": ("modelpress/steps/push/step.py", "import kfp.dsl\n", "only modelpress.kfp may"),
     "side by side": ("modelpress/kfp/compiler.py", "from modelpress.airflow import dag_factory\n", "side by side"),
+    "private airflow": ("modelpress/airflow/operators.py", "from airflow.utils.context import Context\n", "not Airflow's public"),
 }
 
 
