@@ -48,9 +48,16 @@ def images(docker) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def gpu_stand_in(docker, images) -> str:
     """GPU steps name the tf set's CUDA build (<version>-gpu), the same image plus NVIDIA's CUDA wheels. Without a GPU
-    the CUDA wheels only add download time, so unless that build exists here the CPU build is tagged in its place."""
+    the CUDA wheels only add download time, so unless a CUDA build newer than the CPU build exists here (an older one
+    carries older source), the CPU build is tagged in its place."""
     tag = image_for("tf", gpu=True)
-    if subprocess.run([docker, "image", "inspect", tag], capture_output=True).returncode != 0:
+
+    def created(image: str) -> str | None:
+        found = subprocess.run([docker, "image", "inspect", "--format", "{{.Created}}", image], capture_output=True, text=True)
+        return found.stdout.strip() if found.returncode == 0 else None
+
+    gpu_build = created(tag)
+    if gpu_build is None or gpu_build < created(images["tf"]):
         subprocess.run([docker, "tag", images["tf"], tag], check=True)
     return tag
 

@@ -72,7 +72,7 @@ def test_the_airflow_image_carries_the_adapter_on_the_current_provider(docker, i
     """Airflow's scheduler and workers: the adapter and the current Kubernetes provider, without kfp (which pins an
     older Kubernetes client) and without TensorFlow."""
     probe = (
-        "import importlib.metadata as m, importlib.util as u, dags.modelpress_airflow, "
+        "import importlib.metadata as m, importlib.util as u, modelpress.airflow.dag_factory, "
         "airflow.providers.cncf.kubernetes.operators.pod\n"
         "print(m.version('apache-airflow-providers-cncf-kubernetes'), m.version('kubernetes'), u.find_spec('kfp'), u.find_spec('tensorflow'))"
     )
