@@ -23,6 +23,7 @@ from typing import Any
 from modelpress.common.errors import StepFailed, UserError
 from modelpress.common.progress import log
 from modelpress.contract.images import Placement
+from modelpress.contract.kubernetes import KubernetesSpec
 from modelpress.contract.schema import spec_hash
 from modelpress.contract.training import MODEL_PARAM_PREFIX, TUNABLE_TRAIN, TuneSpec, is_integer_range
 from modelpress.contract.workflow import Workflow
@@ -44,6 +45,11 @@ NAME_PREFIX_LENGTH = 34  # Katib's webhook takes names of at most 40 characters;
 # Katib's conditions for a batch Job trial (GJSON), as in its docs.
 JOB_SUCCEEDED = 'status.conditions.#(type=="Complete")#|#(status=="True")#'
 JOB_FAILED = 'status.conditions.#(type=="Failed")#|#(status=="True")#'
+
+
+def katib_tunes(step: str, settings: KubernetesSpec) -> bool:
+    """Whether a plan task runs as a Katib Experiment: tune, with kubernetes.tuner katib."""
+    return step == "tune" and settings.tuner == "katib"
 
 
 def trial_parameter(name: str) -> str:
