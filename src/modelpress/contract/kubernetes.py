@@ -1,4 +1,4 @@
-"""The kubernetes section: where steps run on a cluster (namespace, images, GPU pool, Secret, training operator)."""
+"""The kubernetes section: where steps run on a cluster (namespace, images, GPU pool, Secret, training operator, tuner)."""
 
 from __future__ import annotations
 
@@ -45,4 +45,8 @@ class KubernetesSpec(StrictModel):
         "trainer",
         description="what runs train.workers > 1: a Kubeflow Trainer v2 TrainJob (infra/trainer) or a Training Operator v1 TFJob",
     )
-
+    tuner: Literal["keras-tuner", "katib"] = Field(
+        "keras-tuner",
+        description="what runs tune: on the cluster: keras-tuner in the tune pod, or a Katib Experiment with one pod per trial",
+    )
+    parallel_trials: int = Field(3, ge=1, description="tuner katib: trials running at once (hyperband: at least what its first bracket needs)")

@@ -110,6 +110,13 @@ class TuneSpec(StrictModel):
         return self
 
 
+def is_integer_range(name: str, entry: SearchRange) -> bool:
+    """batch_size is an integer; a model parameter is when its bounds and step are whole numbers."""
+    if name in TUNABLE_TRAIN:
+        return name == "batch_size"
+    return all(float(v).is_integer() for v in (entry.min, entry.max, entry.step or 1))
+
+
 def check_search_entry(name: str, entry: Any) -> SearchRange | list[Any]:
     """One hyperparameter of a search space: a known name, a non-empty list or a valid range, values a train accepts."""
     if name not in TUNABLE_TRAIN and not re.fullmatch(re.escape(MODEL_PARAM_PREFIX) + r"[A-Za-z_]\w*", name):

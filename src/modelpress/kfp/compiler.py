@@ -25,6 +25,7 @@ from kfp import compiler, dsl, kubernetes
 from modelpress.contract.images import Placement
 from modelpress.contract.workflow import Workflow
 from modelpress.execution.plan import FanOut, Task, build_plan, fan_outs, load_workflow, placement
+from modelpress.kubernetes.katib import katib_tunes
 from modelpress.kubernetes.pods import check_cluster_workflow, pod_placement
 from modelpress.kubernetes.tfjob import training_workers
 from modelpress.steps.catalog import STEPS
@@ -36,6 +37,7 @@ from .components import (
     returns_blessing,
     step_component,
 )
+from .katib_experiment import katib_task
 from .training_job import training_job_task
 
 CACHED_OUTPUTS = ("model", "validation")
@@ -76,8 +78,9 @@ def configure_task(kfp_task, task: Task, workflow: Workflow, name: str) -> None:
     # the world outside the pipeline root, so it runs every time.
     kfp_task.set_caching_options(step.output in CACHED_OUTPUTS)
     kubernetes.use_secret_as_env(kfp_task, secret_name=settings.secret_name, secret_key_to_env=S3_SECRET_KEYS, optional=True)
-    # A TFJob's replicas hold the GPUs, not the task that launches it.
-    where = pod_placement(placement(task) if training_workers(task.step, task.config) == 1 else Placement("base", False), settings)
+    # A TFJob's replicas and a Katib Experiment's trials hold the GPUs, not the task that launches them.
+    launches = training_workers(task.step, task.config) > 1 or katib_tunes(task.step, settings)
+    where = pod_placement(Placement("base", False) if launches else placement(task), settings)
     if where.accelerator:
         kfp_task.set_accelerator_type(where.accelerator).set_accelerator_limit(1)
     for key, value in where.node_selector.items():
@@ -133,6 +136,8 @@ class PipelineBuilder:
             workers = training_workers(task.step, task.config)
             if workers > 1:  # multi-worker training: a task that runs a TFJob (pipelines/training_job.py)
                 kfp_task = training_job_task(self.workflow, workers, where, arguments)
+            elif katib_tunes(task.step, settings):  # tune as a Katib Experiment (kfp/katib_experiment.py)
+                kfp_task = katib_task(self.workflow, task.config, where, arguments)
             else:
                 kfp_task = step_component(task.step, where.image(settings.image_repository, settings.image_tag), shapes)(**arguments)
         configure_task(kfp_task, task, self.workflow, name or task.id)

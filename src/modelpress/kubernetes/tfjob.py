@@ -111,9 +111,10 @@ def job_state(job: dict[str, Any]) -> tuple[str | None, str]:
 
 
 def run_job(manifest: dict[str, Any], plural: str, done: str, workers: int, pod_label: str, poll_seconds: float = 15.0,
-            timeout_seconds: float | None = None) -> dict[str, Any]:
-    """Create a training job (in-cluster credentials, else the kubeconfig) and wait until its `done` condition holds;
-    StepFailed if it fails or outlives the timeout. `pod_label` selects its pods' logs."""
+            timeout_seconds: float | None = None, unit: str = "workers") -> dict[str, Any]:
+    """Create a training job or Experiment (in-cluster credentials, else the kubeconfig) and wait until its `done`
+    condition holds; StepFailed if it fails or outlives the timeout. `pod_label` selects its pods' logs; `workers`
+    counts its pods, in `unit`."""
     from kubernetes import client, config
 
     try:
@@ -124,7 +125,7 @@ def run_job(manifest: dict[str, Any], plural: str, done: str, workers: int, pod_
     kind, (group, version) = manifest["kind"], manifest["apiVersion"].split("/")
     namespace = manifest["metadata"]["namespace"]
     name = api.create_namespaced_custom_object(group, version, namespace, plural, manifest)["metadata"]["name"]
-    log(f"{kind} {namespace}/{name}: {workers} workers; logs: kubectl -n {namespace} logs -l {pod_label}={name}")
+    log(f"{kind} {namespace}/{name}: {workers} {unit}; logs: kubectl -n {namespace} logs -l {pod_label}={name}")
     started = time.monotonic()
     while True:
         state, message = finished(api.get_namespaced_custom_object(group, version, namespace, plural, name), done)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import shutil
 import tempfile
 import time
@@ -41,6 +42,13 @@ def apply_hyperparameters(config: TrainConfig, uri: str | None) -> tuple[TrainSp
     log(f"using tuned hyperparameters: {best.get('train', {})}" + (f", model params {tuned_params}" if tuned_params else ""))
     model = config.model.model_copy(update={"params": {**config.model.params, **tuned_params}})
     return config.train.model_copy(update=best.get("train", {})), model
+
+
+def validation_scores(history: dict[str, list[float]]) -> dict[str, float]:
+    """The best epoch's validation accuracy (highest) and loss (lowest), as tune ranks its trials; non-finite left out."""
+    best = {"val_accuracy": max, "val_loss": min}
+    scores = {name: float(pick(history[name])) for name, pick in best.items() if history.get(name)}
+    return {name: value for name, value in scores.items() if math.isfinite(value)}
 
 
 def run(config: TrainConfig, inputs: dict[str, str], output: str, overwrite: bool = False) -> dict:
@@ -76,6 +84,9 @@ def run(config: TrainConfig, inputs: dict[str, str], output: str, overwrite: boo
         seconds = time.monotonic() - started
         accuracy = test_accuracy(model, data)
         log(f"test accuracy {accuracy:.4f} after {len(history.history['loss'])} epochs ({seconds:.1f}s)")
+        if scores := validation_scores(history.history):
+            # name=value: what Katib's StdOut metrics collector reads when a Katib trial runs this step
+            log("validation " + " ".join(f"{name}={value:.6f}" for name, value in scores.items()))
         keras.mixed_precision.set_global_policy("float32")
         # Every worker saves (saving may need the others); only the chief into the output.
         replica_folder = Path(scratch) / "replica"

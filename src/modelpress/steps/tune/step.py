@@ -18,7 +18,7 @@ from modelpress.common.errors import StepFailed, UserError, require
 from modelpress.common.progress import log
 from modelpress.common.tf import import_tf
 from modelpress.contract.schema import spec_hash
-from modelpress.contract.training import MODEL_PARAM_PREFIX, TUNABLE_TRAIN, SearchRange, TuneSpec
+from modelpress.contract.training import MODEL_PARAM_PREFIX, TUNABLE_TRAIN, TuneSpec, is_integer_range
 from modelpress.io import storage
 from modelpress.io.artifacts import ArtifactMeta, finish
 from modelpress.io.data import load_dataset
@@ -31,13 +31,6 @@ DEFAULT_MAX_TRIALS = 10
 DEFAULT_FACTOR = 3
 # Hyperband's own bookkeeping values in a trial's hyperparameters.
 HYPERBAND_PREFIX = "tuner/"
-
-
-def is_integer(name: str, entry: SearchRange) -> bool:
-    """batch_size is an integer; a model parameter is when its bounds and step are whole numbers."""
-    if name in TUNABLE_TRAIN:
-        return name == "batch_size"
-    return all(float(v).is_integer() for v in (entry.min, entry.max, entry.step or 1))
 
 
 def encoded_choices(choices: list[Any]) -> bool:
@@ -53,7 +46,7 @@ def declare_space(space: dict[str, Any]):
     for name, entry in space.items():
         if isinstance(entry, list):
             hp.Choice(name, [json.dumps(c) for c in entry] if encoded_choices(entry) else entry)
-        elif is_integer(name, entry):
+        elif is_integer_range(name, entry):
             step = int(entry.step) if entry.step else None
             hp.Int(name, int(entry.min), int(entry.max), step=step, sampling=entry.sampling)
         else:
@@ -84,7 +77,7 @@ def check_model_choices(config: TuneConfig, data) -> None:
         if not name.startswith(MODEL_PARAM_PREFIX):
             continue
         for value in entry if isinstance(entry, list) else [entry.min, entry.max]:
-            value = int(value) if not isinstance(entry, list) and is_integer(name, entry) else value
+            value = int(value) if not isinstance(entry, list) and is_integer_range(name, entry) else value
             params = {**config.model.params, name.removeprefix(MODEL_PARAM_PREFIX): value}
             spec = config.model.model_copy(update={"params": params})
             try:
