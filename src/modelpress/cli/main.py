@@ -218,6 +218,43 @@ def cmd_compile(args) -> int:
     return found[args.target].load()(args.workflows, args.output)
 
 
+COMMANDS_GROUP = "modelpress.commands"
+
+
+def adapter_command(name: str) -> Callable:
+    """A command an orchestrator adapter registers as a `modelpress.commands` entry point."""
+    from importlib.metadata import entry_points
+
+    found = {point.name: point for point in entry_points(group=COMMANDS_GROUP)}
+    if name not in found:
+        raise UserError(f"the '{name}' command is not installed; reinstall modelpress (pip install -e .)")
+    return found[name].load()
+
+
+def add_upload(sub) -> None:
+    parser = sub.add_parser(
+        "upload",
+        help="compile a workflow and upload it to Kubeflow Pipelines as a pipeline or a new version",
+        formatter_class=Formatter,
+        description=textwrap.dedent(
+            """\
+            Compile the workflow (as `compile kfp`) and upload it through the KFP API: a new pipeline named after the
+            workflow, else a new version named <workflow>-<first 12 hex of the workflow spec's sha256>. A workflow
+            whose spec the pipeline already has a version of uploads nothing and says so.
+            """
+        ),
+        epilog="example:\n  modelpress upload examples/digits_mlp.yaml --host http://localhost:8888 --namespace team-ml",
+    )
+    parser.add_argument("workflow", help="workflow YAML file")
+    parser.add_argument("--host", required=True, help="the KFP API address, e.g. http://ml-pipeline-ui.kubeflow:80")
+    parser.add_argument("--namespace", help="the profile namespace of a multi-user Kubeflow (default: shared pipelines)")
+    parser.set_defaults(handler=cmd_upload)
+
+
+def cmd_upload(args) -> int:
+    return adapter_command("upload")(args.workflow, args.host, args.namespace)
+
+
 def add_new(sub) -> None:
     from modelpress.cli.newflow import TEMPLATES
 
@@ -419,7 +456,7 @@ def cmd_images(arguments: list[str]) -> int:
 
 # Subcommands other modules add (compile, new, registry, deploy, rollback) register here with the same shape.
 COMMANDS: list[Callable] = [
-    add_run, add_check, add_step, add_steps, add_compile, add_new, add_registry, add_deploy, add_rollback, add_images
+    add_run, add_check, add_step, add_steps, add_compile, add_upload, add_new, add_registry, add_deploy, add_rollback, add_images
 ]
 
 
