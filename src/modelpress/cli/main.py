@@ -296,7 +296,7 @@ def registry_uri(uri: str | None) -> str:
 def add_registry(sub) -> None:
     parser = sub.add_parser(
         "registry",
-        help="list a model's published versions or show one version's manifest",
+        help="list a model's published versions, show one version's manifest, or their history",
         formatter_class=Formatter,
         description="The registry push publishes to: <uri>/<model>/<version>/ release bundles (manifest.json,\n"
         "MODEL_CARD.md, every blessed artifact) and <uri>/<model>/labels/<label>.json pointers.",
@@ -306,6 +306,7 @@ def add_registry(sub) -> None:
               modelpress registry list digits-mlp --uri runs/demo/registry
               modelpress registry show digits-mlp 3 --uri s3://models/registry
               modelpress registry gc digits-mlp --uri s3://models/registry           dry run; --delete removes
+              modelpress registry history digits-mlp --uri s3://models/registry --plot accuracy.png
             """
         ),
     )
@@ -320,6 +321,12 @@ def add_registry(sub) -> None:
 
     gc = actions.add_parser("gc", help="list (dry run) or --delete what interrupted pushes left")
     add_gc_arguments(gc)
+    from modelpress.steps.push.history import add_arguments as add_history_arguments
+
+    history = actions.add_parser(
+        "history", help="accuracy, size and latency per release and artifact; flags the newest release's regressions"
+    )
+    add_history_arguments(history)
     for action in (listing, show):
         action.add_argument("--uri", help="registry: s3://bucket/prefix or folder (default: $MODELPRESS_REGISTRY)")
     parser.set_defaults(handler=cmd_registry)
@@ -334,6 +341,10 @@ def cmd_registry(args) -> int:
         from modelpress.steps.push.gc import cmd_gc
 
         return cmd_gc(args, root)
+    if args.action == "history":
+        from modelpress.steps.push.history import cmd_history
+
+        return cmd_history(args, root)
     if args.action == "show":
         manifest = releases.read_manifest(root, args.model, args.version)
         if args.card:
