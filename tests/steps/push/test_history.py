@@ -53,7 +53,7 @@ def test_the_table_holds_every_release_and_artifact_with_its_numbers(tmp_path, c
     ]
     assert rows[1] == ["1", "2026-11-01T10:00:00Z", "train", "saved_model", "0.9610", "345.2", "0.250"]
     assert rows[4] == ["3", "2026-11-03T10:00:00Z", "tflite_int8", "tflite_int8", "0.9570", "79.6", "0.005"]
-    assert lines[7:] == ["no regression in v3 against the 3 release(s) before it"]
+    assert lines[7:] == ["no regression in v3 against v1-v2"]
 
 
 def test_a_planted_accuracy_drop_is_flagged_and_exits_1(tmp_path, capsys):
@@ -72,7 +72,7 @@ def test_a_drop_within_the_threshold_or_older_than_the_window_is_not_flagged(tmp
     newest = {"train": (0.9620, 353_513, 0.250), "tflite_int8": (0.9560, 81_560, 0.0050)}  # 0.004 below v2's 0.9600
     write_registry(tmp_path, "digits-mlp", [best_long_ago, *STABLE, newest])
     code, lines, _ = history(capsys, tmp_path)
-    assert code == 0 and lines[-1] == "no regression in v5 against the 3 release(s) before it"
+    assert code == 0 and lines[-1] == "no regression in v5 against v2-v4"
     code, lines, _ = history(capsys, tmp_path, "--last", "4")
     assert code == 1 and [line.split()[1] for line in lines if line.startswith("REGRESSION")] == ["train"]
 
@@ -117,3 +117,9 @@ def test_bad_options_are_one_line_and_write_nothing(tmp_path, capsys, monkeypatc
 def test_a_model_without_releases_is_one_line(tmp_path, capsys):
     code, _, err = history(capsys, tmp_path)
     assert code == 2 and "model 'digits-mlp' has no published versions" in err
+
+
+def test_a_single_release_has_nothing_to_compare(tmp_path, capsys):
+    write_registry(tmp_path, "digits-mlp", STABLE[:1])
+    code, lines, _ = history(capsys, tmp_path)
+    assert code == 0 and len(lines) == 4 and lines[-1] == "v1 is the only release: nothing to compare it with"

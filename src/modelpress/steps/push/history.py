@@ -138,6 +138,10 @@ def cmd_history(args, root: str) -> int:
         print(f"plot: {args.plot}")
     for line in found:
         print(f"REGRESSION {line}")
-    if not found:
-        print(f"no regression in v{max(row.version for row in rows)} against the {args.last} release(s) before it")
+    versions = sorted({row.version for row in rows})
+    if len(versions) == 1:
+        print(f"v{versions[0]} is the only release: nothing to compare it with")
+    elif not found:
+        earlier = versions[:-1][-args.last:]
+        print(f"no regression in v{versions[-1]} against v{earlier[0]}" + (f"-v{earlier[-1]}" if len(earlier) > 1 else ""))
     return 1 if found else 0
