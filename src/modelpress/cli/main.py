@@ -218,6 +218,43 @@ def cmd_compile(args) -> int:
     return found[args.target].load()(args.workflows, args.output)
 
 
+COMMANDS_GROUP = "modelpress.commands"
+
+
+def adapter_command(name: str) -> Callable:
+    """A command an orchestrator adapter registers as a `modelpress.commands` entry point."""
+    from importlib.metadata import entry_points
+
+    found = {point.name: point for point in entry_points(group=COMMANDS_GROUP)}
+    if name not in found:
+        raise UserError(f"the '{name}' command is not installed; reinstall modelpress (pip install -e .)")
+    return found[name].load()
+
+
+def add_upload(sub) -> None:
+    parser = sub.add_parser(
+        "upload",
+        help="compile a workflow and upload it to Kubeflow Pipelines as a pipeline or a new version",
+        formatter_class=Formatter,
+        description=textwrap.dedent(
+            """\
+            Compile the workflow (as `compile kfp`) and upload it through the KFP API: a new pipeline named after the
+            workflow, else a new version named <workflow>-<first 12 hex of the workflow spec's sha256>. A workflow
+            whose spec the pipeline already has a version of uploads nothing and says so.
+            """
+        ),
+        epilog="example:\n  modelpress upload examples/digits_mlp.yaml --host http://localhost:8888 --namespace team-ml",
+    )
+    parser.add_argument("workflow", help="workflow YAML file")
+    parser.add_argument("--host", required=True, help="the KFP API address, e.g. http://ml-pipeline-ui.kubeflow:80")
+    parser.add_argument("--namespace", help="the profile namespace of a multi-user Kubeflow (default: shared pipelines)")
+    parser.set_defaults(handler=cmd_upload)
+
+
+def cmd_upload(args) -> int:
+    return adapter_command("upload")(args.workflow, args.host, args.namespace)
+
+
 def add_new(sub) -> None:
     from modelpress.cli.newflow import TEMPLATES
 
@@ -259,7 +296,7 @@ def registry_uri(uri: str | None) -> str:
 def add_registry(sub) -> None:
     parser = sub.add_parser(
         "registry",
-        help="list a model's published versions or show one version's manifest",
+        help="list a model's published versions, show one version's manifest, or their history",
         formatter_class=Formatter,
         description="The registry push publishes to: <uri>/<model>/<version>/ release bundles (manifest.json,\n"
         "MODEL_CARD.md, every blessed artifact) and <uri>/<model>/labels/<label>.json pointers.",
@@ -269,6 +306,7 @@ def add_registry(sub) -> None:
               modelpress registry list digits-mlp --uri runs/demo/registry
               modelpress registry show digits-mlp 3 --uri s3://models/registry
               modelpress registry gc digits-mlp --uri s3://models/registry           dry run; --delete removes
+              modelpress registry history digits-mlp --uri s3://models/registry --plot accuracy.png
             """
         ),
     )
@@ -283,6 +321,12 @@ def add_registry(sub) -> None:
 
     gc = actions.add_parser("gc", help="list (dry run) or --delete what interrupted pushes left")
     add_gc_arguments(gc)
+    from modelpress.steps.push.history import add_arguments as add_history_arguments
+
+    history = actions.add_parser(
+        "history", help="accuracy, size and latency per release and artifact; flags the newest release's regressions"
+    )
+    add_history_arguments(history)
     for action in (listing, show):
         action.add_argument("--uri", help="registry: s3://bucket/prefix or folder (default: $MODELPRESS_REGISTRY)")
     parser.set_defaults(handler=cmd_registry)
@@ -297,6 +341,10 @@ def cmd_registry(args) -> int:
         from modelpress.steps.push.gc import cmd_gc
 
         return cmd_gc(args, root)
+    if args.action == "history":
+        from modelpress.steps.push.history import cmd_history
+
+        return cmd_history(args, root)
     if args.action == "show":
         manifest = releases.read_manifest(root, args.model, args.version)
         if args.card:
@@ -419,7 +467,7 @@ def cmd_images(arguments: list[str]) -> int:
 
 # Subcommands other modules add (compile, new, registry, deploy, rollback) register here with the same shape.
 COMMANDS: list[Callable] = [
-    add_run, add_check, add_step, add_steps, add_compile, add_new, add_registry, add_deploy, add_rollback, add_images
+    add_run, add_check, add_step, add_steps, add_compile, add_upload, add_new, add_registry, add_deploy, add_rollback, add_images
 ]
 
 
