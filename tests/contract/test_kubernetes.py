@@ -37,7 +37,7 @@ def test_the_workflow_sets_what_it_names_and_the_step_keeps_its_other_defaults(t
     tiny_workflow.write_text(tiny_workflow.read_text() + "kubernetes:\n  resources: {train: {memory: 12Gi, timeout_minutes: 30}, push: {memory_limit: null}}\n")
     settings = load_workflow(tiny_workflow).kubernetes
     train = step_resources("train", settings)
-    assert train.model_dump() == {"cpu": "4", "memory": "12Gi", "cpu_limit": None, "memory_limit": "16Gi", "timeout_minutes": 30}
+    assert train.model_dump() == {"cpu": "4", "memory": "12Gi", "cpu_limit": "8", "memory_limit": "16Gi", "timeout_minutes": 30}
     assert step_resources("push", settings).memory_limit is None  # null lifts the default limit
     assert step_resources("validate", settings) == STEPS["validate"].resources
 

@@ -311,8 +311,8 @@ def test_each_task_asks_for_its_steps_cpu_memory_and_time_and_only_publishing_is
     assert resources("train") == {
         "resourceCpuRequest": "6", "resourceCpuLimit": "8", "resourceMemoryRequest": "8Gi", "resourceMemoryLimit": "20Gi", "gpu": "1",
     }  # fmt: skip
-    assert resources("validate_train") == {"resourceCpuRequest": "2", "resourceMemoryRequest": "4Gi", "resourceMemoryLimit": "8Gi"}
-    assert resources("push") == {"resourceCpuRequest": "500m", "resourceMemoryRequest": "1Gi", "resourceMemoryLimit": "2Gi"}
+    assert resources("validate_train") == {"resourceCpuRequest": "2", "resourceCpuLimit": "4", "resourceMemoryRequest": "4Gi", "resourceMemoryLimit": "8Gi"}
+    assert resources("push") == {"resourceCpuRequest": "500m", "resourceCpuLimit": "1", "resourceMemoryRequest": "1Gi", "resourceMemoryLimit": "2Gi"}
     deadlines = {name: platform[executors[name]]["activeDeadlineSeconds"] for name in tasks}
     assert deadlines == {"train": "5400", "validate_train": "3600", "push": "1800"}  # the pod's activeDeadlineSeconds
     for name in tasks:  # a missing Secret stops the pod at start ("secret not found"), not late as "no credentials"

@@ -39,7 +39,7 @@ def test_kfp_trains_with_several_workers_through_a_task_that_runs_the_tfjob(adap
         assert arguments[:2] == ["step", "train"] and arguments[arguments.index("--output") + 1] == OUTPUT_PLACEHOLDER
         assert json.loads(arguments[arguments.index("--config") + 1])["train"]["workers"] == 3
     for replica in manifest["spec"]["tfReplicaSpecs"].values():
-        assert replica["template"]["spec"]["containers"][0]["resources"]["limits"] == {"memory": "16Gi", "nvidia.com/gpu": "1"}
+        assert replica["template"]["spec"]["containers"][0]["resources"]["limits"] == {"cpu": "8", "memory": "16Gi", "nvidia.com/gpu": "1"}
         assert replica["template"]["spec"]["containers"][0]["image"] == image_for("tf", gpu=True)  # the CUDA build
     assert train["inputs"]["parameters"]["epochs"] == {"componentInputParameter": "epochs"}  # the run's value reaches it
     # The launcher only waits: the base image, no GPU, no GPU pool; the replicas hold the GPUs.

@@ -50,8 +50,8 @@ def test_one_chief_and_the_other_workers_each_with_a_gpu_from_the_cluster_defaul
         assert container["name"] == "tensorflow"  # the container the operator gives TF_CONFIG
         assert container["image"] == REPLICA_IMAGE
         assert [*container["command"], *container["args"]] == ["modelpress", *COMMAND]
-        # The train step's defaults: requests to be scheduled, a memory limit, a GPU; no CPU limit (it would throttle).
-        assert container["resources"] == {"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"memory": "16Gi", "nvidia.com/gpu": "1"}}
+        # The train step's defaults: requests to be scheduled, CPU and memory limits, a GPU.
+        assert container["resources"] == {"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"cpu": "8", "memory": "16Gi", "nvidia.com/gpu": "1"}}
         # Required: a missing Secret stops the replica at start with "secret not found".
         assert container["envFrom"] == [{"secretRef": {"name": "modelpress-s3", "optional": False}}]
         assert pod["serviceAccountName"] == "modelpress-runner"

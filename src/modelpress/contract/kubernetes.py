@@ -33,7 +33,7 @@ class StepResources(StrictModel):
 
     cpu: str | None = Field(None, description="CPU request: cores, e.g. 2 or 500m")
     memory: str | None = Field(None, description="memory request, e.g. 8Gi or 512Mi")
-    cpu_limit: str | None = Field(None, description="CPU limit (unset by default: a limit throttles, a request is enough)")
+    cpu_limit: str | None = Field(None, description="CPU limit; the step is throttled above it")
     memory_limit: str | None = Field(None, description="memory limit; a pod above it is killed (OOMKilled)")
     timeout_minutes: int | None = Field(None, gt=0, description="the step fails when it runs longer")
 

@@ -40,7 +40,7 @@ class PodPlacement:
 
 def job_waiter_resources(settings: KubernetesSpec) -> StepResources:
     """The pod that creates a training job and waits for it: little CPU and memory, the train step's time."""
-    return StepResources(cpu="100m", memory="512Mi", memory_limit="1Gi", timeout_minutes=step_resources("train", settings).timeout_minutes)
+    return StepResources(cpu="100m", memory="512Mi", cpu_limit="500m", memory_limit="1Gi", timeout_minutes=step_resources("train", settings).timeout_minutes)
 
 
 def pod_placement(placement: Placement, settings: KubernetesSpec, resources: StepResources) -> PodPlacement:

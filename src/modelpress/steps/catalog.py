@@ -30,11 +30,11 @@ from modelpress.steps.train.config import TrainConfig
 from modelpress.steps.tune.config import TuneConfig
 from modelpress.steps.validate.config import ValidateConfig
 
-# What a step's pod asks for on a cluster unless the workflow's kubernetes.resources says otherwise. Memory has a
-# limit (a runaway step is killed, not its neighbours); CPU has none (a limit only throttles).
-TRAINING_RESOURCES = StepResources(cpu="4", memory="8Gi", memory_limit="16Gi")
-EVALUATION_RESOURCES = StepResources(cpu="2", memory="4Gi", memory_limit="8Gi")
-PUBLISHING_RESOURCES = StepResources(cpu="500m", memory="1Gi", memory_limit="2Gi")
+# What a step's pod asks for on a cluster unless the workflow's kubernetes.resources says otherwise. Limits are set
+# too: without one, the namespace's LimitRange (infra/) would give a default limit below these requests.
+TRAINING_RESOURCES = StepResources(cpu="4", memory="8Gi", cpu_limit="8", memory_limit="16Gi")
+EVALUATION_RESOURCES = StepResources(cpu="2", memory="4Gi", cpu_limit="4", memory_limit="8Gi")
+PUBLISHING_RESOURCES = StepResources(cpu="500m", memory="1Gi", cpu_limit="1", memory_limit="2Gi")
 
 
 @dataclass(frozen=True)
