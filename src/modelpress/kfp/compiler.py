@@ -26,11 +26,12 @@ from typing import Any
 from kfp import compiler, dsl, kubernetes
 
 from modelpress.contract.images import Placement
+from modelpress.contract.kubernetes import KubernetesSpec
 from modelpress.contract.workflow import Workflow
 from modelpress.execution.plan import FanOut, Task, build_plan, fan_outs, load_workflow, placement
-from modelpress.kubernetes.pods import check_cluster_workflow, job_waiter_resources, pod_placement
+from modelpress.kubernetes.pods import PodPlacement, check_cluster_workflow, job_waiter_resources, pod_placement
 from modelpress.kubernetes.tfjob import training_workers
-from modelpress.steps.catalog import STEPS, step_resources
+from modelpress.steps.catalog import STEPS, StepSpec, step_resources
 
 from .components import (
     PARAMETERS,
@@ -78,13 +79,18 @@ def configure_task(kfp_task, task: Task, workflow: Workflow, name: str) -> None:
     # A model or a validation is a function of its inputs and config: cached. Publishing (push, deploy) acts on
     # the world outside the pipeline root, so it runs every time.
     kfp_task.set_caching_options(step.output in CACHED_OUTPUTS)
-    # Required: a missing Secret stops the pod at start with "secret not found", not late in the step as "no credentials".
-    kubernetes.use_secret_as_env(kfp_task, secret_name=settings.secret_name, secret_key_to_env=S3_SECRET_KEYS, optional=False)
     # A TFJob's replicas hold the GPUs and the training's CPU and memory, not the task that launches it.
     if training_workers(task.step, task.config) == 1:
         where = pod_placement(placement(task), settings, step_resources(task.step, settings))
     else:
         where = pod_placement(Placement("base", False), settings, job_waiter_resources(settings))
+    set_pod_options(kfp_task, step, settings, where)
+
+
+def set_pod_options(kfp_task, step: StepSpec, settings: KubernetesSpec, where: PodPlacement) -> None:
+    """The S3 Secret, GPU, CPU and memory, timeout, retries and node placement of a step's KFP task."""
+    # Required: a missing Secret stops the pod at start with "secret not found", not late in the step as "no credentials".
+    kubernetes.use_secret_as_env(kfp_task, secret_name=settings.secret_name, secret_key_to_env=S3_SECRET_KEYS, optional=False)
     if where.accelerator:
         kfp_task.set_accelerator_type(where.accelerator).set_accelerator_limit(1)
     for resource in ("cpu", "memory"):  # set_cpu_request, set_memory_limit, ...
