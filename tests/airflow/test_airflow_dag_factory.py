@@ -95,7 +95,8 @@ def test_gpu_step_pod_has_image_command_gpu_limit_tolerations_and_node_selector(
         "gpu",
         folder=workflows,
         extra="kubernetes: {namespace: ml, gpu_resource: nvidia.com/gpu, gpu_node_selector: {pool: a100},"
-        " gpu_tolerations: [{key: dedicated, operator: Equal, value: ml, effect: NoExecute}]}\n",
+        " gpu_tolerations: [{key: dedicated, operator: Equal, value: ml, effect: NoExecute}],"
+        " resources: {train: {memory_limit: 24Gi, timeout_minutes: 90}}, cpu_startup_timeout_seconds: 200}\npush: {}\n",
     )
     dag = workflow_dags()["gpu"]
 
@@ -118,7 +119,11 @@ def test_gpu_step_pod_has_image_command_gpu_limit_tolerations_and_node_selector(
     assert arguments[arguments.index("--output") + 1] == "s3://runs/gpu/scheduled__2026-01-05/artifacts/train"
     assert arguments[-2:] == ["--result", "/airflow/xcom/return.json"] and "--overwrite" in arguments
     assert json.loads(arguments[arguments.index("--config") + 1])["train"]["epochs"] == 5
-    assert container.resources.limits == {"nvidia.com/gpu": "1"}
+    # train's defaults, with the workflow's memory limit: requests to be scheduled, CPU, memory and GPU limits
+    assert container.resources.requests == {"cpu": "4", "memory": "8Gi"}
+    assert container.resources.limits == {"cpu": "8", "memory": "24Gi", "nvidia.com/gpu": "1"}
+    [secret] = container.env_from  # required: a missing Secret stops the pod at start with "secret not found"
+    assert (secret.secret_ref.name, secret.secret_ref.optional) == ("modelpress-s3", False)
     assert pod.metadata.namespace == "ml" and pod.spec.node_selector == {"pool": "a100"}
     assert [(t.key, t.operator, t.value, t.effect) for t in pod.spec.tolerations] == [("dedicated", "Equal", "ml", "NoExecute")]
     manifest = ApiClient().sanitize_for_serialization(pod)
@@ -127,7 +132,14 @@ def test_gpu_step_pod_has_image_command_gpu_limit_tolerations_and_node_selector(
     assert pod.metadata.labels["task_id"] == "train" and pod.metadata.labels["run_id"] == "scheduled__2026-01-05"
 
     cpu = rendered_pod("validate_train").spec.containers[0]
-    assert cpu.image == image_for("tf") and cpu.resources is None  # no GPU asked for
+    assert cpu.image == image_for("tf") and cpu.resources.limits == {"cpu": "4", "memory": "8Gi"}  # no GPU asked for
+    assert cpu.resources.requests == {"cpu": "2", "memory": "4Gi"}
+
+    # A GPU pod may wait for a node to scale up and pull a CUDA image; each step has its own time to finish.
+    train, validate = dag.get_task("train"), dag.get_task("validate_train")
+    assert (train.startup_timeout_seconds, validate.startup_timeout_seconds) == (900, 200)
+    assert (train.execution_timeout, validate.execution_timeout) == (timedelta(minutes=90), timedelta(minutes=60))
+    assert dag.get_task("push").execution_timeout == timedelta(minutes=30)
     assert cpu.args[cpu.args.index("--input") + 1] == "model=s3://runs/gpu/scheduled__2026-01-05/artifacts/train"
 
 
@@ -154,10 +166,10 @@ def test_targets_fan_out_per_image_and_tensorrt_runs_on_the_gpu_pool(workflows, 
         task = dag.get_task(task_id)
         assert task.image == image_for(image), task_id  # convert and validate of a target share the image
         if gpu:
-            assert task.container_resources.limits == {"nvidia.com/gpu": "1"} and task.node_selector == {"modelpress.io/pool": "gpu"}
+            assert task.container_resources.limits == {"cpu": "4", "memory": "8Gi", "nvidia.com/gpu": "1"} and task.node_selector == {"modelpress.io/pool": "gpu"}
             assert [(t.key, t.operator, t.effect) for t in task.tolerations] == [("nvidia.com/gpu", "Exists", "NoSchedule")]
         else:
-            assert task.container_resources is None and not task.tolerations
+            assert task.container_resources.limits == {"cpu": "4", "memory": "8Gi"} and not task.tolerations
 
 
 def test_a_folder_run_root_fails_the_pod_task_at_once_without_retries(workflows, adapter_workflow):

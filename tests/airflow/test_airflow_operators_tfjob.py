@@ -36,7 +36,7 @@ def test_both_adapters_default_to_a_trainer_v2_trainjob_with_the_train_tasks_pla
         assert (manifest["apiVersion"], manifest["kind"]) == ("trainer.kubeflow.org/v1alpha1", "TrainJob")
         trainer = manifest["spec"]["trainer"]
         assert trainer["numNodes"] == 3 and trainer["image"] == image_for("tf", gpu=True)
-        assert trainer["resourcesPerNode"] == {"limits": {"nvidia.com/gpu": "1"}}
+        assert trainer["resourcesPerNode"] == {"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"cpu": "8", "memory": "16Gi", "nvidia.com/gpu": "1"}}
     assert in_kfp["spec"]["runtimePatches"] == in_airflow["spec"]["runtimePatches"]  # same node pool and tolerations
 
 

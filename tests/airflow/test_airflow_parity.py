@@ -84,6 +84,9 @@ def kfp_tasks(pipeline_path: Path) -> dict[str, dict]:
                 "output": outputs[0].removeprefix("output_"),
                 "image": container["image"],
                 "gpu": container.get("resources", {}).get("accelerator", {}).get("resourceCount"),
+                "requests": {k: container["resources"][f"resource{k.title()}Request"] for k in ("cpu", "memory") if f"resource{k.title()}Request" in container.get("resources", {})},
+                "limits": {k: container["resources"][f"resource{k.title()}Limit"] for k in ("cpu", "memory") if f"resource{k.title()}Limit" in container.get("resources", {})},
+                "timeout_seconds": int(placement["activeDeadlineSeconds"]) if "activeDeadlineSeconds" in placement else None,
                 "node_selector": placement.get("nodeSelector", {}).get("labels", {}),
                 "tolerations": placement.get("tolerations", []),
             }
@@ -124,6 +127,9 @@ def airflow_tasks(dag) -> dict[str, dict]:
             "output": folders.get(output, output),
             "image": settings["image"],
             "gpu": resources.limits.get("nvidia.com/gpu") if resources else None,
+            "requests": dict(resources.requests or {}) if resources else {},
+            "limits": {k: v for k, v in (resources.limits or {}).items() if k in ("cpu", "memory")} if resources else {},
+            "timeout_seconds": int(task.execution_timeout.total_seconds()) if task.execution_timeout else None,
             "node_selector": settings["node_selector"],
             "tolerations": [{k: v for k, v in t.to_dict().items() if v is not None} for t in settings.get("tolerations") or []],
         }
@@ -137,7 +143,7 @@ def cluster_mode(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("name", WORKFLOWS)
-def test_pipeline_and_dag_have_the_same_steps_inputs_outputs_images_and_gpus(name, pipelines, cluster_mode):
+def test_pipeline_and_dag_have_the_same_steps_inputs_outputs_images_gpus_resources_and_timeouts(name, pipelines, cluster_mode):
     workflow, pipeline = pipelines[name]
     in_kfp, in_airflow = kfp_tasks(pipeline), airflow_tasks(build_dag(load_workflow(workflow), name))
     assert in_kfp.keys() == in_airflow.keys()

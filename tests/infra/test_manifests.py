@@ -96,7 +96,7 @@ def test_namespace_and_defaults_for_step_pods_match_cluster_spec(overlay):
     namespaced = [d for d in documents if d["kind"] != "Namespace"]
     assert {d["metadata"].get("namespace") for d in namespaced} == {CLUSTER.namespace}
     assert one(documents, "Namespace", CLUSTER.namespace)
-    # Step pods from KFP and Airflow carry no limits: the LimitRange gives them some.
+    # Containers without limits of their own (KFP and Airflow helpers) get the LimitRange's.
     (limit_range,) = by_kind(documents, "LimitRange")
     defaults = limit_range["spec"]["limits"][0]
     assert {"cpu", "memory"} <= defaults["default"].keys() and {"cpu", "memory"} <= defaults["defaultRequest"].keys()

@@ -89,7 +89,7 @@ def test_ir_has_parameters_gpu_placement_fan_out_and_blessing_gate(cli, adapter_
     assert platform[executor("train")]["nodeSelector"] == {"labels": {"pool": "a100"}}
     assert platform[executor("train")]["tolerations"] == [{"key": "gpu", "operator": "Equal", "value": "yes", "effect": "NoSchedule"}]
     convert = executors[executor("convert_tf")]["container"]
-    assert convert["image"] == image_for("tf") and "resources" not in convert  # tf carries tf2onnx for the onnx target
+    assert convert["image"] == image_for("tf") and "accelerator" not in convert["resources"]  # tf carries tf2onnx for the onnx target
     assert "tolerations" not in platform[executor("convert_tf")]
     for container in (executors[executor(name)]["container"] for name in tasks):
         assert "pip install" not in " ".join(container["command"])  # the image carries modelpress
@@ -136,7 +136,7 @@ def test_targets_fan_out_per_image_that_carries_their_runtime_and_tensorrt_runs_
     for image in ("tf", "openvino"):
         for name in (f"convert_{image}", f"validate_convert_{image}"):
             container = executors[executor(name)]["container"]
-            assert container["image"] == image_for(image) and "resources" not in container, name
+            assert container["image"] == image_for(image) and "accelerator" not in container["resources"], name
             assert "tolerations" not in platform[executor(name)]
 
     names = {key: task["taskInfo"]["name"] for key, task in pipeline["root"]["dag"]["tasks"].items()}
@@ -289,3 +289,35 @@ def test_compiling_for_airflow_where_it_is_not_installed_says_where_it_goes(cli,
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "install it in a venv of its own: pip install -c constraints-airflow.txt 'modelpress[airflow]'" in result.stderr
     assert not (tmp_path / "dags").exists()
+
+
+def test_each_task_asks_for_its_steps_cpu_memory_and_time_and_only_publishing_is_retried(cli, adapter_workflow, tmp_path):
+    workflow = adapter_workflow(
+        targets="[saved_model]",
+        extra="push: {uri: s3://models/registry}\n"
+        "kubernetes: {resources: {train: {cpu: '6', cpu_limit: '8', memory_limit: 20Gi, timeout_minutes: 90}}}\n",
+    )
+    pipeline, platform = compiled(cli, workflow, tmp_path)
+    tasks = all_dag_tasks(pipeline)
+    executors = {name: pipeline["components"][task["componentRef"]["name"]]["executorLabel"] for name, task in tasks.items()}
+
+    def resources(name: str) -> dict:
+        found = pipeline["deploymentSpec"]["executors"][executors[name]]["container"]["resources"]
+        return {key: value for key, value in found.items() if key.startswith("resource") and key != "resourceCount"} | (
+            {"gpu": found["accelerator"]["resourceCount"]} if "accelerator" in found else {}
+        )
+
+    # train: the workflow's values over the step's defaults (memory 8Gi); validate and push: their steps' defaults
+    assert resources("train") == {
+        "resourceCpuRequest": "6", "resourceCpuLimit": "8", "resourceMemoryRequest": "8Gi", "resourceMemoryLimit": "20Gi", "gpu": "1",
+    }  # fmt: skip
+    assert resources("validate_train") == {"resourceCpuRequest": "2", "resourceCpuLimit": "4", "resourceMemoryRequest": "4Gi", "resourceMemoryLimit": "8Gi"}
+    assert resources("push") == {"resourceCpuRequest": "500m", "resourceCpuLimit": "1", "resourceMemoryRequest": "1Gi", "resourceMemoryLimit": "2Gi"}
+    deadlines = {name: platform[executors[name]]["activeDeadlineSeconds"] for name in tasks}
+    assert deadlines == {"train": "5400", "validate_train": "3600", "push": "1800"}  # the pod's activeDeadlineSeconds
+    for name in tasks:  # a missing Secret stops the pod at start ("secret not found"), not late as "no credentials"
+        (secret,) = platform[executors[name]]["secretAsEnv"]
+        assert (secret["secretName"], secret["optional"]) == ("modelpress-s3", False)
+    # KFP retries any failure, a user error too: only push, whose failures are mostly S3's, is retried.
+    assert tasks["push"]["retryPolicy"] == {"maxRetryCount": 2, "backoffDuration": "30s", "backoffFactor": 2.0, "backoffMaxDuration": "600s"}
+    assert "retryPolicy" not in tasks["train"] and "retryPolicy" not in tasks["validate_train"]

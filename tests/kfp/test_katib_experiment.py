@@ -41,7 +41,7 @@ def test_kfp_tunes_through_a_task_that_runs_the_katib_experiment(adapter_workflo
     crd_schema.validate(experiment, "kubeflow.org_experiments.json")
     assert experiment["spec"]["maxTrialCount"] == 4 and experiment["spec"]["algorithm"]["algorithmName"] == "random"
     (trial,) = experiment["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"]
-    assert trial["image"] == image_for("tf", gpu=True) and trial["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    assert trial["image"] == image_for("tf", gpu=True) and trial["resources"]["limits"] == {"cpu": "8", "memory": "16Gi", "nvidia.com/gpu": "1"}
     # The launcher only waits: the base image, no GPU; train reads the best trial it writes.
     executor = tune["componentRef"]["name"].replace("comp-", "exec-")
     assert pipeline["deploymentSpec"]["executors"][executor]["container"]["image"] == image_for("base")

@@ -39,13 +39,15 @@ def test_kfp_trains_with_several_workers_through_a_task_that_runs_the_tfjob(adap
         assert arguments[:2] == ["step", "train"] and arguments[arguments.index("--output") + 1] == OUTPUT_PLACEHOLDER
         assert json.loads(arguments[arguments.index("--config") + 1])["train"]["workers"] == 3
     for replica in manifest["spec"]["tfReplicaSpecs"].values():
-        assert replica["template"]["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+        assert replica["template"]["spec"]["containers"][0]["resources"]["limits"] == {"cpu": "8", "memory": "16Gi", "nvidia.com/gpu": "1"}
         assert replica["template"]["spec"]["containers"][0]["image"] == image_for("tf", gpu=True)  # the CUDA build
     assert train["inputs"]["parameters"]["epochs"] == {"componentInputParameter": "epochs"}  # the run's value reaches it
     # The launcher only waits: the base image, no GPU, no GPU pool; the replicas hold the GPUs.
     executor = train["componentRef"]["name"].replace("comp-", "exec-")
     container = pipeline["deploymentSpec"]["executors"][executor]["container"]
     assert container["image"] == image_for("base") and "accelerator" not in container.get("resources", {})
+    assert (container["resources"]["resourceCpuRequest"], container["resources"]["resourceMemoryLimit"]) == ("100m", "1Gi")
+    assert platform[executor]["activeDeadlineSeconds"] == str(720 * 60)  # the train step's time: it waits for the job
     assert "nodeSelector" not in platform[executor] and "tolerations" not in platform[executor]
     assert platform[executor]["secretAsEnv"][0]["secretName"] == "modelpress-s3"
     validate = next(t for t in tasks.values() if t["taskInfo"]["name"] == "validate_train")

@@ -178,8 +178,11 @@ def test_the_trials_run_in_the_tune_tasks_placement_and_the_clusters_settings():
     experiment = manifest({"space": SPACE}, {"namespace": "ml", "gpu_node_selector": {"pool": "a100"}, "secret_name": "s3-keys"})
     pod = experiment["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]
     assert experiment["metadata"]["namespace"] == "ml" and pod["nodeSelector"] == {"pool": "a100"}
-    assert pod["containers"][0]["resources"] == {"limits": {"nvidia.com/gpu": "1"}}
-    assert pod["containers"][0]["envFrom"] == [{"secretRef": {"name": "s3-keys", "optional": True}}]
+    # each trial is a train run: the train step's CPU, memory and GPU; the S3 Secret is required
+    assert pod["containers"][0]["resources"] == {
+        "requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"cpu": "8", "memory": "16Gi", "nvidia.com/gpu": "1"}
+    }
+    assert pod["containers"][0]["envFrom"] == [{"secretRef": {"name": "s3-keys", "optional": False}}]
     assert pod["restartPolicy"] == "Never" and pod["serviceAccountName"] == "modelpress-runner"
 
 

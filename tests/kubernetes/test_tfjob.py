@@ -50,8 +50,10 @@ def test_one_chief_and_the_other_workers_each_with_a_gpu_from_the_cluster_defaul
         assert container["name"] == "tensorflow"  # the container the operator gives TF_CONFIG
         assert container["image"] == REPLICA_IMAGE
         assert [*container["command"], *container["args"]] == ["modelpress", *COMMAND]
-        assert container["resources"] == {"limits": {"nvidia.com/gpu": "1"}}
-        assert container["envFrom"] == [{"secretRef": {"name": "modelpress-s3", "optional": True}}]
+        # The train step's defaults: requests to be scheduled, CPU and memory limits, a GPU.
+        assert container["resources"] == {"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"cpu": "8", "memory": "16Gi", "nvidia.com/gpu": "1"}}
+        # Required: a missing Secret stops the replica at start with "secret not found".
+        assert container["envFrom"] == [{"secretRef": {"name": "modelpress-s3", "optional": False}}]
         assert pod["serviceAccountName"] == "modelpress-runner"
         assert pod["nodeSelector"] == {"modelpress.io/pool": "gpu"}
         assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
@@ -61,11 +63,13 @@ def test_a_workflows_cluster_section_reaches_every_replica():
     cluster = KubernetesSpec(
         namespace="ml", service_account="trainer", gpu_resource="amd.com/gpu", gpu_node_selector={"pool": "mi300"},
         gpu_tolerations=[{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoExecute"}], secret_name="keys",
+        resources={"train": {"cpu": "8", "cpu_limit": "16", "memory": "30Gi", "memory_limit": "60Gi", "timeout_minutes": 90}},
     )  # fmt: skip
     job = manifest(workers=2, settings=cluster)
     assert job["metadata"]["namespace"] == "ml" and job["spec"]["tfReplicaSpecs"]["Worker"]["replicas"] == 1
+    assert job["spec"]["runPolicy"]["activeDeadlineSeconds"] == 90 * 60  # the operator stops a job past the timeout
     for pod in replica_pods(job).values():
-        assert pod["containers"][0]["resources"]["limits"] == {"amd.com/gpu": "1"}
+        assert pod["containers"][0]["resources"] == {"requests": {"cpu": "8", "memory": "30Gi"}, "limits": {"cpu": "16", "memory": "60Gi", "amd.com/gpu": "1"}}
         assert pod["serviceAccountName"] == "trainer" and pod["nodeSelector"] == {"pool": "mi300"}
         assert pod["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoExecute"}]
         assert pod["containers"][0]["envFrom"][0]["secretRef"]["name"] == "keys"

@@ -77,9 +77,10 @@ def test_the_trainjob_runs_every_worker_in_the_train_tasks_placement_on_the_mode
     assert trainer["numNodes"] == 3
     assert trainer["image"] == chief["containers"][0]["image"] == TRAIN_PLACEMENT.image()
     assert [*trainer["command"], *trainer["args"]] == ["modelpress", *COMMAND]
-    assert trainer["resourcesPerNode"] == {"limits": {"nvidia.com/gpu": "1"}}
+    assert trainer["resourcesPerNode"] == {"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"cpu": "8", "memory": "16Gi", "nvidia.com/gpu": "1"}}
     secrets = {v["name"]: v["valueFrom"]["secretKeyRef"] for v in trainer["env"] if "valueFrom" in v}
-    assert secrets == {key: {"name": "modelpress-s3", "key": key, "optional": True} for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    # Required: a missing Secret stops every worker at start with "secret not found", not late as "no credentials".
+    assert secrets == {key: {"name": "modelpress-s3", "key": key, "optional": False} for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
     (patch,) = job["spec"]["runtimePatches"]
     (node,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
     assert node["name"] == "node"
@@ -94,10 +95,13 @@ def test_a_workflows_cluster_section_reaches_the_trainjob():
     cluster = KubernetesSpec(
         namespace="ml", service_account="trainer", gpu_resource="amd.com/gpu", gpu_node_selector={"pool": "mi300"},
         gpu_tolerations=[{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoExecute"}], secret_name="keys",
+        resources={"train": {"cpu": "8", "memory": "30Gi", "memory_limit": "60Gi"}},
     )  # fmt: skip
     job = manifest(workers=2, settings=cluster)
     pod = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
-    assert job["metadata"]["namespace"] == "ml" and job["spec"]["trainer"]["resourcesPerNode"] == {"limits": {"amd.com/gpu": "1"}}
+    assert job["metadata"]["namespace"] == "ml"
+    assert job["spec"]["trainer"]["resourcesPerNode"] == {"requests": {"cpu": "8", "memory": "30Gi"}, "limits": {"cpu": "8", "memory": "60Gi", "amd.com/gpu": "1"}}
+    crd_schema.validate(job, TRAINJOB_SCHEMA)  # requests and limits are where Trainer's schema expects them
     assert pod == {
         "serviceAccountName": "trainer",
         "nodeSelector": {"pool": "mi300"},

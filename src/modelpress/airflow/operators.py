@@ -2,8 +2,9 @@
 
 - cluster mode (default): `StepPodOperator`, a KubernetesPodOperator in the task's image (`plan.placement`: a GPU
   step in its set's CUDA variant), GPU limit, node selector and tolerations from the workflow's `kubernetes:`
-  section, the result through /airflow/xcom/return.json; a train task with several workers creates a TrainJob (or
-  TFJob) and waits for it;
+  section, the step's CPU and memory requests and limits and its execution timeout (`catalog.step_resources`), a
+  start-up timeout that fits a GPU node scaling up, the result through /airflow/xcom/return.json; a step that exits
+  2 (user error) is not retried; a train task with several workers creates a TrainJob (or TFJob) and waits for it;
 - local mode (MODELPRESS_AIRFLOW_MODE=local, for development and tests): `LocalStepOperator`, the same command in a
   subprocess of the Python MODELPRESS_STEP_PYTHON names (default: this one), which needs the step extras.
 Skipping, config overrides and "nothing blessed, nothing to publish" are decided by the core's task driver inside
@@ -17,22 +18,24 @@ import os
 import subprocess
 import sys
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 from kubernetes.client import models as k8s
 
 from modelpress.common.errors import UserError
+from modelpress.contract.kubernetes import StepResources
 from modelpress.contract.workflow import Workflow
 from modelpress.execution.plan import Task, placement
 from modelpress.kubernetes.pods import pod_placement
 from modelpress.kubernetes.tfjob import OUTPUT_PLACEHOLDER, training_workers
 from modelpress.kubernetes.trainjob import run_training_job, training_job_manifest
-from modelpress.steps.catalog import STEPS
+from modelpress.steps.catalog import STEPS, step_resources
 
 MODE_ENV = "MODELPRESS_AIRFLOW_MODE"  # "kubernetes" (default) or "local"
 STEP_PYTHON_ENV = "MODELPRESS_STEP_PYTHON"  # local mode: the Python that runs steps (default: the worker's own)
@@ -74,14 +77,35 @@ class StepOperation:
         return result
 
 
+def container_exit_code(pod: k8s.V1Pod | None, container: str) -> int | None:
+    """The exit code of a pod's terminated `container`, None while it runs or when the pod has no such container."""
+    statuses = (pod.status.container_statuses if pod is not None and pod.status else None) or []
+    state = next((status.state for status in statuses if status.name == container), None)
+    return state.terminated.exit_code if state is not None and state.terminated is not None else None
+
+
 class StepPodOperator(StepOperation, KubernetesPodOperator):
-    """`modelpress step ...` in the step's image on the cluster; its result comes back through the XCom sidecar."""
+    """`modelpress step ...` in the step's image on the cluster; its result comes back through the XCom sidecar.
+
+    A step that exits 2 (a user error: bad spec, missing input) fails without retries, as in local mode: the
+    operator reads the step container's exit code where the provider turns a finished pod into the task's outcome.
+    """
 
     def execute(self, context):
         output = self.arguments[self.arguments.index("--output") + 1]
         if "://" not in output:  # a folder would be this pod's own disk, gone with it
             raise AirflowFailException(f"run_root must be an s3:// prefix on the cluster (this run writes {output}); set the run's run_root")
         return self.step_result(super().execute(context))
+
+    def cleanup(self, pod, remote_pod, xcom_result=None, context=None):
+        try:
+            super().cleanup(pod, remote_pod, xcom_result, context)
+        except AirflowException as failure:
+            user_error = container_exit_code(remote_pod, self.base_container_name) == UserError.exit_code
+            if not user_error or isinstance(failure, AirflowSkipException | AirflowFailException):
+                raise
+            message = f"modelpress step exited with {UserError.exit_code}, a user error that retrying cannot fix: {failure}"
+            raise AirflowFailException(message) from failure
 
 
 class LocalStepOperator(StepOperation, BaseOperator):
@@ -116,23 +140,33 @@ def with_result(arguments: list[str]) -> list[str]:
     return arguments if mode() == "local" else [*arguments, "--result", POD_RESULT]
 
 
+def execution_timeout(resources: StepResources) -> timedelta | None:
+    return timedelta(minutes=resources.timeout_minutes) if resources.timeout_minutes else None
+
+
 def pod_settings(task: Task, workflow: Workflow) -> dict[str, Any]:
-    """KubernetesPodOperator arguments for a step: image, namespace, credentials, GPU and placement."""
+    """KubernetesPodOperator arguments for a step: image, namespace, credentials, CPU, memory, GPU, placement and
+    timeouts."""
     kubernetes = workflow.kubernetes
-    where = pod_placement(placement(task), kubernetes)
+    resources = step_resources(task.step, kubernetes)
+    where = pod_placement(placement(task), kubernetes, resources)
+    # Required Secret: a missing one stops the pod at start with "secret not found", not late as "no credentials".
+    secret = k8s.V1SecretEnvSource(name=kubernetes.secret_name, optional=False)
     settings = {
         "image": where.image,
         "cmds": ["modelpress"],
         "namespace": kubernetes.namespace,
         "service_account_name": kubernetes.service_account,
-        "env_from": [k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=kubernetes.secret_name, optional=True))],
+        "env_from": [k8s.V1EnvFromSource(secret_ref=secret)],
         "do_xcom_push": True,
         "get_logs": True,
         "on_finish_action": "delete_succeeded_pod",
         "node_selector": where.node_selector,
+        "startup_timeout_seconds": where.startup_timeout_seconds,
+        "execution_timeout": execution_timeout(resources),
     }
-    if where.gpu_limits:
-        settings["container_resources"] = k8s.V1ResourceRequirements(limits=where.gpu_limits)
+    if where.requests or where.all_limits:
+        settings["container_resources"] = k8s.V1ResourceRequirements(requests=where.requests or None, limits=where.all_limits or None)
     if where.tolerations:
         settings["tolerations"] = [k8s.V1Toleration(**toleration) for toleration in where.tolerations]
     return settings
@@ -152,7 +186,10 @@ def step_operator(task_id: str, task: Task, workflow: Workflow, arguments):
         manifest = training_job_manifest(
             f"{workflow.name}-{task_id}", workers=workers, placement=placement(task), arguments=command, settings=workflow.kubernetes
         )
-        return PythonOperator(task_id=task_id, python_callable=run_training_job, op_kwargs={"manifest": manifest, "output": output})
+        return PythonOperator(
+            task_id=task_id, python_callable=run_training_job, op_kwargs={"manifest": manifest, "output": output},
+            execution_timeout=execution_timeout(step_resources(task.step, workflow.kubernetes)),
+        )  # fmt: skip
     if isinstance(arguments, list):
         arguments = with_result(arguments)
     settings = pod_settings(task, workflow)

@@ -25,7 +25,7 @@ from modelpress.contract.training import MODEL_PARAM_PREFIX, ModelSpec
 from modelpress.contract.workflow import Workflow, read_workflow
 from modelpress.contract.yaml_input import yaml_line
 from modelpress.ml.models import ZOO, check_params
-from modelpress.steps.catalog import STEPS, get_step
+from modelpress.steps.catalog import STEPS, get_step, step_resources
 
 # Workflow sections a step config receives when it has a field of the same name.
 SHARED_SECTIONS = ("model", "data", "train", "tune", "gates", "evaluation", "storage", "push", "serving")
@@ -94,6 +94,8 @@ def check_tuned_model_params(workflow: Workflow) -> None:
 
 def build_plan(workflow: Workflow) -> list[Task]:
     check_tuned_model_params(workflow)
+    for name in workflow.kubernetes.resources:  # a step name, and requests within limits once merged with its defaults
+        step_resources(name, workflow.kubernetes)
     tasks: list[Task] = []
     if workflow.tune is not None:  # the search runs first; train reads its best.json
         tasks.append(Task("tune", "tune", step_config("tune", workflow, {}, "tune")))

@@ -8,8 +8,11 @@
 - each task runs in its placement's image (`plan.placement`: the image carrying its step's and its target's needs,
   a GPU step in its set's CUDA variant); GPU tasks request one GPU (on Kubeflow the accelerator is the resource name,
   `settings.gpu_resource`, which KFP's driver makes the limit's name) and get the GPU pool's node selector and
-  tolerations (`pods.pod_placement`, as Airflow and the TFJob); every task gets the S3 credentials from
-  `kubernetes.secret_name`; models and validations are cached, publishing always runs;
+  tolerations (`pods.pod_placement`, as Airflow and the TFJob); every task gets its step's CPU and memory requests
+  and limits and its timeout (the pod's activeDeadlineSeconds) from `catalog.step_resources`, and the S3 credentials
+  from the Secret `kubernetes.secret_name`, which must exist; KFP retries any failure (user errors too), so only the
+  steps whose failures are mostly transient (push, deploy) get a retry policy; models and validations are cached,
+  publishing always runs;
 - pipeline parameters (PARAMETERS) override the matching config fields at run time; their defaults are the spec's.
 """
 
@@ -23,12 +26,13 @@ from typing import Any
 from kfp import compiler, dsl, kubernetes
 
 from modelpress.contract.images import Placement
+from modelpress.contract.kubernetes import KubernetesSpec
 from modelpress.contract.workflow import Workflow
 from modelpress.execution.plan import FanOut, Task, build_plan, fan_outs, load_workflow, placement
 from modelpress.kubernetes.katib import katib_tunes
-from modelpress.kubernetes.pods import check_cluster_workflow, pod_placement
+from modelpress.kubernetes.pods import PodPlacement, check_cluster_workflow, job_waiter_resources, pod_placement
 from modelpress.kubernetes.tfjob import training_workers
-from modelpress.steps.catalog import STEPS
+from modelpress.steps.catalog import STEPS, StepSpec, step_resources
 
 from .components import (
     PARAMETERS,
@@ -77,12 +81,30 @@ def configure_task(kfp_task, task: Task, workflow: Workflow, name: str) -> None:
     # A model or a validation is a function of its inputs and config: cached. Publishing (push, deploy) acts on
     # the world outside the pipeline root, so it runs every time.
     kfp_task.set_caching_options(step.output in CACHED_OUTPUTS)
-    kubernetes.use_secret_as_env(kfp_task, secret_name=settings.secret_name, secret_key_to_env=S3_SECRET_KEYS, optional=True)
-    # A TFJob's replicas and a Katib Experiment's trials hold the GPUs, not the task that launches them.
-    launches = training_workers(task.step, task.config) > 1 or katib_tunes(task.step, settings)
-    where = pod_placement(Placement("base", False) if launches else placement(task), settings)
+    # A TFJob's replicas and a Katib Experiment's trials hold the GPUs, CPU and memory, not the task that launches them.
+    if training_workers(task.step, task.config) > 1 or katib_tunes(task.step, settings):
+        where = pod_placement(Placement("base", False), settings, job_waiter_resources(settings))
+    else:
+        where = pod_placement(placement(task), settings, step_resources(task.step, settings))
+    set_pod_options(kfp_task, step, settings, where)
+
+
+def set_pod_options(kfp_task, step: StepSpec, settings: KubernetesSpec, where: PodPlacement) -> None:
+    """The S3 Secret, GPU, CPU and memory, timeout, retries and node placement of a step's KFP task."""
+    # Required: a missing Secret stops the pod at start with "secret not found", not late in the step as "no credentials".
+    kubernetes.use_secret_as_env(kfp_task, secret_name=settings.secret_name, secret_key_to_env=S3_SECRET_KEYS, optional=False)
     if where.accelerator:
         kfp_task.set_accelerator_type(where.accelerator).set_accelerator_limit(1)
+    for resource in ("cpu", "memory"):  # set_cpu_request, set_memory_limit, ...
+        if resource in where.requests:
+            getattr(kfp_task, f"set_{resource}_request")(where.requests[resource])
+        if resource in where.limits:
+            getattr(kfp_task, f"set_{resource}_limit")(where.limits[resource])
+    if where.timeout_seconds:
+        kubernetes.set_timeout(kfp_task, where.timeout_seconds)  # the pod's activeDeadlineSeconds
+    # KFP retries whatever failed, a user error (exit 2) included: only steps whose failures are mostly transient.
+    if step.retried_on_kubeflow:
+        kfp_task.set_retry(num_retries=2, backoff_duration="30s", backoff_factor=2, backoff_max_duration="600s")
     for key, value in where.node_selector.items():
         kubernetes.add_node_selector(kfp_task, label_key=key, label_value=value)
     for toleration in where.tolerations:

@@ -29,8 +29,9 @@ from modelpress.contract.training import MODEL_PARAM_PREFIX, TUNABLE_TRAIN, Tune
 from modelpress.contract.workflow import Workflow
 from modelpress.io import storage
 from modelpress.io.artifacts import ArtifactMeta, finish
-from modelpress.kubernetes.pods import pod_placement
+from modelpress.kubernetes.pods import pod_placement, pod_spec
 from modelpress.kubernetes.tfjob import run_job
+from modelpress.steps.catalog import step_resources
 from modelpress.steps.train.config import TrainConfig
 from modelpress.steps.tune.config import TuneConfig
 
@@ -114,21 +115,9 @@ def algorithm(tune: TuneSpec, parallel_trials: int) -> tuple[dict[str, Any], int
 def trial_job(workflow: Workflow, placement: Placement, command: list[str]) -> dict[str, Any]:
     """The batch Job of one trial: `command` in one shell line, in the tune task's placement, with the S3 keys."""
     settings = workflow.kubernetes
-    where = pod_placement(placement, settings)
-    container: dict[str, Any] = {
-        "name": CONTAINER,
-        "image": where.image,
-        "command": ["sh", "-c"],
-        "args": [shlex.join(command)],
-        "envFrom": [{"secretRef": {"name": settings.secret_name, "optional": True}}],
-    }
-    if where.gpu_limits:
-        container["resources"] = {"limits": dict(where.gpu_limits)}
-    pod: dict[str, Any] = {"serviceAccountName": settings.service_account, "restartPolicy": "Never", "containers": [container]}
-    if where.node_selector:
-        pod["nodeSelector"] = where.node_selector
-    if where.tolerations:
-        pod["tolerations"] = where.tolerations
+    where = pod_placement(placement, settings, step_resources("train", settings))
+    container = {"name": CONTAINER, "image": where.image, "command": ["sh", "-c"], "args": [shlex.join(command)]}
+    pod = {**pod_spec(where, settings, container), "restartPolicy": "Never"}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

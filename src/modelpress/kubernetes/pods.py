@@ -1,6 +1,7 @@
 """How a task's pod is placed on Kubernetes, from one function for the Kubeflow task, the Airflow pod and every
 TFJob replica: image, GPU limit, node selector and tolerations follow the task's placement and the workflow's
-`kubernetes:` section. Also the checks a cluster run needs before anything is compiled.
+`kubernetes:` section; CPU and memory requests and limits, the timeout and the start-up timeout follow the step's
+resources (`catalog.step_resources`). Also the checks a cluster run needs before anything is compiled.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from typing import Any
 
 from modelpress.common.errors import UserError
 from modelpress.contract.images import Placement
-from modelpress.contract.kubernetes import KubernetesSpec
+from modelpress.contract.kubernetes import KubernetesSpec, StepResources
 from modelpress.contract.schema import CREDENTIAL_FIELDS
 from modelpress.contract.workflow import Workflow
 from modelpress.io import storage
+from modelpress.steps.catalog import step_resources
 
 
 @dataclass(frozen=True)
@@ -25,19 +27,56 @@ class PodPlacement:
     # What KFP's set_accelerator_type takes: the Kubernetes resource name on Kubeflow (its driver makes it the limit's
     # name), Vertex AI's accelerator type on Vertex.
     accelerator: str | None = None
+    requests: dict[str, str] = field(default_factory=dict)  # {"cpu": ..., "memory": ...}
+    limits: dict[str, str] = field(default_factory=dict)  # CPU and memory limits, without the GPU
+    timeout_seconds: int | None = None  # the step fails when it runs longer
+    startup_timeout_seconds: int = 300  # how long the pod may take to be scheduled and start (node scale-up, image pull)
+
+    @property
+    def all_limits(self) -> dict[str, str]:
+        """The container's limits: CPU and memory, and the GPU."""
+        return {**self.limits, **self.gpu_limits}
 
 
-def pod_placement(placement: Placement, settings: KubernetesSpec) -> PodPlacement:
-    image = placement.image(settings.image_repository, settings.image_tag)
+def pod_spec(where: PodPlacement, settings: KubernetesSpec, container: dict[str, Any]) -> dict[str, Any]:
+    """The pod spec of a job's replica or trial: `container` (name, image, command, args) with the S3 keys and the
+    placement's resources, on the placement's nodes, as the workflow's service account."""
+    # Required: a missing Secret stops the pod at start with "secret not found", not late in the step.
+    container = {**container, "envFrom": [{"secretRef": {"name": settings.secret_name, "optional": False}}]}
+    resources = {key: value for key, value in (("requests", where.requests), ("limits", where.all_limits)) if value}
+    if resources:
+        container["resources"] = resources
+    pod: dict[str, Any] = {"serviceAccountName": settings.service_account, "containers": [container]}
+    if where.node_selector:
+        pod["nodeSelector"] = where.node_selector
+    if where.tolerations:
+        pod["tolerations"] = where.tolerations
+    return pod
+
+
+def job_waiter_resources(settings: KubernetesSpec) -> StepResources:
+    """The pod that creates a training job and waits for it: little CPU and memory, the train step's time."""
+    return StepResources(cpu="100m", memory="512Mi", cpu_limit="500m", memory_limit="1Gi", timeout_minutes=step_resources("train", settings).timeout_minutes)
+
+
+def pod_placement(placement: Placement, settings: KubernetesSpec, resources: StepResources) -> PodPlacement:
+    """The pod of a task in `placement` asking for `resources` (`catalog.step_resources(step, settings)`)."""
+    sizes = {
+        "image": placement.image(settings.image_repository, settings.image_tag),
+        "requests": {key: value for key, value in (("cpu", resources.cpu), ("memory", resources.memory)) if value},
+        "limits": {key: value for key, value in (("cpu", resources.cpu_limit), ("memory", resources.memory_limit)) if value},
+        "timeout_seconds": resources.timeout_minutes * 60 if resources.timeout_minutes else None,
+    }
     if not placement.gpu:
-        return PodPlacement(image, node_selector=dict(settings.cpu_node_selector))
+        return PodPlacement(**sizes, node_selector=dict(settings.cpu_node_selector), startup_timeout_seconds=settings.cpu_startup_timeout_seconds)
     accelerator = settings.gpu_resource if settings.platform == "kubeflow" else settings.gpu_accelerator
     return PodPlacement(
-        image,
+        **sizes,
         gpu_limits={settings.gpu_resource: "1"},
         node_selector=dict(settings.gpu_node_selector),
         tolerations=[t.model_dump(exclude_none=True) for t in settings.gpu_tolerations],
         accelerator=accelerator,
+        startup_timeout_seconds=settings.gpu_startup_timeout_seconds,
     )
 
 

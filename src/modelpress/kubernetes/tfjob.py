@@ -22,7 +22,8 @@ from modelpress.common.progress import log
 from modelpress.contract.images import Placement
 from modelpress.contract.kubernetes import KubernetesSpec
 from modelpress.io import storage
-from modelpress.kubernetes.pods import pod_placement
+from modelpress.kubernetes.pods import pod_placement, pod_spec
+from modelpress.steps.catalog import step_resources
 
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "tfjobs"
 CONTAINER = "tensorflow"  # the container the operator adds TF_CONFIG and the replica port to
@@ -36,24 +37,12 @@ def training_workers(step: str, config: Any) -> int:
 
 def tfjob_manifest(name: str, *, workers: int, placement: Placement, arguments: list[str], settings: KubernetesSpec) -> dict[str, Any]:
     """The TFJob running `modelpress <arguments>` on `workers` replicas: Chief x1 + Worker x(workers - 1), each in the
-    train task's placement (its image; a GPU, the GPU pool's node selector and tolerations when it has one)."""
+    train task's placement (its image; a GPU, the GPU pool's node selector and tolerations when it has one) with the
+    train step's resources (CPU, memory, timeout)."""
     if workers < 2:
         raise ValueError(f"a TFJob trains with at least 2 workers, not {workers}; one worker is a plain step pod")
-    where = pod_placement(placement, settings)
-    container: dict[str, Any] = {
-        "name": CONTAINER,
-        "image": where.image,
-        "command": ["modelpress"],
-        "args": list(arguments),
-        "envFrom": [{"secretRef": {"name": settings.secret_name, "optional": True}}],  # the S3 keys
-    }
-    pod: dict[str, Any] = {"serviceAccountName": settings.service_account, "containers": [container]}
-    if where.gpu_limits:
-        container["resources"] = {"limits": dict(where.gpu_limits)}
-    if where.node_selector:
-        pod["nodeSelector"] = where.node_selector
-    if where.tolerations:
-        pod["tolerations"] = where.tolerations
+    where = pod_placement(placement, settings, step_resources("train", settings))
+    pod = pod_spec(where, settings, {"name": CONTAINER, "image": where.image, "command": ["modelpress"], "args": list(arguments)})
 
     def replicas(count: int) -> dict[str, Any]:
         return {"replicas": count, "restartPolicy": "OnFailure", "template": {"spec": copy.deepcopy(pod)}}
@@ -68,7 +57,8 @@ def tfjob_manifest(name: str, *, workers: int, placement: Placement, arguments: 
         },
         "spec": {
             # Replicas that are still running when the job ends are removed; the job itself after a day.
-            "runPolicy": {"cleanPodPolicy": "Running", "backoffLimit": 3, "ttlSecondsAfterFinished": 86400},
+            "runPolicy": {"cleanPodPolicy": "Running", "backoffLimit": 3, "ttlSecondsAfterFinished": 86400}
+            | ({"activeDeadlineSeconds": where.timeout_seconds} if where.timeout_seconds else {}),
             "tfReplicaSpecs": {"Chief": replicas(1), "Worker": replicas(workers - 1)},
         },
     }

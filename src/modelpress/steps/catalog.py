@@ -14,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from modelpress.common.errors import UserError
 from modelpress.contract.images import Placement, placement_for
+from modelpress.contract.kubernetes import KubernetesSpec, StepResources
 from modelpress.steps.cluster.config import ClusterConfig
 from modelpress.steps.convert.config import ConvertConfig
 from modelpress.steps.deploy.config import DeployConfig
@@ -28,6 +29,12 @@ from modelpress.steps.quantize.config import QuantizeConfig
 from modelpress.steps.train.config import TrainConfig
 from modelpress.steps.tune.config import TuneConfig
 from modelpress.steps.validate.config import ValidateConfig
+
+# What a step's pod asks for on a cluster unless the workflow's kubernetes.resources says otherwise. Limits are set
+# too: without one, the namespace's LimitRange (infra/) would give a default limit below these requests.
+TRAINING_RESOURCES = StepResources(cpu="4", memory="8Gi", cpu_limit="8", memory_limit="16Gi")
+EVALUATION_RESOURCES = StepResources(cpu="2", memory="4Gi", cpu_limit="4", memory_limit="8Gi")
+PUBLISHING_RESOURCES = StepResources(cpu="500m", memory="1Gi", cpu_limit="1", memory_limit="2Gi")
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,10 @@ class StepSpec:
     output: str = "model"  # what the output folder holds: "model" (an artifact) or "validation", "release", ...
     extras: tuple[str, ...] = ("tf",)  # pip extras the step needs (images.py picks the image carrying them)
     gpu: bool = False  # request a GPU on the cluster
+    resources: StepResources = EVALUATION_RESOURCES  # CPU, memory and timeout_minutes of its pod (set timeout_minutes)
+    # Its failures are mostly transient (S3, a model server): Kubeflow, which retries whatever failed, user errors
+    # included, retries only these. Airflow retries every step but a user error (exit 2).
+    retried_on_kubeflow: bool = False
     description: str = ""
 
     @property
@@ -59,6 +70,7 @@ STEPS: dict[str, StepSpec] = {
         inputs=(),
         output="hyperparameters",
         gpu=True,
+        resources=TRAINING_RESOURCES.model_copy(update={"timeout_minutes": 1440}),
         description="search train's hyperparameters (random, Bayesian, Hyperband with keras-tuner); write best.json for train",
     ),
     "train": StepSpec(
@@ -68,6 +80,7 @@ STEPS: dict[str, StepSpec] = {
         optional_inputs=("hyperparameters",),
         output="model",
         gpu=True,
+        resources=TRAINING_RESOURCES.model_copy(update={"timeout_minutes": 720}),
         description="build the model, train it on the workflow's data, save a Keras model and a SavedModel",
     ),
     "prune": StepSpec(
@@ -76,6 +89,7 @@ STEPS: dict[str, StepSpec] = {
         inputs=("model",),
         output="model",
         gpu=True,
+        resources=TRAINING_RESOURCES.model_copy(update={"timeout_minutes": 360}),
         description="prune a Keras model: magnitude (tfmot, N:M patterns), structured (fewer neurons/filters) or lottery rewind",
     ),
     "cluster": StepSpec(
@@ -84,6 +98,7 @@ STEPS: dict[str, StepSpec] = {
         inputs=("model",),
         output="model",
         gpu=True,
+        resources=TRAINING_RESOURCES.model_copy(update={"timeout_minutes": 360}),
         description="cluster a Keras model's kernels to k shared values (tfmot; keeps a pruned parent's zeros), fine-tune, strip",
     ),
     "quantize": StepSpec(
@@ -92,6 +107,7 @@ STEPS: dict[str, StepSpec] = {
         inputs=("model",),
         output="model",
         gpu=True,
+        resources=TRAINING_RESOURCES.model_copy(update={"timeout_minutes": 360}),
         description="quantization-aware training (QAT, or PQAT/CQAT/PCQAT keeping sparsity and clusters); saved with its INT8 ranges",
     ),
     "distill": StepSpec(
@@ -100,6 +116,7 @@ STEPS: dict[str, StepSpec] = {
         inputs=("model",),
         output="model",
         gpu=True,
+        resources=TRAINING_RESOURCES.model_copy(update={"timeout_minutes": 720}),
         description="distil the model (teacher) into a smaller student on softened logits; also trains the student from scratch to measure the gain",
     ),
     "validate": StepSpec(
@@ -109,6 +126,7 @@ STEPS: dict[str, StepSpec] = {
         optional_inputs=("parent", "baseline"),
         output="validation",
         gpu=False,
+        resources=EVALUATION_RESOURCES.model_copy(update={"timeout_minutes": 60}),
         description="evaluate an artifact on the test split, apply the gates, write blessing.json",
     ),
     "convert": StepSpec(
@@ -117,6 +135,7 @@ STEPS: dict[str, StepSpec] = {
         inputs=("model",),
         output="model",
         gpu=False,
+        resources=EVALUATION_RESOURCES.model_copy(update={"timeout_minutes": 120}),
         description="convert a Keras artifact to one target (TFLite, OpenVINO, ONNX, TensorRT), checked against its parent",
     ),
     "push": StepSpec(
@@ -127,6 +146,8 @@ STEPS: dict[str, StepSpec] = {
         output="release",
         extras=("s3",),
         gpu=False,
+        resources=PUBLISHING_RESOURCES.model_copy(update={"timeout_minutes": 30}),
+        retried_on_kubeflow=True,
         description="publish the blessed artifacts as a numbered release bundle (manifest, model card) in the registry",
     ),
     "deploy": StepSpec(
@@ -137,9 +158,26 @@ STEPS: dict[str, StepSpec] = {
         output="deployment",
         extras=("s3", "serving"),
         gpu=False,
+        resources=PUBLISHING_RESOURCES.model_copy(update={"timeout_minutes": 30}),
+        retried_on_kubeflow=True,
         description="copy the blessed SavedModel into TF Serving's base path; reload, smoke-test, move the stable label",
     ),
 }
+
+
+def step_resources(name: str, settings: KubernetesSpec) -> StepResources:
+    """What step `name`'s pod asks for: the workflow's kubernetes.resources entry over the step's defaults."""
+    keys = ("kubernetes", "resources", name)
+    if name not in STEPS:
+        raise UserError(f"kubernetes.resources.{name}: no step '{name}'; resources are keyed by step: {', '.join(STEPS)}", keys)
+    chosen = settings.resources.get(name)
+    if chosen is None:
+        return STEPS[name].resources
+    try:
+        return chosen.over(STEPS[name].resources)
+    except ValidationError as exc:
+        problem = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise UserError(f"kubernetes.resources.{name}: {problem} (the step's defaults: {STEPS[name].resources.model_dump(exclude_none=True)})", keys) from None
 
 
 def get_step(name: str) -> StepSpec:
