@@ -283,7 +283,10 @@ def test_kfp_local_cache_keys_see_the_data_a_run_reads(adapter_workflow, tmp_pat
         """Runs the pipeline; the data hashes of every train that executed so far, oldest first."""
         build_pipeline(load_workflow(workflow))()
         trained = sorted(root.glob("*/train/output_model/artifact.json"), key=lambda p: p.stat().st_mtime_ns)
-        return [json.loads(p.read_text())["data_hash"] for p in trained]
+        metas = [json.loads(p.read_text()) for p in trained]
+        digests = [o["parameterValues"]["Output"] for o in executor_outputs(root, "data-digest")]
+        assert metas[-1]["details"]["data_digest"] == digests[-1]  # the key is in the lineage too
+        return [meta["data_hash"] for meta in metas]
 
     assert len(run()) == 1
     assert len(run()) == 1  # same data: train (and validate) came from the cache
