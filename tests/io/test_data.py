@@ -9,7 +9,7 @@ from pydantic import TypeAdapter
 from modelpress.common.errors import UserError
 from modelpress.contract.data_sources import DataSpec
 from modelpress.io import storage
-from modelpress.io.data import calibration_subset, load_dataset
+from modelpress.io.data import calibration_subset, load_dataset, source_digest
 
 
 def spec(**values):
@@ -167,3 +167,56 @@ def test_missing_file_and_missing_npz_key(tmp_path):
     np.savez(tmp_path / "d.npz", features=np.zeros((5, 2)), y=np.zeros(5))
     with pytest.raises(UserError, match="has no array 'x'"):
         load_dataset(spec(source="npz", path=str(tmp_path / "d.npz")))
+
+
+def test_source_digest_of_a_local_file_follows_its_content(tmp_path):
+    rows = table()
+    path = write_csv(tmp_path / "d.csv", rows)
+    first = source_digest(spec(source="csv", path=path))
+    write_csv(tmp_path / "d.csv", rows)  # rewritten, same bytes
+    assert source_digest(spec(source="csv", path=path)) == first
+    rows[7][0] += 1  # one value of one row
+    write_csv(tmp_path / "d.csv", rows)
+    assert source_digest(spec(source="csv", path=path)) != first
+    assert source_digest(spec(source="csv", path=path, label_column="c")) != source_digest(spec(source="csv", path=path))
+
+
+def test_source_digest_of_a_folder_covers_every_file_and_its_name(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / "records" / name).mkdir(parents=True)
+        (tmp_path / "records" / name / "x.png").write_bytes(name.encode() * 10)
+    folder = spec(source="image_folder", path=str(tmp_path / "records"))
+    first = source_digest(folder)
+    (tmp_path / "records" / "b" / "x.png").write_bytes(b"changed")
+    changed = source_digest(folder)
+    (tmp_path / "records" / "b" / "x.png").rename(tmp_path / "records" / "b" / "y.png")
+    assert len({first, changed, source_digest(folder)}) == 3
+
+
+def test_source_digest_of_an_s3_prefix_follows_its_listing(s3):
+    prefix = f"s3://{s3}/data"
+    storage.write_bytes(f"{prefix}/part-0.csv", b"a,label\n1,0\n")
+    storage.write_bytes(f"{prefix}/part-1.csv", b"a,label\n2,1\n")
+    storage.write_bytes(f"s3://{s3}/data-old/part-0.csv", b"a,label\n9,9\n")  # shares the prefix's text, not its folder
+    data = spec(source="tfrecord", path=prefix, shape=[1])
+    first = source_digest(data)
+    storage.write_bytes(f"s3://{s3}/data-old/part-0.csv", b"other")
+    storage.write_bytes(f"{prefix}/part-1.csv", b"a,label\n2,1\n")  # rewritten with the same bytes: same ETag and size
+    assert source_digest(data) == first
+    storage.write_bytes(f"{prefix}/part-1.csv", b"a,label\n3,1\n")
+    assert source_digest(data) != first
+    single = spec(source="csv", path=f"{prefix}/part-0.csv")
+    assert source_digest(single) != source_digest(spec(source="csv", path=f"{prefix}/part-1.csv"))
+
+
+def test_source_digest_of_bundled_sets_is_fixed_per_spec_without_loading(tmp_path):
+    assert source_digest(spec(source="digits")) == source_digest(spec(source="digits"))
+    assert source_digest(spec(source="generated", seed=1)) != source_digest(spec(source="generated", seed=2))
+    assert source_digest(spec(source="optdigits")) != source_digest(spec(source="digits"))
+
+
+def test_source_digest_of_missing_data_is_one_line(tmp_path, s3):
+    with pytest.raises(UserError, match="does not exist"):
+        source_digest(spec(source="csv", path=str(tmp_path / "nowhere.csv")))
+    with pytest.raises(UserError, match="holds no objects"):
+        source_digest(spec(source="csv", path=f"s3://{s3}/nowhere.csv"))

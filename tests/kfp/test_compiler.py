@@ -45,7 +45,8 @@ def all_dag_tasks(pipeline: dict) -> dict[str, dict]:
     components = pipeline["components"]
     dags = [pipeline["root"]["dag"], *(c["dag"] for c in components.values() if "dag" in c)]
     tasks = [t for dag in dags for t in dag["tasks"].values()]
-    return {t["taskInfo"]["name"]: t for t in tasks if "executorLabel" in components[t["componentRef"]["name"]]}
+    steps = [t for t in tasks if "executorLabel" in components[t["componentRef"]["name"]] and t["taskInfo"]["name"] != "data_digest"]
+    return {t["taskInfo"]["name"]: t for t in steps}
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.stem for e in EXAMPLES])
@@ -184,14 +185,17 @@ def test_a_builder_module_missing_from_the_images_is_a_compile_error(cli, adapte
     assert all("0.1.0-acme-models-1a2b3c4d" in image for image in images)
 
 
-@pytest.fixture
-def kfp_local(tmp_path):
-    """kfp.local running components as subprocesses of this interpreter's environment."""
+def start_kfp_local(root: Path, caching: bool = False) -> Path:
+    """kfp.local running components as subprocesses of this interpreter's environment (caching: KFP's local cache)."""
     from kfp import local
 
-    root = tmp_path / "pipeline_root"
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), enable_caching=caching)
     return root
+
+
+@pytest.fixture
+def kfp_local(tmp_path):
+    return start_kfp_local(tmp_path / "pipeline_root")
 
 
 def executor_outputs(root: Path, task: str) -> list[dict]:
@@ -241,6 +245,60 @@ def test_kfp_local_gate_parameter_stops_push_and_deploy(kfp_local, s3, adapter_w
     assert boto3.client("s3").list_objects_v2(Bucket=s3).get("KeyCount") == 0  # no release, no serving files
 
 
+def test_every_cached_task_is_keyed_on_the_runs_data_digest(cli, adapter_workflow, tmp_path):
+    workflow = adapter_workflow(extra="push: {uri: s3://models/registry}\n")
+    workflow.write_text(workflow.read_text().replace("source: digits", "{source: csv, path: 's3://models/rows.csv'}"))
+    pipeline, platform = compiled(cli, workflow, tmp_path)
+    root = pipeline["root"]["dag"]["tasks"]
+    assert root["data-digest"]["cachingOptions"] == {}  # runs every time: it is what sees new data
+    assert root["data-digest"]["inputs"]["parameters"]["data_uri"] == {"componentInputParameter": "data_uri"}
+    assert platform["exec-data-digest"]["secretAsEnv"][0]["secretName"] == "modelpress-s3"
+    tasks = all_dag_tasks(pipeline)
+    cached = {name for name, task in tasks.items() if task["cachingOptions"].get("enableCache")}
+    assert cached >= {"train", "validate_train", "convert_tf", "validate_convert_tf"} and "push" not in cached
+    for name in cached:
+        (digest,) = [v for k, v in tasks[name]["inputs"]["parameters"].items() if k == "data_digest"]
+        assert digest in ({"taskOutputParameter": {"outputParameterKey": "Output", "producerTask": "data-digest"}},
+                          {"componentInputParameter": "pipelinechannel--data-digest-Output"}), name  # fmt: skip
+
+
+def write_rows(path: Path, rows: list[list[float]]) -> None:
+    path.write_text("a,b,label\n" + "".join(f"{x},{y},{label}\n" for x, y, label in rows))
+
+
+def test_kfp_local_cache_keys_see_the_data_a_run_reads(adapter_workflow, tmp_path):
+    """Unchanged data: the second run's train is a cache hit. One changed row at the same data.path: train runs
+    again, on the new data."""
+    root = start_kfp_local(tmp_path / "pipeline_root", caching=True)
+    rows = [[i % 3 + 0.1 * (i % 7), (i % 3) * 2 - 0.05 * (i % 5), i % 3] for i in range(90)]
+    data = tmp_path / "rows.csv"
+    write_rows(data, rows)
+    workflow = adapter_workflow(targets="[saved_model]")
+    spec = yaml.safe_load(workflow.read_text())
+    spec["data"] = {"source": "csv", "path": str(data)}
+    spec["model"]["params"] = {"hidden": [8]}
+    workflow.write_text(yaml.safe_dump(spec))
+
+    def run() -> list[str]:
+        """Runs the pipeline; the data hashes of every train that executed so far, oldest first."""
+        build_pipeline(load_workflow(workflow))()
+        trained = sorted(root.glob("*/train/output_model/artifact.json"), key=lambda p: p.stat().st_mtime_ns)
+        metas = [json.loads(p.read_text()) for p in trained]
+        digests = [o["parameterValues"]["Output"] for o in executor_outputs(root, "data-digest")]
+        assert metas[-1]["details"]["data_digest"] == digests[-1]  # the key is in the lineage too
+        return [meta["data_hash"] for meta in metas]
+
+    assert len(run()) == 1
+    assert len(run()) == 1  # same data: train (and validate) came from the cache
+    assert len(executor_outputs(root, "validate")) == 1
+    assert len(executor_outputs(root, "data-digest")) == 2  # never cached: it is what sees the data
+    rows[40][0] += 1.0
+    write_rows(data, rows)
+    first, again = run()
+    assert again != first
+    assert len(executor_outputs(root, "validate")) == 2
+
+
 def test_ui_parameters_cover_data_epochs_compression_gates_and_push(cli, tmp_path):
     workflow = tmp_path / "knobs.yaml"
     workflow.write_text(
@@ -254,7 +312,7 @@ def test_ui_parameters_cover_data_epochs_compression_gates_and_push(cli, tmp_pat
         "min_accuracy": 0.9, "max_drop": 0.02, "push_uri": "s3://models/registry",
     }  # fmt: skip
     tasks = all_dag_tasks(pipeline)
-    assert set(tasks["prune"]["inputs"]["parameters"]) == {"config", "data_uri", "epochs", "sparsity"}
+    assert set(tasks["prune"]["inputs"]["parameters"]) == {"config", "data_uri", "epochs", "sparsity", "data_digest"}
     assert "sparsity" not in tasks["cluster"]["inputs"]["parameters"]  # each task gets only its own knobs
 
 

@@ -356,18 +356,25 @@ def cmd_registry(args) -> int:
     if not versions:
         raise UserError(f"model '{args.model}' has no published versions in {root}; run push first or check --uri")
     labels = releases.labels_by_version(root, args.model)
-    print(f"{'version':>7}  {'created':<20}  {'digest':<12}  {'accuracy':>8}  {'artifacts':<30}  labels")
+    rows = [["version", "created", "digest", "accuracy", "artifacts", "labels"]]
     for version in versions:
         manifest = releases.read_manifest(root, args.model, version)
         entries = {e["name"]: e for e in manifest["artifacts"]}
         serving = entries.get(manifest.get("serving_artifact")) or next(iter(entries.values()))
         accuracy = serving["metrics"].get("accuracy")
         shown = "-" if accuracy is None else f"{accuracy:.4f}"
-        print(
-            f"{version:>7}  {manifest['created']:<20}  {manifest['digest'][:12]:<12}  {shown:>8}  "
-            f"{', '.join(entries):<30}  {', '.join(labels.get(version, []))}"
-        )
+        rows.append([str(version), manifest["created"], manifest["digest"][:12], shown, ", ".join(entries), ", ".join(labels.get(version, []))])
+    print("\n".join(aligned(rows, right={0, 3})))
     return 0
+
+
+def aligned(rows: list[list[str]], right: set[int]) -> list[str]:
+    """Rows as lines with every column as wide as its widest cell, the columns in `right` right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(cell.rjust(width) if i in right else cell.ljust(width) for i, (cell, width) in enumerate(zip(row, widths, strict=True))).rstrip()
+        for row in rows
+    ]
 
 
 def serving_arguments(parser) -> None:

@@ -12,6 +12,7 @@ operators share, so each of them stays a thin wrapper.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,8 @@ def parse_config(step_name: str, config: BaseModel | dict | str, overrides: dict
         try:
             config = json.loads(text)
         except json.JSONDecodeError as exc:
+            if os.path.isfile(text):  # JSON text and file names overlap (a file named 1, or null): files need the @
+                raise UserError(f"--config {text} is a file name, not JSON; write --config @{text} to read the file") from None
             raise UserError(f"--config is not valid JSON ({exc.msg} at character {exc.pos}); quote it or use @file") from None
     data = apply_overrides(config, overrides or {})
     try:

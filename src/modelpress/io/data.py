@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from modelpress import __version__
 from modelpress.common.errors import UserError
 from modelpress.contract.data_sources import (
     CsvData,
@@ -80,6 +81,33 @@ def calibration_subset(dataset: Dataset, size: int, seed: int = 0) -> tuple[np.n
 def load_dataset(spec) -> Dataset:
     """Load the data a spec names; cached per process by the spec and the files' modification stamps."""
     return _load_cached(spec.model_dump_json(), _fingerprint(getattr(spec, "path", None)))
+
+
+def source_digest(spec) -> str:
+    """sha256 naming the data a spec reads, without loading it: what an orchestrator's cache key must see so that
+    new data at the same path retrains. Local files: their contents (a folder: each file by relative path, sorted);
+    s3://: the listing (keys, sizes, ETags; nothing downloaded); bundled and generated sets: this ModelPress version.
+    The spec itself is part of it (the same files read another way are other data)."""
+    digest = hashlib.sha256(spec.model_dump_json().encode())
+    path = getattr(spec, "path", None)
+    if path is None:
+        digest.update(f"bundled with modelpress {__version__}".encode())
+    elif storage.is_s3(path):
+        listing = storage.list_objects(path)
+        if not listing:
+            raise UserError(f"data.path {path} holds no objects; point it at the data file or prefix")
+        for key, size, etag in listing:
+            digest.update(f"{key}\0{size}\0{etag}\n".encode())
+    else:
+        root = Path(path)
+        if not root.exists():
+            raise UserError(f"data.path {path} does not exist; point it at the data file or folder")
+        files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file())
+        for file in files:
+            digest.update(f"{file.relative_to(root).as_posix()}\0".encode())
+            with file.open("rb") as handle:
+                digest.update(hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()
 
 
 def _fingerprint(path: str | None) -> str:

@@ -10,6 +10,7 @@ import base64
 import html
 import io
 import json
+import math
 import time
 from typing import Any
 
@@ -48,6 +49,24 @@ def artifact_rows(blessings: list[dict], artifact_uris: dict[str, str], formats:
     return rows
 
 
+def significant(value: float, digits: int) -> str:
+    """`value` with `digits` significant digits, never in exponent form (0.0123, 1.23, 123, 1234)."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    return f"{round(value, decimals):.{decimals}f}"
+
+
+def measure(name: str, value: Any) -> str:
+    """A gate's threshold or measured value, in the unit its name ends with (sizes in KiB/MiB, latency in ms);
+    shares (accuracy, drop, agreement) to 4 decimals."""
+    if name.endswith("_bytes"):
+        return _fmt(value, "bytes")
+    if name.endswith("_ms"):
+        return f"{_fmt(value, 'ms')} ms" if value is not None else "-"
+    return _fmt(value, "acc") if isinstance(value, float) else _fmt(value, "")
+
+
 def _fmt(value: Any, kind: str) -> str:
     if value is None:
         return "-"
@@ -58,7 +77,7 @@ def _fmt(value: Any, kind: str) -> str:
     if kind == "bytes":
         return f"{value / 1024:,.1f} KiB" if value < 1 << 20 else f"{value / (1 << 20):,.2f} MiB"
     if kind == "ms":
-        return f"{value:.3f}"
+        return significant(value, 3)
     if kind == "int":
         return f"{value:,}"
     if kind == "rate":

@@ -137,6 +137,19 @@ def _list_keys(loc: S3Location) -> list[str]:
     return keys
 
 
+def list_objects(uri: str) -> list[tuple[str, int, str]]:
+    """(key relative to `uri`, size, ETag) of the object at `uri` and of every object under it as a folder, sorted;
+    an empty list when there is none. One listing: nothing is downloaded."""
+    loc = S3Location.parse(uri)
+    found = []
+    with s3_errors(uri):
+        for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=loc.key):
+            for obj in page.get("Contents", []):
+                if obj["Key"] == loc.key or not loc.key or obj["Key"].startswith(f"{loc.key}/"):
+                    found.append((obj["Key"][len(loc.key) :].lstrip("/"), obj["Size"], obj["ETag"]))
+    return sorted(found)
+
+
 def list_keys(uri: str) -> list[str]:
     """Every object key under an s3:// prefix."""
     with s3_errors(uri):

@@ -13,6 +13,8 @@
   from the Secret `kubernetes.secret_name`, which must exist; KFP retries any failure (user errors too), so only the
   steps whose failures are mostly transient (push, deploy) get a retry policy; models and validations are cached,
   publishing always runs;
+- the run's first task, `data_digest` (never cached), digests the data (`io.data.source_digest`); every task that
+  reads the data takes that digest as an input, so new data at the same path misses the cache;
 - pipeline parameters (PARAMETERS) override the matching config fields at run time; their defaults are the spec's.
 """
 
@@ -27,6 +29,7 @@ from kfp import compiler, dsl, kubernetes
 
 from modelpress.contract.images import Placement
 from modelpress.contract.kubernetes import KubernetesSpec
+from modelpress.contract.schema import CREDENTIAL_FIELDS
 from modelpress.contract.workflow import Workflow
 from modelpress.execution.plan import FanOut, Task, build_plan, fan_outs, load_workflow, placement
 from modelpress.kubernetes.katib import katib_tunes
@@ -41,6 +44,7 @@ from .components import (
     returns_blessing,
     step_component,
 )
+from .data_digest import data_digest_component
 from .katib_experiment import katib_task
 from .training_job import training_job_task
 
@@ -120,6 +124,23 @@ class PipelineBuilder:
         self.kfp_tasks: dict[str, Any] = {}
         self.fan_outs = fan_outs(plan)
         self.fan_out_of = {task.id: fan_out for fan_out in self.fan_outs for pair in fan_out.pairs for task in pair}
+        self.data_digests: dict[str, Any] = {}  # data spec JSON -> the data_digest task of that data
+
+    def add_data_digests(self) -> None:
+        """One uncached data_digest task per data spec the plan reads (a workflow has one), before every step."""
+        settings = self.workflow.kubernetes
+        storage = self.workflow.storage.model_dump_json(exclude=set(CREDENTIAL_FIELDS), exclude_unset=True)
+        for task in self.plan:
+            data = config_value(task.config, "data")
+            if data is MISSING or data.model_dump_json() in self.data_digests:
+                continue
+            arguments = {"data": data.model_dump_json(), "storage": storage}
+            if "data_uri" in self.parameters and config_value(task.config, "data.path") not in (MISSING, None):
+                arguments["data_uri"] = self.parameters["data_uri"]
+            digest = data_digest_component(settings.image_repository, settings.image_tag)(**arguments)
+            digest.set_display_name("data_digest").set_caching_options(False)
+            kubernetes.use_secret_as_env(digest, secret_name=settings.secret_name, secret_key_to_env=S3_SECRET_KEYS, optional=False)
+            self.data_digests[data.model_dump_json()] = digest
 
     def output_of(self, task_id: str):
         return self.kfp_tasks[task_id].outputs[output_name(STEPS[self.by_id[task_id].step])]
@@ -141,6 +162,9 @@ class PipelineBuilder:
         for parameter in pipeline_parameters([task]):
             if parameter.name in self.parameters:
                 arguments[parameter.name] = self.parameters[parameter.name]
+        data = config_value(task.config, "data")
+        if data is not MISSING:  # a key of the cache only: the step reads the data itself
+            arguments["data_digest"] = self.data_digests[data.model_dump_json()].output
         return arguments, tuple(shapes)
 
     def add(self, task: Task, config=None, name: str | None = None):
@@ -179,6 +203,7 @@ class PipelineBuilder:
     def build(self) -> None:
         """Plan order, with each fan-out added as soon as everything it reads exists (it reads validate_train,
         which the plan lists after the conversions)."""
+        self.add_data_digests()
         pending = list(self.fan_outs)
         for task in [*self.plan, None]:
             for fan_out in list(pending):

@@ -8,6 +8,7 @@ A component's signature is derived from its StepSpec (so a newly registered step
   validation steps also get confusion_matrix: Output[ClassificationMetrics] and report: Output[HTML],
   and return the blessing (a bool, what `dsl.If` gates deploy on)
   <parameter>: Optional[type]      pipeline parameters that can override a field of this step's config
+  data_digest: Optional[str]       steps reading the data: the run's data digest, only a key of KFP's cache
 
 The body runs `modelpress step NAME ...` through the CLI's own entry point inside the task's image (plan.placement):
 no packages_to_install and no runtime pip (the images carry modelpress and the kfp executor).
@@ -106,6 +107,14 @@ def _component_body(step_name, config, overrides, inputs, output, metrics, confu
 
     from modelpress.cli.main import main
 
+    def written(*artifacts):
+        """Metadata-only artifacts also as files: kfp.local's cache takes an artifact without a file for a lost one."""
+        for artifact in artifacts:
+            if artifact is not None:
+                os.makedirs(os.path.dirname(artifact.path), exist_ok=True)
+                with open(artifact.path, "w") as handle:
+                    json.dump(artifact.metadata, handle)
+
     argv = ["step", step_name, "--config", config, "--output", artifact_address(output)]
     for path, value in overrides:
         if value is not None:
@@ -124,10 +133,12 @@ def _component_body(step_name, config, overrides, inputs, output, metrics, confu
             result = json.load(handle)
     if result.get("skipped"):  # the tasks reading this output skip too (its skip marker)
         metrics.metadata["skipped"] = result["reason"]
+        written(metrics, confusion_matrix)
         return None if confusion_matrix is None else False
     for key, value in (result.get("metrics") or {}).items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             metrics.log_metric(key, value)
+    written(metrics)
     if confusion_matrix is None:
         return None
     from modelpress.io import storage
@@ -137,6 +148,7 @@ def _component_body(step_name, config, overrides, inputs, output, metrics, confu
     evaluation = json.loads(storage.read_bytes(storage.join(artifact_address(output), "evaluation.json")))
     names = evaluation.get("class_names") or [str(i) for i in range(len(evaluation["confusion_matrix"]))]
     confusion_matrix.log_confusion_matrix([str(n) for n in names], evaluation["confusion_matrix"])
+    written(confusion_matrix)
     blessing = read_blessing(artifact_address(output))[0]
     gates = ", ".join(f"{k} {v}" for k, v in blessing.thresholds.items()) or "none configured"
     row = {**blessing.model_dump(), "validation_uri": artifact_address(output)}  # a rejection's per-layer report is there
@@ -180,6 +192,8 @@ def component_source(name: str, step: StepSpec, list_shapes: tuple[tuple[str, in
         required += ["confusion_matrix: Output[ClassificationMetrics]", "report: Output[HTML]"]
     parameters = step_parameters(step)
     optional += [f"{p.name}: Optional[{p.type.__name__}] = None" for p in parameters]
+    if model_has_path(step.config, "data"):
+        optional.append("data_digest: Optional[str] = None")
     returns = " -> bool" if returns_blessing(step) else ""
     overrides = ", ".join(f"({p.path!r}, {p.name})" for p in parameters)
     extra = "confusion_matrix, report" if returns_blessing(step) else "None, None"

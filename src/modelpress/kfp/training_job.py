@@ -28,6 +28,7 @@ def train_tfjob(
     hyperparameters: Input[Artifact] = None,
     data_uri: Optional[str] = None,  # noqa: UP045 (KFP reads the annotation)
     epochs: Optional[int] = None,  # noqa: UP045
+    data_digest: Optional[str] = None,  # noqa: UP045 (only a key of KFP's cache)
 ):
     """Multi-worker training: create the TFJob, wait for it to succeed, publish the chief's metrics."""
     import json

@@ -339,3 +339,26 @@ def test_a_dead_runs_claims_time_out_with_a_hint_and_registry_gc_removes_them(s3
     result = push(cli, registry, validations, f"s3://{s3}/runs/new/push")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["version"] == 1 and releases.bundle_claims(registry, "tiny") == []
+
+
+def test_model_card_rounds_accuracies_sizes_and_latencies():
+    from modelpress.steps.push.step import model_card
+
+    accuracy = 0.8527777777777777
+    metrics = {"accuracy": accuracy, "drop": 0.0138888888888889, "agreement": 0.9861111111111112, "params": 2410,
+               "size_bytes": 3_456_789, "size_gzip_bytes": 10_555, "latency_ms_p50": 0.0412345678, "latency_ms_p95": 12.3456789,
+               "throughput_per_s": 40211.7, "threads": 4}  # fmt: skip
+    gates = [{"gate": "min_accuracy", "passed": True, "value": accuracy}, {"gate": "max_latency_ms", "passed": True, "value": 12.3456789},
+             {"gate": "max_size_bytes", "passed": True, "value": 3_456_789}]  # fmt: skip
+    manifest = {
+        "created": "2025-01-02T03:04:05Z", "digest": "a" * 64, "serving_artifact": "train", "rejected": [],
+        "artifacts": [{"name": "train", "format": "saved_model", "path": "artifacts/train", "gates": gates,
+                       "thresholds": {"min_accuracy": 0.6, "max_latency_ms": 20.0, "max_size_bytes": 4_194_304}}],
+        "lineage": {"data_hash": "d" * 64, "calibration_hashes": [], "workflow_hash": None, "git_commit": None, "libraries": {}},
+    }  # fmt: skip
+    blessing = {"name": "train", "format": "saved_model", "blessed": True, "reasons": [], "metrics": metrics}
+    card = model_card("tiny", 1, manifest, [blessing])
+    assert "| train | saved_model | 0.8528 | +1.39 | 0.9861 | 2,410 | 3.30 MiB | 10.3 KiB | 0.0412 | 12.3 | 40,212 | 4 | yes |" in card
+    assert "min_accuracy 0.6000, max_latency_ms 20.0 ms, max_size_bytes 4.00 MiB" in card
+    assert "- **train** (saved_model): min_accuracy passed (0.8528), max_latency_ms passed (12.3 ms), max_size_bytes passed (3.30 MiB)" in card
+    assert "77777" not in card and "456789" not in card

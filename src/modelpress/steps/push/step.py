@@ -32,7 +32,7 @@ from modelpress.io.artifacts import (
     read_blessing,
     sha256_file,
 )
-from modelpress.io.report import artifact_rows, markdown_table
+from modelpress.io.report import artifact_rows, markdown_table, measure
 from modelpress.steps.push.config import PushConfig
 
 RELEASE_FILE = "release.json"
@@ -102,11 +102,11 @@ def model_card(model: str, version: int, manifest: dict, blessings: list[dict]) 
         "",
         "## Gates",
         "",
-        ", ".join(f"{k} {v}" for k, v in gates.items()) or "none configured",
+        ", ".join(f"{k} {measure(k, v)}" for k, v in gates.items()) or "none configured",
         "",
     ]
     for entry in manifest["artifacts"]:
-        results = ", ".join(f"{g['gate']} {'passed' if g['passed'] else 'FAILED'} ({g['value']})" for g in entry["gates"])
+        results = ", ".join(f"{g['gate']} {'passed' if g['passed'] else 'FAILED'} ({measure(g['gate'], g['value'])})" for g in entry["gates"])
         lines.append(f"- **{entry['name']}** ({entry['format']}): {results or 'no gate applied'}")
     if manifest["rejected"]:
         lines += ["", "## Not published", ""]

@@ -25,7 +25,7 @@ from modelpress.common.progress import log
 from modelpress.common.tf import import_tf
 from modelpress.contract.training import ModelSpec, TrainSpec
 from modelpress.io import storage
-from modelpress.io.data import load_dataset
+from modelpress.io.data import load_dataset, source_digest
 from modelpress.ml.keras_artifact import INITIAL_WEIGHTS_FILE, save_keras_artifact
 from modelpress.ml.models import build_model
 from modelpress.ml.training import apply_mixed_precision, check_output_precision, fit, test_accuracy, tf_config_cluster
@@ -66,6 +66,7 @@ def run(config: TrainConfig, inputs: dict[str, str], output: str, overwrite: boo
     elif train.workers > 1:
         note = f"train.workers is {train.workers} but TF_CONFIG names no cluster: trained in this one process (on Kubernetes the adapters run a TFJob)"
         log(note)
+    data_digest = source_digest(config.data)  # before loading: the digest the Kubeflow cache is keyed on, in every mode
     data = load_dataset(config.data)
     log(f"data {data.describe()}")
     keras.utils.set_random_seed(train.seed)
@@ -112,6 +113,7 @@ def run(config: TrainConfig, inputs: dict[str, str], output: str, overwrite: boo
                     "num_classes": data.num_classes,
                     "class_names": data.class_names,
                     "workers": workers,
+                    "data_digest": data_digest,
                     "replicas_in_sync": strategy.num_replicas_in_sync if strategy is not None else 1,
                     **({"note": note} if note else {}),
                 },
