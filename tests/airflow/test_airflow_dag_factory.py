@@ -103,7 +103,7 @@ def test_gpu_step_pod_has_image_command_gpu_limit_tolerations_and_node_selector(
         """What the operator sends to the API server at run time (the task instance only names the pod's labels)."""
         task = dag.get_task(task_id)
         ti = SimpleNamespace(dag_id=dag.dag_id, task_id=task_id, map_index=-1, try_number=1)
-        context = {"params": {"run_root": "s3://runs"}, "dag": dag, "run_id": "scheduled__2026-01-05", "ti": ti}
+        context = {"params": {**dag.params.dump(), "run_root": "s3://runs"}, "dag": dag, "run_id": "scheduled__2026-01-05", "ti": ti}
         task.render_template_fields(context)
         return task.build_pod_request_obj(context)
 
@@ -118,6 +118,8 @@ def test_gpu_step_pod_has_image_command_gpu_limit_tolerations_and_node_selector(
     assert arguments[arguments.index("--output") + 1] == "s3://runs/gpu/scheduled__2026-01-05/artifacts/train"
     assert arguments[-2:] == ["--result", "/airflow/xcom/return.json"] and "--overwrite" in arguments
     assert json.loads(arguments[arguments.index("--config") + 1])["train"]["epochs"] == 5
+    overrides = [value for flag, value in zip(arguments, arguments[1:], strict=False) if flag == "--set"]
+    assert overrides == ["train.epochs=5", "train.batch_size=32"]  # the run's form values (params), here the spec's
     assert container.resources.limits == {"nvidia.com/gpu": "1"}
     assert pod.metadata.namespace == "ml" and pod.spec.node_selector == {"pool": "a100"}
     assert [(t.key, t.operator, t.value, t.effect) for t in pod.spec.tolerations] == [("dedicated", "Equal", "ml", "NoExecute")]
@@ -184,6 +186,11 @@ def test_dag_test_runs_tiny_workflow_end_to_end_in_local_mode(airflow_db, workfl
     assert {k: v for k, v in states.items() if k in tensorrt} == dict.fromkeys(tensorrt, "skipped")
     assert {v for k, v in states.items() if k not in tensorrt} == {"success"}, states
     assert {k for k in states if k[0] in ("convert_tf", "validate_convert_tf")} == {("convert_tf", 0), ("validate_convert_tf", 0)}
+    # A mapped instance is shown under the target it runs, not only its index.
+    assert dag.get_task("convert_tf").map_index_template == "{{ task.target }}"
+    shown = {ti.task_id: ti.rendered_map_index for ti in run.get_task_instances() if ti.map_index >= 0}
+    # validate_convert_tensorrt never started (its convert skipped), so nothing rendered its template
+    assert shown == {"convert_tf": "tflite_fp32", "validate_convert_tf": "tflite_fp32", "convert_tensorrt": "tensorrt_fp16", "validate_convert_tensorrt": "0"}
     run_folder = tmp_path / "runs" / "tiny" / run.run_id
     blessings = {p.parent.name: json.loads(p.read_text()) for p in run_folder.glob("validation/*/blessing.json")}
     assert set(blessings) == {"train", "tflite_fp32"} and all(b["blessed"] for b in blessings.values())
@@ -191,6 +198,20 @@ def test_dag_test_runs_tiny_workflow_end_to_end_in_local_mode(airflow_db, workfl
     assert sorted(a["name"] for a in manifest["artifacts"]) == ["tflite_fp32", "train"]
     assert (serving / "tiny" / "1" / "saved_model.pb").exists()
     assert [t.id for t in build_plan(load_workflow(workflows / "tiny.yaml"))][-2:] == ["push", "deploy"]
+
+
+def test_dag_params_form_overrides_the_specs_epochs_in_a_run(airflow_db, workflows, adapter_workflow, monkeypatch, tmp_path):
+    adapter_workflow("knobs", folder=workflows, targets="[saved_model]")
+    monkeypatch.setenv(MODE_ENV, "local")
+    monkeypatch.setenv(RUN_ROOT_ENV, str(tmp_path / "runs"))
+    dag = workflow_dags()["knobs"]
+    assert dag.params["epochs"] == 5 and dag.params.get_param("epochs").description == "passes over the training split"
+    assert dag.params["min_accuracy"] == 0.6 and dag.params.get_param("min_accuracy").description == "lowest test accuracy allowed"
+    run = dag.test(run_conf={"epochs": 2})
+
+    assert {ti.task_id: ti.state for ti in run.get_task_instances()} == {"train": "success", "validate_train": "success"}
+    trained = json.loads((tmp_path / "runs" / "knobs" / run.run_id / "artifacts" / "train" / "artifact.json").read_text())
+    assert trained["details"]["epochs_run"] == 2 and trained["details"]["train"]["epochs"] == 2
 
 
 def test_dag_test_publishes_nothing_when_nothing_is_blessed(airflow_db, workflows, adapter_workflow, monkeypatch, tmp_path):

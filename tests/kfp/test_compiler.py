@@ -41,11 +41,12 @@ def parameter_defaults(pipeline: dict) -> dict:
 
 
 def all_dag_tasks(pipeline: dict) -> dict[str, dict]:
-    """Every step task in the pipeline (root and nested DAGs: ParallelFor, If) by display name."""
+    """Every step task in the pipeline (root and nested DAGs: ParallelFor, If) by its name in both orchestrators: the
+    display name without the targets a fan-out's task lists, "convert_tf (tflite_fp32, onnx)" -> "convert_tf"."""
     components = pipeline["components"]
     dags = [pipeline["root"]["dag"], *(c["dag"] for c in components.values() if "dag" in c)]
     tasks = [t for dag in dags for t in dag["tasks"].values()]
-    return {t["taskInfo"]["name"]: t for t in tasks if "executorLabel" in components[t["componentRef"]["name"]]}
+    return {t["taskInfo"]["name"].split(" (")[0]: t for t in tasks if "executorLabel" in components[t["componentRef"]["name"]]}
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.stem for e in EXAMPLES])
@@ -70,10 +71,14 @@ def test_ir_has_parameters_gpu_placement_fan_out_and_blessing_gate(cli, adapter_
     )
     pipeline, platform = compiled(cli, workflow, tmp_path)
     assert parameter_defaults(pipeline) == {
-        "epochs": 5, "min_accuracy": 0.6, "push_uri": "s3://models/registry"
+        "epochs": 5, "batch_size": 32, "min_accuracy": 0.6, "push_uri": "s3://models/registry"
     }  # fmt: skip
 
     tasks = all_dag_tasks(pipeline)
+    # One display name serves every item of a ParallelFor: it lists the targets the fan-out runs.
+    assert tasks["convert_tf"]["taskInfo"]["name"] == "convert_tf (tflite_fp32, onnx)"
+    assert tasks["validate_convert_tf"]["taskInfo"]["name"] == "validate_convert_tf (tflite_fp32, onnx)"
+    assert tasks["train"]["taskInfo"]["name"] == "train"
     assert set(tasks) == {"train", "validate_train", "convert_tf", "validate_convert_tf", "push", "deploy"}
     executors = pipeline["deploymentSpec"]["executors"]
 
@@ -223,6 +228,25 @@ def test_kfp_local_runs_tiny_workflow_to_s3_and_serving(kfp_local, s3, adapter_w
     (tensorrt,) = [o["artifacts"]["metrics"]["artifacts"][0]["metadata"] for o in executor_outputs(kfp_local, "for-loop-*/validate-3")]
     assert tensorrt == {"skipped": "its input 'model' was skipped"}
 
+    # The UI shows what each artifact is, how it scored and where it came from (artifact.json, blessing.json).
+    (train,) = executor_outputs(kfp_local, "train")
+    model = train["artifacts"]["output_model"]["artifacts"][0]
+    trained = json.loads((Path(model["uri"]) / "artifact.json").read_text())
+    assert model["metadata"]["format"] == trained["format"] == "saved_model" and model["metadata"]["data_hash"] == trained["data_hash"]
+    assert model["metadata"]["accuracy"] == trained["metrics"]["accuracy"] and model["metadata"]["size_bytes"] > 0
+    assert "parent" not in model["metadata"]  # trained from data, not from another artifact
+    blessed = outputs["output_validation"]["artifacts"][0]["metadata"]
+    assert blessed["digest"] == model["metadata"]["digest"] and blessed["parent"] == model["uri"]
+    assert blessed["blessed"] is True and blessed["accuracy"] > 0.6 and blessed["data_hash"] == trained["data_hash"]
+    assert blessed["latency_ms_p50"] > 0 and blessed["size_bytes"] == model["metadata"]["size_bytes"]
+    (converted,) = [o["artifacts"]["output_model"]["artifacts"][0]["metadata"] for o in executor_outputs(kfp_local, "for-loop-*/convert")]
+    assert converted["format"] == "tflite_fp32" and converted["parent"] == model["uri"]
+    (push,) = executor_outputs(kfp_local, "push")
+    release = {"model": "tiny", "version": 1, "registry": f"s3://{s3}/registry", "uri": f"s3://{s3}/registry/tiny/1"}
+    assert push["artifacts"]["output_release"]["artifacts"][0]["metadata"] == {"release": release, "digest": manifest["digest"]}
+    published = push["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+    assert published["version"] == 1 and published["artifacts"] == 2 and published["digest"] == manifest["digest"]
+
 
 def test_kfp_local_gate_parameter_stops_push_and_deploy(kfp_local, s3, adapter_workflow, tmp_path):
     """A gate set in the UI (pipeline parameter) that the model misses: validation says no, nothing is published."""
@@ -250,11 +274,21 @@ def test_ui_parameters_cover_data_epochs_compression_gates_and_push(cli, tmp_pat
     )
     pipeline, _ = compiled(cli, workflow, tmp_path)
     assert parameter_defaults(pipeline) == {
-        "data_uri": "s3://drops/table.csv", "epochs": 7, "sparsity": 0.7, "clusters": 8,
+        "data_uri": "s3://drops/table.csv", "epochs": 7, "batch_size": 32, "sparsity": 0.7, "clusters": 8,
         "min_accuracy": 0.9, "max_drop": 0.02, "push_uri": "s3://models/registry",
     }  # fmt: skip
+    # The UI explains each parameter with its spec field's description.
+    descriptions = {name: p.get("description") for name, p in pipeline["root"]["inputDefinitions"]["parameters"].items()}
+    assert descriptions == {
+        "data_uri": "local path or s3://bucket/key", "epochs": "passes over the training split",
+        "batch_size": "examples per gradient step",
+        "sparsity": "magnitude, lottery: share of each layer's kernel set to zero, in [0, 1)",
+        "clusters": "k: each clustered kernel keeps at most k distinct values", "min_accuracy": "lowest test accuracy allowed",
+        "max_drop": "accuracy drop allowed vs the trained (uncompressed) model",
+        "push_uri": "s3://bucket/prefix or a local folder; default <run>/registry",
+    }  # fmt: skip
     tasks = all_dag_tasks(pipeline)
-    assert set(tasks["prune"]["inputs"]["parameters"]) == {"config", "data_uri", "epochs", "sparsity"}
+    assert set(tasks["prune"]["inputs"]["parameters"]) == {"config", "data_uri", "epochs", "batch_size", "sparsity"}
     assert "sparsity" not in tasks["cluster"]["inputs"]["parameters"]  # each task gets only its own knobs
 
 

@@ -30,6 +30,7 @@ from airflow.sdk import (
 from modelpress.airflow.operators import mode, step_operator, with_result
 from modelpress.common.errors import UserError
 from modelpress.contract.workflow import Workflow
+from modelpress.execution.parameters import RunParameter, run_parameters, step_parameters
 from modelpress.execution.plan import FanOut, Task, build_plan, fan_outs, load_workflow
 from modelpress.execution.runner import output_uri
 from modelpress.kubernetes.pods import check_cluster_workflow, check_credentials
@@ -47,13 +48,29 @@ DEFAULT_ARGS = {
 }
 
 
-def step_arguments(task: Task, plan: dict[str, Task]) -> list[str]:
-    """The `modelpress step` arguments of a plan task, with outputs under the run's prefix."""
+PARAM_TYPES = {str: "string", int: "integer", float: "number"}
+
+
+def dag_params(parameters: list[RunParameter]) -> dict[str, Param]:
+    """The form of a triggered run: where runs go, and the run parameters Kubeflow's pipeline has (same names,
+    defaults and descriptions)."""
+    run_root = Param(os.environ.get(RUN_ROOT_ENV, DEFAULT_RUN_ROOT), type="string", description="s3:// prefix or folder runs go to")
+    return {"run_root": run_root} | {
+        p.name: Param(p.default, type=PARAM_TYPES[p.parameter.type], description=p.description) for p in parameters
+    }
+
+
+def step_arguments(task: Task, plan: dict[str, Task], parameters: list[RunParameter]) -> list[str]:
+    """The `modelpress step` arguments of a plan task, with outputs under the run's prefix and the run parameters
+    its step has as overrides."""
     output = output_uri(RUN_PREFIX, task)
     arguments = ["step", task.step, "--config", task.config.model_dump_json(exclude_unset=True), "--output", output]
     for name, source in task.inputs.items():
         for source_id in [source] if isinstance(source, str) else source:
             arguments += ["--input", f"{name}={output_uri(RUN_PREFIX, plan[source_id])}"]
+    its_own = {p.path for p in step_parameters(STEPS[task.step])}
+    for parameter in (p.parameter for p in parameters if p.parameter.path in its_own):
+        arguments += ["--set", f"{parameter.path}={{{{ params.{parameter.name} | tojson }}}}"]
     return [*arguments, "--overwrite"]  # the prefix is this run's: a retry replaces only its own output
 
 
@@ -79,17 +96,25 @@ def schedule_of(workflow: Workflow):
     return workflow.schedule
 
 
-def add_fan_out(dag: DAG, fan_out: FanOut, by_id: dict[str, Task], workflow: Workflow) -> dict[str, Any]:
+def add_fan_out(dag: DAG, fan_out: FanOut, by_id: dict[str, Task], workflow: Workflow, parameters: list[RunParameter]) -> dict[str, Any]:
     """One image's targets as a mapped task group: map index i runs target i's convert, then its validation, so a
-    skipped or failed target stops only its own validation. Task ids FanOut.names (KFP uses the same)."""
+    skipped or failed target stops only its own validation, and is shown under the target's name. Task ids
+    FanOut.names (KFP uses the same)."""
     pairs, names = fan_out.pairs, fan_out.names
 
     @task_group(group_id=f"targets_{fan_out.placement.label}", prefix_group_id=False)
-    def targets(convert: list[str], validate: list[str]) -> None:
-        step_operator(names[0], pairs[0][0], workflow, convert) >> step_operator(names[1], pairs[0][1], workflow, validate)
+    def targets(convert: list[str], validate: list[str], target: str) -> None:
+        step_operator(names[0], pairs[0][0], workflow, convert, target) >> step_operator(names[1], pairs[0][1], workflow, validate, target)
 
     targets.expand_kwargs(
-        [{"convert": with_result(step_arguments(c, by_id)), "validate": with_result(step_arguments(v, by_id))} for c, v in pairs]
+        [
+            {
+                "convert": with_result(step_arguments(c, by_id, parameters)),
+                "validate": with_result(step_arguments(v, by_id, parameters)),
+                "target": v.artifact,
+            }
+            for c, v in pairs
+        ]
     )
     return {task.id: dag.get_task(names[i]) for pair in pairs for i, task in enumerate(pair)}
 
@@ -108,6 +133,7 @@ def build_dag(workflow: Workflow, dag_id: str) -> DAG:
     plan = build_plan(workflow)
     by_id = {task.id: task for task in plan}
     groups = fan_outs(plan)
+    parameters = run_parameters(plan)
     dag = DAG(
         dag_id=dag_id,
         description=workflow.description or f"ModelPress workflow {workflow.name}",
@@ -116,18 +142,14 @@ def build_dag(workflow: Workflow, dag_id: str) -> DAG:
         catchup=False,
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
-        params={
-            "run_root": Param(
-                os.environ.get(RUN_ROOT_ENV, DEFAULT_RUN_ROOT), type="string", description="s3:// prefix or folder runs go to"
-            )
-        },
+        params=dag_params(parameters),
         tags=["modelpress"],
     )
     with dag:
         # plan task id -> the operator running it (the fan-out's two stand for every target's tasks)
         operators: dict[str, Any] = {}
         for fan_out in groups:
-            operators |= add_fan_out(dag, fan_out, by_id, workflow)
+            operators |= add_fan_out(dag, fan_out, by_id, workflow, parameters)
         producers = {task.id: (task.id, None) for task in plan} | {
             task.id: (fan_out.names[i], number)
             for fan_out in groups
@@ -136,7 +158,7 @@ def build_dag(workflow: Workflow, dag_id: str) -> DAG:
         }
         for task in plan:
             if task.id not in operators:
-                arguments = step_arguments(task, by_id)
+                arguments = step_arguments(task, by_id, parameters)
                 operators[task.id] = step_operator(task.id, task, workflow, arguments)
                 operators[task.id].list_sources = list_input_sources(task, arguments, producers)
         gates: dict[str, Any] = {}

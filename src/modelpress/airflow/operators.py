@@ -51,10 +51,18 @@ class StepOperation:
     - in a targets' mapped task group `arguments` is resolved from the group's expansion after templating, so its
       run-prefix templates are rendered once more here (JSON configs hold no '{{');
     - a list input (push's validations) leaves out the outputs of tasks Airflow skipped, which never ran;
-    - a step that returns {"skipped": ...} (the driver's decision) skips the task and what reads it.
+    - a step that returns {"skipped": ...} (the driver's decision) skips the task and what reads it;
+    - `target`: in the targets' task group, the target a mapped instance runs (a template field: the group's
+      expansion resolves it), which the UI shows as its map index.
     """
 
     list_sources: dict[int, tuple[str, int | None]] = {}  # position of a list input's URI -> (task id, map index)
+
+    @staticmethod
+    def showing_target(target: str | None, kwargs: dict) -> dict:
+        """Operator arguments naming a mapped instance by its target. (Airflow wraps the __init__ of operator
+        classes only, so each operator passes its own through this.)"""
+        return kwargs if target is None else {**kwargs, "map_index_template": "{{ task.target }}"}
 
     def render_template_fields(self, context, jinja_env=None) -> None:
         super().render_template_fields(context, jinja_env)
@@ -77,6 +85,12 @@ class StepOperation:
 class StepPodOperator(StepOperation, KubernetesPodOperator):
     """`modelpress step ...` in the step's image on the cluster; its result comes back through the XCom sidecar."""
 
+    template_fields = (*KubernetesPodOperator.template_fields, "target")
+
+    def __init__(self, *, target: str | None = None, **kwargs):
+        super().__init__(**self.showing_target(target, kwargs))
+        self.target = target
+
     def execute(self, context):
         output = self.arguments[self.arguments.index("--output") + 1]
         if "://" not in output:  # a folder would be this pod's own disk, gone with it
@@ -90,11 +104,11 @@ class LocalStepOperator(StepOperation, BaseOperator):
     A user error (exit code 2: bad spec, missing input) fails without retries: retrying cannot fix it.
     """
 
-    template_fields = ("arguments",)
+    template_fields = ("arguments", "target")
 
-    def __init__(self, *, arguments: list[str], **kwargs):
-        super().__init__(**kwargs)
-        self.arguments = arguments
+    def __init__(self, *, arguments: list[str], target: str | None = None, **kwargs):
+        super().__init__(**self.showing_target(target, kwargs))
+        self.arguments, self.target = arguments, target
 
     def execute(self, context) -> dict:
         with tempfile.TemporaryDirectory(prefix="modelpress-airflow-") as scratch:
@@ -138,13 +152,13 @@ def pod_settings(task: Task, workflow: Workflow) -> dict[str, Any]:
     return settings
 
 
-def step_operator(task_id: str, task: Task, workflow: Workflow, arguments):
+def step_operator(task_id: str, task: Task, workflow: Workflow, arguments, target=None):
     """The operator of a plan task. `arguments`: the step's arguments, or in the targets' task group a mapped
-    argument (one list per target, already through `with_result`)."""
+    argument (one list per target, already through `with_result`), with `target` the mapped target names."""
     # A task reading a list (push) still runs when some sources were skipped (a target whose hardware is absent).
     trigger_rule = "none_failed" if STEPS[task.step].list_inputs else "all_success"
     if mode() == "local":
-        return LocalStepOperator(task_id=task_id, arguments=arguments, trigger_rule=trigger_rule)
+        return LocalStepOperator(task_id=task_id, arguments=arguments, trigger_rule=trigger_rule, target=target)
     workers = training_workers(task.step, task.config)
     if workers > 1:  # multi-worker training: this task creates a TrainJob (or TFJob) and waits for it
         output = arguments[arguments.index("--output") + 1]
@@ -156,4 +170,4 @@ def step_operator(task_id: str, task: Task, workflow: Workflow, arguments):
     if isinstance(arguments, list):
         arguments = with_result(arguments)
     settings = pod_settings(task, workflow)
-    return StepPodOperator(task_id=task_id, name=task_id, arguments=arguments, trigger_rule=trigger_rule, **settings)
+    return StepPodOperator(task_id=task_id, name=task_id, arguments=arguments, trigger_rule=trigger_rule, target=target, **settings)

@@ -10,7 +10,8 @@
   `settings.gpu_resource`, which KFP's driver makes the limit's name) and get the GPU pool's node selector and
   tolerations (`pods.pod_placement`, as Airflow and the TFJob); every task gets the S3 credentials from
   `kubernetes.secret_name`; models and validations are cached, publishing always runs;
-- pipeline parameters (PARAMETERS) override the matching config fields at run time; their defaults are the spec's.
+- pipeline parameters (`execution.parameters`, the same as the Airflow DAG's Params) override the matching config
+  fields at run time; their defaults are the spec's values, their descriptions the config fields'.
 """
 
 from __future__ import annotations
@@ -24,47 +25,17 @@ from kfp import compiler, dsl, kubernetes
 
 from modelpress.contract.images import Placement
 from modelpress.contract.workflow import Workflow
+from modelpress.execution.parameters import RunParameter, run_parameters
 from modelpress.execution.plan import FanOut, Task, build_plan, fan_outs, load_workflow, placement
 from modelpress.kubernetes.pods import check_cluster_workflow, pod_placement
 from modelpress.kubernetes.tfjob import training_workers
 from modelpress.steps.catalog import STEPS
 
-from .components import (
-    PARAMETERS,
-    Parameter,
-    output_name,
-    returns_blessing,
-    step_component,
-)
+from .components import output_name, returns_blessing, step_component
 from .training_job import training_job_task
 
 CACHED_OUTPUTS = ("model", "validation")
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
-MISSING = object()
-
-
-def config_value(config: Any, path: str) -> Any:
-    """The value at a dotted path of a config instance, or MISSING when the config has no such field."""
-    node = config
-    for key in path.split("."):
-        if node is None or key not in getattr(type(node), "model_fields", {}):
-            return MISSING
-        node = getattr(node, key)
-    return node
-
-
-def pipeline_parameters(plan: list[Task]) -> dict[Parameter, Any]:
-    """Parameters for the fields the spec sets (unset gates stay unset), with the spec's value as the default."""
-    found: dict[Parameter, Any] = {}
-    for parameter in PARAMETERS:
-        for task in plan:
-            value = config_value(task.config, parameter.path)
-            if value is not MISSING and value is not None:
-                found[parameter] = value
-                break
-    return found
-
-
 def config_json(task: Task) -> str:
     return task.config.model_dump_json(exclude_unset=True)  # what the plan set; the step fills its own defaults
 
@@ -113,7 +84,7 @@ class PipelineBuilder:
             for number, single in enumerate(singles, start=1):
                 arguments[f"{name}_{number}"] = self.output_of(single)
             shapes.append((name, len(singles), tuple(f.placement.label for f in collected)))
-        for parameter in pipeline_parameters([task]):
+        for parameter in run_parameters([task]):
             if parameter.name in self.parameters:
                 arguments[parameter.name] = self.parameters[parameter.name]
         return arguments, tuple(shapes)
@@ -140,12 +111,14 @@ class PipelineBuilder:
 
     def add_fan_out(self, fan_out: FanOut) -> None:
         """The targets of one image in one ParallelFor: each item carries its convert and validate configs. The two
-        tasks are named like Airflow's mapped tasks (FanOut.names) and stand for every target's task."""
+        tasks stand for every target's task; they are displayed as Airflow's mapped tasks are named (FanOut.names)
+        with the targets they run, e.g. "convert_tf (tflite_int8, onnx)", since one display name serves every item."""
         pairs = fan_out.pairs
         items = [{"convert": config_json(c), "validate": config_json(v)} for c, v in pairs]
+        targets = ", ".join(validation.artifact for _, validation in pairs)
         with dsl.ParallelFor(items, name=f"targets_{fan_out.placement.label}") as item:
-            self.add(pairs[0][0], item.convert, fan_out.names[0])
-            self.add(pairs[0][1], item.validate, fan_out.names[1])
+            self.add(pairs[0][0], item.convert, f"{fan_out.names[0]} ({targets})")
+            self.add(pairs[0][1], item.validate, f"{fan_out.names[1]} ({targets})")
         for convert, validation in pairs[1:]:
             self.kfp_tasks[convert.id], self.kfp_tasks[validation.id] = self.kfp_tasks[pairs[0][0].id], self.kfp_tasks[pairs[0][1].id]
 
@@ -164,21 +137,27 @@ class PipelineBuilder:
                 self.add(task)
 
 
+def parameters_docstring(parameters: list[RunParameter]) -> str:
+    lines = [f"    {p.name}: {' '.join(p.description.split())}" for p in parameters]
+    return "\n".join(["Run parameters.", "", "Args:", *lines]) if lines else ""
+
+
 def build_pipeline(workflow: Workflow):
     """The workflow's pipeline (a KFP GraphComponent); its parameters appear in the Kubeflow UI."""
     check_cluster_workflow(workflow)
     plan = build_plan(workflow)
-    defaults = pipeline_parameters(plan)
+    parameters = run_parameters(plan)
 
     def pipeline(*values):
-        PipelineBuilder(workflow, plan, {p.name: v for p, v in zip(defaults, values, strict=True)}).build()
+        PipelineBuilder(workflow, plan, {p.name: v for p, v in zip(parameters, values, strict=True)}).build()
 
     pipeline.__signature__ = inspect.Signature(
         [
-            inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=value, annotation=p.type)
-            for p, value in defaults.items()
+            inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=p.default, annotation=p.parameter.type)
+            for p in parameters
         ]
     )
+    pipeline.__doc__ = parameters_docstring(parameters)  # KFP makes each argument's text its input's description
     pipeline.__name__ = workflow.name.replace("-", "_")
     return dsl.pipeline(name=workflow.name, description=workflow.description or f"ModelPress workflow {workflow.name}")(pipeline)
 

@@ -3,8 +3,10 @@
 A component's signature is derived from its StepSpec (so a newly registered step needs no edit here):
   config: str                      the step config as JSON (from the plan, fixed at compile time)
   <input>: Input[Model|Artifact]   one per required input; optional inputs default to None
-  output_<kind>: Output[...]       the step's output folder (Model for model artifacts)
-  metrics: Output[Metrics]         the scalar metrics of the step's result
+  output_<kind>: Output[...]       the step's output folder (Model for model artifacts), its metadata what the
+                                   artifact is and its lineage (execution.outputs: format, digest, scores, data
+                                   digest, parent, release)
+  metrics: Output[Metrics]         the scalar metrics of the step's result (push, deploy: the release's version)
   validation steps also get confusion_matrix: Output[ClassificationMetrics] and report: Output[HTML],
   and return the blessing (a bool, what `dsl.If` gates deploy on)
   <parameter>: Optional[type]      pipeline parameters that can override a field of this step's config
@@ -21,52 +23,12 @@ import inspect
 import linecache
 import textwrap
 import typing
-from dataclasses import dataclass
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Input, Metrics, Model, Output
 
+from modelpress.execution.parameters import step_parameters
 from modelpress.steps.catalog import StepSpec, get_step
-
-
-@dataclass(frozen=True)
-class Parameter:
-    """A pipeline parameter shown in the Kubeflow UI and the config fields (dotted paths) it overrides."""
-
-    name: str
-    type: type
-    path: str  # the config field it sets (dotted), in every task whose config has it
-    help: str
-
-
-PARAMETERS: tuple[Parameter, ...] = (
-    Parameter("data_uri", str, "data.path", "where the training data is (local path or s3://)"),
-    Parameter("epochs", int, "train.epochs", "training epochs"),
-    Parameter("sparsity", float, "sparsity", "pruning: share of each layer's weights set to zero"),
-    Parameter("clusters", int, "clusters", "weight clustering: distinct values per clustered kernel"),
-    Parameter("min_accuracy", float, "gates.min_accuracy", "gate: lowest test accuracy blessed"),
-    Parameter("max_drop", float, "gates.max_drop", "gate: accuracy drop allowed vs the trained model"),
-    Parameter("push_uri", str, "push.uri", "where blessed artifacts are published"),
-)
-
-
-def model_has_path(model: type, path: str) -> bool:
-    """True when a pydantic model class (or any member of a union) has the dotted field path."""
-    head, _, rest = path.partition(".")
-    fields = getattr(model, "model_fields", None)
-    if fields is None or head not in fields:
-        return False
-    if not rest:
-        return True
-    annotation = fields[head].annotation
-    if typing.get_origin(annotation) is typing.Annotated:
-        annotation = typing.get_args(annotation)[0]
-    members = typing.get_args(annotation) or (annotation,)
-    return any(model_has_path(member, rest) for member in members)
-
-
-def step_parameters(step: StepSpec) -> list[Parameter]:
-    return [p for p in PARAMETERS if model_has_path(step.config, p.path)]
 
 
 def output_name(step: StepSpec) -> str:
@@ -99,7 +61,8 @@ def artifact_address(artifact):
 
 def _component_body(step_name, config, overrides, inputs, output, metrics, confusion_matrix, report):
     """Runs inside the step's container: `modelpress step` (the core's task driver: overrides, skip markers,
-    nothing-blessed), then the step's result as KFP metrics, confusion matrix and HTML report."""
+    nothing-blessed), then the step's result as KFP metrics, output metadata (execution.outputs), confusion matrix
+    and HTML report."""
     import json
     import os
     import tempfile
@@ -125,9 +88,14 @@ def _component_body(step_name, config, overrides, inputs, output, metrics, confu
     if result.get("skipped"):  # the tasks reading this output skip too (its skip marker)
         metrics.metadata["skipped"] = result["reason"]
         return None if confusion_matrix is None else False
-    for key, value in (result.get("metrics") or {}).items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            metrics.log_metric(key, value)
+    from modelpress.execution.outputs import task_outputs
+
+    values, metadata = task_outputs(step_name, artifact_address(output), result)
+    for key, value in values.items():
+        metrics.log_metric(key, value)
+    output.metadata.update(metadata)  # what the artifact is and its lineage, shown beside it in the UI
+    if "release" in metadata:
+        metrics.metadata.update(metadata)
     if confusion_matrix is None:
         return None
     from modelpress.io import storage
