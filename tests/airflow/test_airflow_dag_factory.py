@@ -71,7 +71,7 @@ def test_dag_takes_schedule_asset_retries_and_step_names_from_the_spec(workflows
     assert weekly.schedule == "@weekly" and weekly.max_active_runs == 1
     # One mapped task group per image the targets run in: index i is that image's target i, convert -> validate.
     fanned = {"convert_tf", "validate_convert_tf", "convert_tensorrt", "validate_convert_tensorrt"}
-    assert set(weekly.task_ids) == {"train", "validate_train", *fanned, "push"}
+    assert set(weekly.task_ids) == {"train", "validate_train", *fanned, "push", "report"}
     for image in ("tf", "tensorrt"):
         targets = weekly.task_group_dict[f"targets_{image}"]
         assert type(targets).__name__ == "MappedTaskGroup"
@@ -79,6 +79,7 @@ def test_dag_takes_schedule_asset_retries_and_step_names_from_the_spec(workflows
     train = weekly.get_task("train")
     assert train.retries == 2 and train.retry_exponential_backoff and train.retry_delay == timedelta(seconds=30)
     assert set(weekly.get_task("push").upstream_task_ids) == {"validate_train", "validate_convert_tf", "validate_convert_tensorrt"}
+    assert set(weekly.get_task("report").upstream_task_ids) == {"push", "validate_train", "validate_convert_tf", "validate_convert_tensorrt"}
 
     on_data, both = dags["on_data"].timetable, dags["both"].timetable  # a new data drop triggers a run
     assert [asset.uri for asset in on_data.asset_condition.objects] == ["s3://drops/digits"]
@@ -162,6 +163,17 @@ def test_targets_fan_out_per_image_and_tensorrt_runs_on_the_gpu_pool(workflows, 
             assert task.container_resources is None and not task.tolerations
 
 
+def test_train_and_push_declare_the_data_and_the_release_as_lineage_assets(workflows):
+    (workflows / "lineage.yaml").write_text(
+        "name: lineage\nmodel: {zoo: mlp}\ndata: {source: csv, path: s3://drops/table.csv, label_column: label}\n"
+        "push: {uri: s3://models/registry, model_name: tabular}\n"
+    )
+    dag = workflow_dags()["lineage"]
+    assert [a.uri for a in dag.get_task("train").inlets] == ["s3://drops/table.csv"]
+    (release,) = dag.get_task("push").outlets
+    assert (release.uri, release.extra) == ("s3://models/registry/tabular", {"model": "tabular", "registry": "s3://models/registry"})
+
+
 def test_a_folder_run_root_fails_the_pod_task_at_once_without_retries(workflows, adapter_workflow):
     from airflow.sdk.exceptions import AirflowFailException
 
@@ -197,6 +209,17 @@ def test_dag_test_runs_tiny_workflow_end_to_end_in_local_mode(airflow_db, workfl
     manifest = json.loads((registry / "tiny" / "1" / "manifest.json").read_text())
     assert sorted(a["name"] for a in manifest["artifacts"]) == ["tflite_fp32", "train"]
     assert (serving / "tiny" / "1" / "saved_model.pb").exists()
+    # The run's report, as `modelpress run` writes it: every validated artifact with its accuracy.
+    summary = json.loads((run_folder / "summary.json").read_text())
+    accuracies = {row["name"]: row["metrics"]["accuracy"] for row in summary["artifacts"]}
+    assert accuracies == {name: blessing["metrics"]["accuracy"] for name, blessing in blessings.items()}
+    page = (run_folder / "report.html").read_text()
+    assert all(f"<td>{name}</td>" in page and f"<td>{accuracy:.4f}</td>" in page for name, accuracy in accuracies.items())
+    assert (run_folder / "report.md").read_text().startswith("# ModelPress run: tiny")
+    # Lineage: push names the releases it publishes (a local registry is a file:// asset).
+    assert [(a.uri, a.extra) for a in dag.get_task("push").outlets] == [
+        ((registry / "tiny").as_uri(), {"model": "tiny", "registry": str(registry)})
+    ]
     assert [t.id for t in build_plan(load_workflow(workflows / "tiny.yaml"))][-2:] == ["push", "deploy"]
 
 
@@ -209,7 +232,7 @@ def test_dag_params_form_overrides_the_specs_epochs_in_a_run(airflow_db, workflo
     assert dag.params["min_accuracy"] == 0.6 and dag.params.get_param("min_accuracy").description == "lowest test accuracy allowed"
     run = dag.test(run_conf={"epochs": 2})
 
-    assert {ti.task_id: ti.state for ti in run.get_task_instances()} == {"train": "success", "validate_train": "success"}
+    assert {ti.task_id: ti.state for ti in run.get_task_instances()} == {"train": "success", "validate_train": "success", "report": "success"}
     trained = json.loads((tmp_path / "runs" / "knobs" / run.run_id / "artifacts" / "train" / "artifact.json").read_text())
     assert trained["details"]["epochs_run"] == 2 and trained["details"]["train"]["epochs"] == 2
 
@@ -227,7 +250,7 @@ def test_dag_test_publishes_nothing_when_nothing_is_blessed(airflow_db, workflow
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states == {
         "train": "success", "validate_train": "success", "validate_train_blessed": "success",
-        "push": "skipped", "deploy": "skipped",
+        "push": "skipped", "deploy": "skipped", "report": "success",
     }  # fmt: skip
     blessing = json.loads((tmp_path / "runs" / "strict" / run.run_id / "validation" / "train" / "blessing.json").read_text())
     assert blessing["blessed"] is False

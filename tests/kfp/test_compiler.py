@@ -79,7 +79,8 @@ def test_ir_has_parameters_gpu_placement_fan_out_and_blessing_gate(cli, adapter_
     assert tasks["convert_tf"]["taskInfo"]["name"] == "convert_tf (tflite_fp32, onnx)"
     assert tasks["validate_convert_tf"]["taskInfo"]["name"] == "validate_convert_tf (tflite_fp32, onnx)"
     assert tasks["train"]["taskInfo"]["name"] == "train"
-    assert set(tasks) == {"train", "validate_train", "convert_tf", "validate_convert_tf", "push", "deploy"}
+    assert set(tasks) == {"train", "validate_train", "convert_tf", "validate_convert_tf", "push", "deploy", "report"}
+    assert [names for names in tasks["report"]["dependentTasks"] if "push" in names] == ["push"]  # reports the release
     executors = pipeline["deploymentSpec"]["executors"]
 
     def executor(name: str) -> str:
@@ -122,7 +123,7 @@ def test_targets_fan_out_per_image_that_carries_their_runtime_and_tensorrt_runs_
     pipeline, platform = compiled(cli, workflow, tmp_path)
     tasks = all_dag_tasks(pipeline)
     fanned = {f"{kind}_{image}" for kind in ("convert", "validate_convert") for image in ("tf", "openvino", "tensorrt")}
-    assert set(tasks) == {"train", "validate_train", *fanned, "push"}
+    assert set(tasks) == {"train", "validate_train", *fanned, "push", "report"}
     executors = pipeline["deploymentSpec"]["executors"]
 
     def executor(name: str) -> str:
@@ -246,6 +247,21 @@ def test_kfp_local_runs_tiny_workflow_to_s3_and_serving(kfp_local, s3, adapter_w
     assert push["artifacts"]["output_release"]["artifacts"][0]["metadata"] == {"release": release, "digest": manifest["digest"]}
     published = push["artifacts"]["metrics"]["artifacts"][0]["metadata"]
     assert published["version"] == 1 and published["artifacts"] == 2 and published["digest"] == manifest["digest"]
+
+    # The run's report: every validated artifact with its accuracy, as `modelpress run` writes it.
+    (report,) = executor_outputs(kfp_local, "report")
+    summary_artifact = report["artifacts"]["summary"]["artifacts"][0]
+    summary = json.loads((Path(summary_artifact["uri"]) / "summary.json").read_text())
+    accuracies = {row["name"]: row["metrics"]["accuracy"] for row in summary["artifacts"]}
+    assert set(accuracies) == {"train", "tflite_fp32"} and min(accuracies.values()) > 0.6
+    assert accuracies["train"] == outputs["metrics"]["artifacts"][0]["metadata"]["accuracy"]
+    assert sorted(summary["blessed"]) == ["tflite_fp32", "train"] and summary_artifact["metadata"]["blessed"] == summary["blessed"]
+    assert [s["reason"] for s in summary["skipped"]] == ["its input 'model' was skipped"]  # TensorRT
+    page = Path(report["artifacts"]["report"]["artifacts"][0]["uri"]).read_text()
+    card = Path(report["artifacts"]["model_card"]["artifacts"][0]["uri"]).read_text()
+    for name, accuracy in accuracies.items():
+        assert f"<td>{name}</td>" in page and f"<td>{accuracy:.4f}</td>" in page
+        assert f"| {name} |" in card and f" {accuracy:.4f} " in card
 
 
 def test_kfp_local_gate_parameter_stops_push_and_deploy(kfp_local, s3, adapter_workflow, tmp_path):

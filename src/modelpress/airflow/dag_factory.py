@@ -5,7 +5,9 @@ Every plan task runs `modelpress step STEP --config ... --input ... --output ...
 Outputs live under <run_root>/<dag id>/<run id>/, and every step overwrites its own output, so a retried task
 repeats its work without touching other runs. Conversion targets fan out with dynamic task mapping, one mapped task
 group per image they run in (`plan.fan_outs`), each running a target's convert and validation; a target that skips
-(no GPU here) skips only its own. This module imports no TensorFlow: it reads specs and the registry only.
+(no GPU here) skips only its own. A last task, `report`, writes the run's summary.json, report.md (the model card) and
+report.html under the run's prefix from every validation. Train and push declare the data and the release they read
+and write as inlets and outlets (Assets) for lineage tools. This module imports no TensorFlow: it reads specs and the registry only.
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ from airflow.sdk import (
     task_group,
 )
 
-from modelpress.airflow.operators import mode, step_operator, with_result
+from modelpress.airflow.operators import mode, report_operator, step_operator, with_result
 from modelpress.common.errors import UserError
 from modelpress.contract.workflow import Workflow
 from modelpress.execution.parameters import RunParameter, run_parameters, step_parameters
 from modelpress.execution.plan import FanOut, Task, build_plan, fan_outs, load_workflow
 from modelpress.execution.runner import output_uri
+from modelpress.io import storage
 from modelpress.kubernetes.pods import check_cluster_workflow, check_credentials
 from modelpress.steps.catalog import STEPS
 
@@ -119,6 +122,37 @@ def add_fan_out(dag: DAG, fan_out: FanOut, by_id: dict[str, Task], workflow: Wor
     return {task.id: dag.get_task(names[i]) for pair in pairs for i, task in enumerate(pair)}
 
 
+def add_report(workflow: Workflow, plan: list[Task], operators: dict[str, Any], producers: dict[str, tuple[str, int | None]]) -> None:
+    """The run's report of every validation (summary.json, report.md, report.html under the run's prefix), after
+    push when there is one."""
+    validations = [task for task in plan if task.step == "validate"]
+    arguments = ["report", "--name", workflow.name, "--output", RUN_PREFIX]
+    for task in validations:
+        arguments += ["--validation", output_uri(RUN_PREFIX, task)]
+    report = report_operator(workflow, arguments)
+    positions = [i + 1 for i, argument in enumerate(arguments) if argument == "--validation"]
+    report.list_sources = {position: producers[task.id] for position, task in zip(positions, validations, strict=True)}
+    upstream = {id(operators[task.id]): operators[task.id] for task in [*validations, *(t for t in plan if t.step == "push")]}
+    for operator in upstream.values():
+        operator >> report
+
+
+def asset_of(uri: str, **extra: Any) -> Asset:
+    """An Asset naming a storage URI (a local folder as file://), as lineage tools read it."""
+    return Asset(uri if "://" in uri else Path(uri).absolute().as_uri(), extra=extra)
+
+
+def declare_lineage(task: Task, operator) -> None:
+    """OpenLineage-style inlets and outlets: training reads the data URI; push publishes the model's releases in its
+    registry (a fixed push.uri only: the default registry is under each run's prefix)."""
+    data_uri = getattr(task.config.data, "path", None) if task.step == "train" else None
+    if data_uri:
+        operator.inlets = [asset_of(data_uri)]
+    if task.step == "push" and task.config.push.uri:
+        spec = task.config.push
+        operator.outlets = [asset_of(storage.join(spec.uri, spec.model_name), model=spec.model_name, registry=spec.uri)]
+
+
 def gated(task: Task, source: str, by_id: dict[str, Task]) -> bool:
     """A non-validation step reading one validation (push, deploy) runs only if that validation blessed."""
     single = source in task.inputs.values()
@@ -161,6 +195,7 @@ def build_dag(workflow: Workflow, dag_id: str) -> DAG:
                 arguments = step_arguments(task, by_id, parameters)
                 operators[task.id] = step_operator(task.id, task, workflow, arguments)
                 operators[task.id].list_sources = list_input_sources(task, arguments, producers)
+                declare_lineage(task, operators[task.id])
         gates: dict[str, Any] = {}
         edges: set[tuple[int, int]] = set()
         for task in plan:
@@ -177,6 +212,7 @@ def build_dag(workflow: Workflow, dag_id: str) -> DAG:
                 if upstream is not downstream and (id(upstream), id(downstream)) not in edges:
                     edges.add((id(upstream), id(downstream)))
                     upstream >> downstream
+        add_report(workflow, plan, operators, producers)
     return dag
 
 

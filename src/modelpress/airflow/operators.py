@@ -27,8 +27,10 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from kubernetes.client import models as k8s
 
 from modelpress.common.errors import UserError
+from modelpress.contract.images import Placement
 from modelpress.contract.workflow import Workflow
 from modelpress.execution.plan import Task, placement
+from modelpress.execution.runner import REPORT_PLACEMENT
 from modelpress.kubernetes.pods import pod_placement
 from modelpress.kubernetes.tfjob import OUTPUT_PLACEHOLDER, training_workers
 from modelpress.kubernetes.trainjob import run_training_job, training_job_manifest
@@ -130,10 +132,10 @@ def with_result(arguments: list[str]) -> list[str]:
     return arguments if mode() == "local" else [*arguments, "--result", POD_RESULT]
 
 
-def pod_settings(task: Task, workflow: Workflow) -> dict[str, Any]:
-    """KubernetesPodOperator arguments for a step: image, namespace, credentials, GPU and placement."""
+def pod_settings(task_placement: Placement, workflow: Workflow) -> dict[str, Any]:
+    """KubernetesPodOperator arguments for a task placed so: image, namespace, credentials, GPU and placement."""
     kubernetes = workflow.kubernetes
-    where = pod_placement(placement(task), kubernetes)
+    where = pod_placement(task_placement, kubernetes)
     settings = {
         "image": where.image,
         "cmds": ["modelpress"],
@@ -169,5 +171,14 @@ def step_operator(task_id: str, task: Task, workflow: Workflow, arguments, targe
         return PythonOperator(task_id=task_id, python_callable=run_training_job, op_kwargs={"manifest": manifest, "output": output})
     if isinstance(arguments, list):
         arguments = with_result(arguments)
-    settings = pod_settings(task, workflow)
+    settings = pod_settings(placement(task), workflow)
     return StepPodOperator(task_id=task_id, name=task_id, arguments=arguments, trigger_rule=trigger_rule, target=target, **settings)
+
+
+def report_operator(workflow: Workflow, arguments: list[str]):
+    """The run's report task (`modelpress report` in the report's image). It runs when no task failed, after a push
+    that skipped too (nothing blessed is worth a report)."""
+    if mode() == "local":
+        return LocalStepOperator(task_id="report", arguments=arguments, trigger_rule="none_failed")
+    settings = pod_settings(REPORT_PLACEMENT, workflow)
+    return StepPodOperator(task_id="report", name="report", arguments=with_result(arguments), trigger_rule="none_failed", **settings)

@@ -10,6 +10,8 @@
   `settings.gpu_resource`, which KFP's driver makes the limit's name) and get the GPU pool's node selector and
   tolerations (`pods.pod_placement`, as Airflow and the TFJob); every task gets the S3 credentials from
   `kubernetes.secret_name`; models and validations are cached, publishing always runs;
+- a last task, `report`, reads every validation and writes the run's summary.json, HTML report and Markdown model
+  card (after push, so a run's report comes once its release exists);
 - pipeline parameters (`execution.parameters`, the same as the Airflow DAG's Params) override the matching config
   fields at run time; their defaults are the spec's values, their descriptions the config fields'.
 """
@@ -27,11 +29,12 @@ from modelpress.contract.images import Placement
 from modelpress.contract.workflow import Workflow
 from modelpress.execution.parameters import RunParameter, run_parameters
 from modelpress.execution.plan import FanOut, Task, build_plan, fan_outs, load_workflow, placement
+from modelpress.execution.runner import REPORT_PLACEMENT
 from modelpress.kubernetes.pods import check_cluster_workflow, pod_placement
 from modelpress.kubernetes.tfjob import training_workers
 from modelpress.steps.catalog import STEPS
 
-from .components import output_name, returns_blessing, step_component
+from .components import output_name, report_component, returns_blessing, step_component
 from .training_job import training_job_task
 
 CACHED_OUTPUTS = ("model", "validation")
@@ -40,13 +43,17 @@ def config_json(task: Task) -> str:
     return task.config.model_dump_json(exclude_unset=True)  # what the plan set; the step fills its own defaults
 
 
+def use_s3_secret(kfp_task, settings) -> None:
+    kubernetes.use_secret_as_env(kfp_task, secret_name=settings.secret_name, secret_key_to_env=S3_SECRET_KEYS, optional=True)
+
+
 def configure_task(kfp_task, task: Task, workflow: Workflow, name: str) -> None:
     step, settings = STEPS[task.step], workflow.kubernetes
     kfp_task.set_display_name(name)
     # A model or a validation is a function of its inputs and config: cached. Publishing (push, deploy) acts on
     # the world outside the pipeline root, so it runs every time.
     kfp_task.set_caching_options(step.output in CACHED_OUTPUTS)
-    kubernetes.use_secret_as_env(kfp_task, secret_name=settings.secret_name, secret_key_to_env=S3_SECRET_KEYS, optional=True)
+    use_s3_secret(kfp_task, settings)
     # A TFJob's replicas hold the GPUs, not the task that launches it.
     where = pod_placement(placement(task) if training_workers(task.step, task.config) == 1 else Placement("base", False), settings)
     if where.accelerator:
@@ -77,17 +84,36 @@ class PipelineBuilder:
             if isinstance(source, str):
                 arguments[name] = self.output_of(source)
                 continue
-            collected = list(dict.fromkeys(self.fan_out_of[s] for s in source if s in self.fan_out_of))
-            singles = [s for s in source if s not in self.fan_out_of]
-            for fan_out in collected:  # the ParallelFor's outputs, gathered: one per fan-out's validations
-                arguments[f"{name}_{fan_out.placement.label}"] = dsl.Collected(self.output_of(fan_out.pairs[0][1].id))
-            for number, single in enumerate(singles, start=1):
-                arguments[f"{name}_{number}"] = self.output_of(single)
-            shapes.append((name, len(singles), tuple(f.placement.label for f in collected)))
+            listed, shape = self.list_arguments(name, source)
+            arguments |= listed
+            shapes.append(shape)
         for parameter in run_parameters([task]):
             if parameter.name in self.parameters:
                 arguments[parameter.name] = self.parameters[parameter.name]
         return arguments, tuple(shapes)
+
+    def list_arguments(self, name: str, sources: list[str]) -> tuple[dict[str, Any], tuple[str, int, tuple[str, ...]]]:
+        """A list input's component arguments and shape (components.list_input_names)."""
+        arguments = {}
+        collected = list(dict.fromkeys(self.fan_out_of[s] for s in sources if s in self.fan_out_of))
+        singles = [s for s in sources if s not in self.fan_out_of]
+        for fan_out in collected:  # the ParallelFor's outputs, gathered: one per fan-out's validations
+            arguments[f"{name}_{fan_out.placement.label}"] = dsl.Collected(self.output_of(fan_out.pairs[0][1].id))
+        for number, single in enumerate(singles, start=1):
+            arguments[f"{name}_{number}"] = self.output_of(single)
+        return arguments, (name, len(singles), tuple(f.placement.label for f in collected))
+
+    def add_report(self) -> None:
+        """The run's report of every validation, after publishing (it shows what was published)."""
+        arguments, shape = self.list_arguments("validations", [t.id for t in self.plan if t.step == "validate"])
+        settings = self.workflow.kubernetes
+        kfp_task = report_component(REPORT_PLACEMENT.image(settings.image_repository, settings.image_tag), shape)(
+            name=self.workflow.name, **arguments
+        )
+        kfp_task.set_display_name("report").set_caching_options(False)
+        use_s3_secret(kfp_task, settings)
+        for push in (t for t in self.plan if t.step == "push"):
+            kfp_task.after(self.kfp_tasks[push.id])
 
     def add(self, task: Task, config=None, name: str | None = None):
         gates = [
@@ -135,6 +161,7 @@ class PipelineBuilder:
                     pending.remove(fan_out)
             if task is not None and task.id not in self.fan_out_of:
                 self.add(task)
+        self.add_report()
 
 
 def parameters_docstring(parameters: list[RunParameter]) -> str:

@@ -11,6 +11,9 @@ A component's signature is derived from its StepSpec (so a newly registered step
   and return the blessing (a bool, what `dsl.If` gates deploy on)
   <parameter>: Optional[type]      pipeline parameters that can override a field of this step's config
 
+The run's `report` component (report_source) reads every validation and writes summary.json with the HTML report
+and the Markdown model card as the UI's artifacts (`modelpress report`).
+
 The body runs `modelpress step NAME ...` through the CLI's own entry point inside the task's image (plan.placement):
 no packages_to_install and no runtime pip (the images carry modelpress and the kfp executor).
 KFP embeds a component's source text, so the function is generated as source and registered with linecache.
@@ -25,7 +28,7 @@ import textwrap
 import typing
 
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, ClassificationMetrics, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Input, Markdown, Metrics, Model, Output
 
 from modelpress.execution.parameters import step_parameters
 from modelpress.steps.catalog import StepSpec, get_step
@@ -121,6 +124,13 @@ def list_input_names(name: str, singles: int, collected: tuple[str, ...]) -> lis
     return [f"{name}_{label}" for label in collected] + [f"{name}_{i}" for i in range(1, singles + 1)]
 
 
+def list_input_parameters(kind: str, name: str, singles: int, collected: tuple[str, ...]) -> list[str]:
+    """The component parameters of a list input (list_input_names), each optional."""
+    return [f"{name}_{label}: Input[List[{kind}]] = None" for label in collected] + [
+        f"{name}_{i}: Input[{kind}] = None" for i in range(1, singles + 1)
+    ]
+
+
 def component_source(name: str, step: StepSpec, list_shapes: tuple[tuple[str, int, tuple[str, ...]], ...] = ()) -> str:
     """The Python source of the step's component function (a valid identifier, one nested helper).
 
@@ -131,11 +141,8 @@ def component_source(name: str, step: StepSpec, list_shapes: tuple[tuple[str, in
     for input_name in (*step.inputs, *step.optional_inputs):
         kind = input_type(input_name)
         if input_name in shapes:
-            _, singles, collected = shapes[input_name]
-            names = list_input_names(*shapes[input_name])
-            optional += [f"{input_name}_{label}: Input[List[{kind}]] = None" for label in collected]
-            optional += [f"{input_name}_{i}: Input[{kind}] = None" for i in range(1, singles + 1)]
-            inputs.append(f"{input_name!r}: [{', '.join(names)}]")
+            optional += list_input_parameters(kind, *shapes[input_name])
+            inputs.append(f"{input_name!r}: [{', '.join(list_input_names(*shapes[input_name]))}]")
         elif input_name in step.inputs:
             required.append(f"{input_name}: Input[{kind}]")
             inputs.append(f"{input_name!r}: {input_name}")
@@ -161,17 +168,61 @@ def component_source(name: str, step: StepSpec, list_shapes: tuple[tuple[str, in
     )
 
 
-@functools.cache
-def step_component(name: str, image: str, list_shapes: tuple[tuple[str, int, tuple[str, ...]], ...] = ()):
-    """The KFP component of a registered step running in `image` (cached: one per step, image and list-input shape)."""
-    step = get_step(name)
-    source = component_source(name, step, list_shapes)
+def _report_body(name, validations, summary, report, model_card):
+    """Runs in the report's image: `modelpress report` into the summary artifact's folder (summary.json, report.md,
+    report.html, report.png), then the HTML report and the Markdown model card as the UI's artifacts."""
+    import json
+
+    from modelpress.cli.main import main
+    from modelpress.io import storage
+
+    folder = artifact_address(summary)
+    argv = ["report", "--name", name, "--output", folder]
+    for item in validations:
+        for artifact in item if isinstance(item, list) else [item]:  # a collected ParallelFor output is a list
+            if artifact is not None:
+                argv += ["--validation", artifact_address(artifact)]
+    code = main(argv)
+    if code != 0:
+        raise SystemExit(code)
+    for artifact, file in ((report, "report.html"), (model_card, "report.md")):
+        with open(artifact.path, "wb") as handle:
+            handle.write(storage.read_bytes(storage.join(folder, file)))
+    written = json.loads(storage.read_bytes(storage.join(folder, "summary.json")))
+    summary.metadata.update({"artifacts": [row["name"] for row in written["artifacts"]], "blessed": written["blessed"]})
+
+
+def report_source(shape: tuple[str, int, tuple[str, ...]]) -> str:
+    """The Python source of the report component, whose list input `validations` has `shape` (list_input_names)."""
+    parameters = ["name: str", "summary: Output[Artifact]", "report: Output[HTML]", "model_card: Output[Markdown]"]
+    helpers = textwrap.indent(textwrap.dedent("\n".join(inspect.getsource(f) for f in (artifact_address, _report_body))), "    ")
+    return (
+        f"def report({', '.join(parameters + list_input_parameters('Artifact', *shape))}):\n"
+        '    """The run report of every validation: summary.json, report.html and the model card (Markdown)."""\n'
+        f"{helpers}\n"
+        f"    return _report_body(name, [{', '.join(list_input_names(*shape))}], summary, report, model_card)\n"
+    )
+
+
+def define_component(name: str, source: str, image: str):
+    """A KFP component from generated source (registered with linecache, which KFP reads it back from)."""
     filename = f"<modelpress component {name}>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)  # KFP reads it back
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     namespace = {
         "Input": Input, "Output": Output, "Artifact": Artifact, "Model": Model, "Metrics": Metrics,
-        "ClassificationMetrics": ClassificationMetrics, "HTML": HTML, "List": typing.List, "Optional": typing.Optional,  # noqa: UP006 (the names the generated source uses)
+        "ClassificationMetrics": ClassificationMetrics, "HTML": HTML, "Markdown": Markdown, "List": typing.List, "Optional": typing.Optional,  # noqa: UP006 (the names the generated source uses)
     }  # fmt: skip
     exec(compile(source, filename, "exec", dont_inherit=True), namespace)  # real annotations: KFP reads them
     function = namespace[name.replace("-", "_")]
     return dsl.component(base_image=image, install_kfp_package=False)(function)
+
+
+@functools.cache
+def step_component(name: str, image: str, list_shapes: tuple[tuple[str, int, tuple[str, ...]], ...] = ()):
+    """The KFP component of a registered step running in `image` (cached: one per step, image and list-input shape)."""
+    return define_component(name, component_source(name, get_step(name), list_shapes), image)
+
+
+@functools.cache
+def report_component(image: str, shape: tuple[str, int, tuple[str, ...]]):
+    return define_component("report", report_source(shape), image)
