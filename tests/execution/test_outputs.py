@@ -31,3 +31,8 @@ def test_a_push_shows_the_release_it_published_and_counts_its_artifacts(tmp_path
     assert metrics == {"version": 3, "artifacts": 2, "rejected": 1}
     release = {"model": "digits", "version": 3, "registry": "s3://models/registry", "uri": "s3://models/registry/digits/3"}
     assert metadata == {"release": release, "digest": "e" * 64}
+
+
+def test_a_deploy_shows_the_version_it_serves():
+    metrics, metadata = task_outputs("deploy", "/runs/1/serving/deploy", {"model": "digits", "version": 3, "reused": False})
+    assert (metrics, metadata) == ({"version": 3}, {"release": {"model": "digits", "version": 3}})

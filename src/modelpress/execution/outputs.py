@@ -39,7 +39,7 @@ def task_outputs(step_name: str, output: str, result: dict) -> tuple[dict[str, f
         if "published" in result:
             metrics |= {"artifacts": len(result["published"]), "rejected": len(result["rejected"])}
         release = {"model": result["model"], "version": result["version"], "registry": result.get("registry"), "uri": result.get("version_uri")}
-        metadata = {"release": release, "digest": result.get("digest")}
+        metadata = {"release": {key: value for key, value in release.items() if value is not None}, "digest": result.get("digest")}
     else:
         metadata = {}
     return metrics, {key: value for key, value in metadata.items() if value is not None}
