@@ -140,10 +140,10 @@ def report_validations(name: str, validations: list[str], out: str) -> dict[str,
     from modelpress.io.report import write_report
 
     ran = [uri for uri in validations if not was_skipped(uri)]
+    markers = {uri: json.loads(storage.read_bytes(storage.join(uri, SKIP_MARKER))) for uri in validations if uri not in ran}
     skipped = [
-        {"name": uri.rstrip("/").rsplit("/", 1)[-1], "task": "validate", "reason": json.loads(storage.read_bytes(storage.join(uri, SKIP_MARKER)))["reason"]}
-        for uri in validations
-        if was_skipped(uri)
+        {"name": marker.get("artifact") or uri.rstrip("/").rsplit("/", 1)[-1], "task": "validate", "reason": marker["reason"]}
+        for uri, marker in markers.items()
     ]
     gates = {key: value for uri in ran for key, value in read_blessing(uri)[0].thresholds.items()}  # as the run set them
     return write_report(out, name, gates, validation_rows(ran), skipped)
