@@ -71,7 +71,7 @@ def test_dag_takes_schedule_asset_retries_and_step_names_from_the_spec(workflows
     assert weekly.schedule == "@weekly" and weekly.max_active_runs == 1
     # One mapped task group per image the targets run in: index i is that image's target i, convert -> validate.
     fanned = {"convert_tf", "validate_convert_tf", "convert_tensorrt", "validate_convert_tensorrt"}
-    assert set(weekly.task_ids) == {"train", "validate_train", *fanned, "push"}
+    assert set(weekly.task_ids) == {"train", "validate_train", *fanned, "push", "report"}
     for image in ("tf", "tensorrt"):
         targets = weekly.task_group_dict[f"targets_{image}"]
         assert type(targets).__name__ == "MappedTaskGroup"
@@ -79,6 +79,7 @@ def test_dag_takes_schedule_asset_retries_and_step_names_from_the_spec(workflows
     train = weekly.get_task("train")
     assert train.retries == 2 and train.retry_exponential_backoff and train.retry_delay == timedelta(seconds=30)
     assert set(weekly.get_task("push").upstream_task_ids) == {"validate_train", "validate_convert_tf", "validate_convert_tensorrt"}
+    assert set(weekly.get_task("report").upstream_task_ids) == {"push", "validate_train", "validate_convert_tf", "validate_convert_tensorrt"}
 
     on_data, both = dags["on_data"].timetable, dags["both"].timetable  # a new data drop triggers a run
     assert [asset.uri for asset in on_data.asset_condition.objects] == ["s3://drops/digits"]
@@ -104,7 +105,7 @@ def test_gpu_step_pod_has_image_command_gpu_limit_tolerations_and_node_selector(
         """What the operator sends to the API server at run time (the task instance only names the pod's labels)."""
         task = dag.get_task(task_id)
         ti = SimpleNamespace(dag_id=dag.dag_id, task_id=task_id, map_index=-1, try_number=1)
-        context = {"params": {"run_root": "s3://runs"}, "dag": dag, "run_id": "scheduled__2026-01-05", "ti": ti}
+        context = {"params": {**dag.params.dump(), "run_root": "s3://runs"}, "dag": dag, "run_id": "scheduled__2026-01-05", "ti": ti}
         task.render_template_fields(context)
         return task.build_pod_request_obj(context)
 
@@ -119,6 +120,8 @@ def test_gpu_step_pod_has_image_command_gpu_limit_tolerations_and_node_selector(
     assert arguments[arguments.index("--output") + 1] == "s3://runs/gpu/scheduled__2026-01-05/artifacts/train"
     assert arguments[-2:] == ["--result", "/airflow/xcom/return.json"] and "--overwrite" in arguments
     assert json.loads(arguments[arguments.index("--config") + 1])["train"]["epochs"] == 5
+    overrides = [value for flag, value in zip(arguments, arguments[1:], strict=False) if flag == "--set"]
+    assert overrides == ["train.epochs=5", "train.batch_size=32"]  # the run's form values (params), here the spec's
     # train's defaults, with the workflow's memory limit: requests to be scheduled, CPU, memory and GPU limits
     assert container.resources.requests == {"cpu": "4", "memory": "8Gi"}
     assert container.resources.limits == {"cpu": "8", "memory": "24Gi", "nvidia.com/gpu": "1"}
@@ -172,6 +175,17 @@ def test_targets_fan_out_per_image_and_tensorrt_runs_on_the_gpu_pool(workflows, 
             assert task.container_resources.limits == {"cpu": "4", "memory": "8Gi"} and not task.tolerations
 
 
+def test_train_and_push_declare_the_data_and_the_release_as_lineage_assets(workflows):
+    (workflows / "lineage.yaml").write_text(
+        "name: lineage\nmodel: {zoo: mlp}\ndata: {source: csv, path: s3://drops/table.csv, label_column: label}\n"
+        "push: {uri: s3://models/registry, model_name: tabular}\n"
+    )
+    dag = workflow_dags()["lineage"]
+    assert [a.uri for a in dag.get_task("train").inlets] == ["s3://drops/table.csv"]
+    (release,) = dag.get_task("push").outlets
+    assert (release.uri, release.extra) == ("s3://models/registry/tabular", {"model": "tabular", "registry": "s3://models/registry"})
+
+
 def test_a_folder_run_root_fails_the_pod_task_at_once_without_retries(workflows, adapter_workflow):
     from airflow.sdk.exceptions import AirflowFailException
 
@@ -196,13 +210,43 @@ def test_dag_test_runs_tiny_workflow_end_to_end_in_local_mode(airflow_db, workfl
     assert {k: v for k, v in states.items() if k in tensorrt} == dict.fromkeys(tensorrt, "skipped")
     assert {v for k, v in states.items() if k not in tensorrt} == {"success"}, states
     assert {k for k in states if k[0] in ("convert_tf", "validate_convert_tf")} == {("convert_tf", 0), ("validate_convert_tf", 0)}
+    # A mapped instance is shown under the target it runs, not only its index.
+    assert dag.get_task("convert_tf").map_index_template == "{{ task.target }}"
+    shown = {ti.task_id: ti.rendered_map_index for ti in run.get_task_instances() if ti.map_index >= 0}
+    # validate_convert_tensorrt never started (its convert skipped), so nothing rendered its template
+    assert shown == {"convert_tf": "tflite_fp32", "validate_convert_tf": "tflite_fp32", "convert_tensorrt": "tensorrt_fp16", "validate_convert_tensorrt": "0"}
     run_folder = tmp_path / "runs" / "tiny" / run.run_id
     blessings = {p.parent.name: json.loads(p.read_text()) for p in run_folder.glob("validation/*/blessing.json")}
     assert set(blessings) == {"train", "tflite_fp32"} and all(b["blessed"] for b in blessings.values())
     manifest = json.loads((registry / "tiny" / "1" / "manifest.json").read_text())
     assert sorted(a["name"] for a in manifest["artifacts"]) == ["tflite_fp32", "train"]
     assert (serving / "tiny" / "1" / "saved_model.pb").exists()
+    # The run's report, as `modelpress run` writes it: every validated artifact with its accuracy.
+    summary = json.loads((run_folder / "summary.json").read_text())
+    accuracies = {row["name"]: row["metrics"]["accuracy"] for row in summary["artifacts"]}
+    assert accuracies == {name: blessing["metrics"]["accuracy"] for name, blessing in blessings.items()}
+    page = (run_folder / "report.html").read_text()
+    assert all(f"<td>{name}</td>" in page and f"<td>{accuracy:.4f}</td>" in page for name, accuracy in accuracies.items())
+    assert (run_folder / "report.md").read_text().startswith("# ModelPress run: tiny")
+    # Lineage: push names the releases it publishes (a local registry is a file:// asset).
+    assert [(a.uri, a.extra) for a in dag.get_task("push").outlets] == [
+        ((registry / "tiny").as_uri(), {"model": "tiny", "registry": str(registry)})
+    ]
     assert [t.id for t in build_plan(load_workflow(workflows / "tiny.yaml"))][-2:] == ["push", "deploy"]
+
+
+def test_dag_params_form_overrides_the_specs_epochs_in_a_run(airflow_db, workflows, adapter_workflow, monkeypatch, tmp_path):
+    adapter_workflow("knobs", folder=workflows, targets="[saved_model]")
+    monkeypatch.setenv(MODE_ENV, "local")
+    monkeypatch.setenv(RUN_ROOT_ENV, str(tmp_path / "runs"))
+    dag = workflow_dags()["knobs"]
+    assert dag.params["epochs"] == 5 and dag.params.get_param("epochs").description == "passes over the training split"
+    assert dag.params["min_accuracy"] == 0.6 and dag.params.get_param("min_accuracy").description == "lowest test accuracy allowed"
+    run = dag.test(run_conf={"epochs": 2})
+
+    assert {ti.task_id: ti.state for ti in run.get_task_instances()} == {"train": "success", "validate_train": "success", "report": "success"}
+    trained = json.loads((tmp_path / "runs" / "knobs" / run.run_id / "artifacts" / "train" / "artifact.json").read_text())
+    assert trained["details"]["epochs_run"] == 2 and trained["details"]["train"]["epochs"] == 2
 
 
 def test_dag_test_publishes_nothing_when_nothing_is_blessed(airflow_db, workflows, adapter_workflow, monkeypatch, tmp_path):
@@ -218,7 +262,7 @@ def test_dag_test_publishes_nothing_when_nothing_is_blessed(airflow_db, workflow
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states == {
         "train": "success", "validate_train": "success", "validate_train_blessed": "success",
-        "push": "skipped", "deploy": "skipped",
+        "push": "skipped", "deploy": "skipped", "report": "success",
     }  # fmt: skip
     blessing = json.loads((tmp_path / "runs" / "strict" / run.run_id / "validation" / "train" / "blessing.json").read_text())
     assert blessing["blessed"] is False

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import boto3
 import pytest
 
-from modelpress.airflow.dag_factory import RUN_PREFIX, WORKFLOWS_ENV, workflow_dags
+from modelpress.airflow.dag_factory import WORKFLOWS_ENV, workflow_dags
 from modelpress.airflow.operators import MODE_ENV
 from tests.conftest import KUBE_CONFIG
 from tests.container_fixtures import docker_run, release, s3_env, write_spec
@@ -40,6 +40,7 @@ def test_airflow_pods_run_every_step_in_their_images(docker, images, gpu_stand_i
     monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps({"conn_type": "kubernetes", "extra": {"kube_config": KUBE_CONFIG}}))
     dag = workflow_dags()["cpath"]
     run_id, run_root = "scheduled__2026-11-23T03:00:00+00:00", f"s3://{s3}/runs"
+    params = {**dag.params.dump(), "run_root": run_root}  # the triggered run's form: the spec's values
     xcoms = XComs()
     ran: list[tuple[str, str, float]] = []
 
@@ -60,11 +61,11 @@ def test_airflow_pods_run_every_step_in_their_images(docker, images, gpu_stand_i
         if not isinstance(task.arguments, list):  # in a targets' mapped group: one pod per target, from its expansion
             key = task.arguments._key  # MappedArgument internals, as the Airflow tests read them
             for index, item in enumerate(task.arguments._input.value):
-                arguments = [a.replace(RUN_PREFIX, f"{run_root}/{dag.dag_id}/{run_id}") for a in item[key]]
+                arguments = task.render_template(item[key], {"params": params, "dag": dag, "run_id": run_id})
                 run_pod(task.task_id, index, task.image, task.cmds, arguments)
             continue
         ti = SimpleNamespace(dag_id=dag.dag_id, task_id=task.task_id, map_index=-1, try_number=1, xcom_pull=xcoms.xcom_pull)
-        context = {"params": {"run_root": run_root}, "dag": dag, "run_id": run_id, "ti": ti}
+        context = {"params": params, "dag": dag, "run_id": run_id, "ti": ti}
         task.render_template_fields(context)
         pod = task.build_pod_request_obj(context)  # the pod the operator would create
         container = pod.spec.containers[0]

@@ -54,7 +54,7 @@ def test_airflow_trains_with_several_workers_through_a_task_that_runs_the_tfjob(
     task = dag.get_task("train")
     assert task.python_callable is run_training_job
     ti = SimpleNamespace(dag_id=dag.dag_id, task_id="train", map_index=-1, try_number=1)
-    task.render_template_fields({"params": {"run_root": "s3://runs"}, "dag": dag, "run_id": "manual__1", "ti": ti})
+    task.render_template_fields({"params": {**dag.params.dump(), "run_root": "s3://runs"}, "dag": dag, "run_id": "manual__1", "ti": ti})
     output = task.op_kwargs["output"]
     assert output == "s3://runs/mw/manual__1/artifacts/train"
     job = with_run_values(task.op_kwargs["manifest"], output, {}, {})  # what the task sends when it runs

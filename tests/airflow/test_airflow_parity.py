@@ -41,6 +41,11 @@ def pipelines(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     return {path.stem: (path, folder / "compiled" / path.name) for path in workflows}
 
 
+def task_name(task: dict) -> str:
+    """A KFP task's name in both orchestrators: a fan-out's display name also lists its targets, "convert_tf (onnx)"."""
+    return task["taskInfo"]["name"].split(" (")[0]
+
+
 def kfp_tasks(pipeline_path: Path) -> dict[str, dict]:
     """Each step task of a compiled pipeline: display name -> step, inputs (name, producer), output, image, GPU,
     node selector, tolerations."""
@@ -57,10 +62,10 @@ def kfp_tasks(pipeline_path: Path) -> dict[str, dict]:
         task = dag["tasks"][key]
         component = components[task["componentRef"]["name"]]
         if "executorLabel" in component:
-            return [task["taskInfo"]["name"]]
+            return [task_name(task)]
         inner = component["dag"]
         selectors = inner["outputs"]["artifacts"][output]["artifactSelectors"]
-        return [inner["tasks"][s["producerSubtask"]]["taskInfo"]["name"] for s in selectors]
+        return [task_name(inner["tasks"][s["producerSubtask"]]) for s in selectors]
 
     def walk(dag: dict, outer: dict[str, list[str]]) -> None:
         for task in dag["tasks"].values():
@@ -74,9 +79,11 @@ def kfp_tasks(pipeline_path: Path) -> dict[str, dict]:
             container = executors[component["executorLabel"]]["container"]
             placement = placements[component["executorLabel"]]
             step = container["args"][container["args"].index("--function_to_execute") + 1]
+            if step == "report":  # the run's report, not a step: compared below
+                continue
             list_inputs = STEPS[step].list_inputs
             outputs = [n for n in component["outputDefinitions"]["artifacts"] if n.startswith("output_")]
-            found[task["taskInfo"]["name"]] = {
+            found[task_name(task)] = {
                 "step": step,
                 "inputs": {  # a list input arrives as name_<image> (a fan-out's collected outputs) and name_<n>
                     (name.rsplit("_", 1)[0] if name.rsplit("_", 1)[0] in list_inputs else name, producer)
@@ -100,7 +107,7 @@ def kfp_tasks(pipeline_path: Path) -> dict[str, dict]:
 def airflow_tasks(dag) -> dict[str, dict]:
     """Each step task of a DAG (the blessing gates are not steps): the same fields, from the pod arguments."""
     folders = {folder: kind for kind, folder in KIND_FOLDERS.items()}
-    steps = [task for task in dag.tasks if task.task_type != "ShortCircuitOperator"]
+    steps = [task for task in dag.tasks if task.task_type != "ShortCircuitOperator" and task.task_id != "report"]
 
     def argument_lists_of(task) -> list[list[str]]:
         """One argument list, or in the targets' mapped task group one per target (from the group's expansion)."""
@@ -147,8 +154,12 @@ def cluster_mode(monkeypatch, tmp_path):
 @pytest.mark.parametrize("name", WORKFLOWS)
 def test_pipeline_and_dag_have_the_same_steps_inputs_outputs_images_gpus_resources_and_timeouts(name, pipelines, cluster_mode):
     workflow, pipeline = pipelines[name]
-    in_kfp, in_airflow = kfp_tasks(pipeline), airflow_tasks(build_dag(load_workflow(workflow), name))
+    dag = build_dag(load_workflow(workflow), name)
+    in_kfp, in_airflow = kfp_tasks(pipeline), airflow_tasks(dag)
     assert in_kfp.keys() == in_airflow.keys()
+    ir, _ = yaml.safe_load_all(pipeline.read_text())
+    report = next(t for t in ir["root"]["dag"]["tasks"].values() if t["taskInfo"]["name"] == "report")
+    assert ("push" in report.get("dependentTasks", [])) == ("push" in dag.get_task("report").upstream_task_ids) == ("push" in in_kfp)
     for task in in_kfp:
         assert in_kfp[task] == in_airflow[task], task
     if name == "all_steps":
@@ -171,6 +182,18 @@ def test_pipeline_and_dag_have_the_same_steps_inputs_outputs_images_gpus_resourc
             ("validations", "validate_train"), ("validations", "validate_convert_tf"),
             ("validations", "validate_convert_openvino"), ("validations", "validate_convert_tensorrt"),
         }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_dag_params_are_the_pipeline_parameters_with_their_defaults_and_descriptions(name, pipelines, cluster_mode):
+    workflow, pipeline = pipelines[name]
+    ir, _ = yaml.safe_load_all(pipeline.read_text())
+    in_kfp = {
+        key: (p["defaultValue"], p["description"]) for key, p in ir["root"]["inputDefinitions"]["parameters"].items()
+    }
+    params = build_dag(load_workflow(workflow), name).params
+    in_airflow = {key: (params[key], params.get_param(key).description) for key in params if key != "run_root"}
+    assert in_airflow == in_kfp and "epochs" in in_airflow
 
 
 @pytest.mark.parametrize("problem", BAD_WORKFLOWS)

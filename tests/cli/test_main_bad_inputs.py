@@ -142,3 +142,20 @@ def test_output_piped_into_a_reader_that_stops_early_is_not_an_error():
     os.close(write_end)
     assert writer.returncode == 0, writer.stderr
     assert "Traceback" not in writer.stderr and "BrokenPipeError" not in writer.stderr
+
+
+@pytest.mark.parametrize(
+    "validations, phrases",
+    [
+        ([], ("needs at least one --validation URI",)),
+        (["{folder}"], ("is not a validate output (no blessing.json)", "pass the folder the validate step wrote")),
+    ],
+    ids=["no_validation", "not_a_validation"],
+)
+def test_report_without_a_validation_to_read_writes_nothing(cli, tmp_path, validations, phrases):
+    (tmp_path / "artifacts").mkdir()
+    arguments = [a for v in validations for a in ("--validation", v.format(folder=tmp_path / "artifacts"))]
+    result = cli("report", "--name", "t", "--output", str(tmp_path / "run"), *arguments)
+    assert result.returncode == 2
+    assert_one_line_error(result, *phrases)
+    assert not (tmp_path / "run").exists()

@@ -41,12 +41,13 @@ def parameter_defaults(pipeline: dict) -> dict:
 
 
 def all_dag_tasks(pipeline: dict) -> dict[str, dict]:
-    """Every step task in the pipeline (root and nested DAGs: ParallelFor, If) by display name."""
+    """Every step task in the pipeline (root and nested DAGs: ParallelFor, If) by its name in both orchestrators: the
+    display name without the targets a fan-out's task lists, "convert_tf (tflite_fp32, onnx)" -> "convert_tf"."""
     components = pipeline["components"]
     dags = [pipeline["root"]["dag"], *(c["dag"] for c in components.values() if "dag" in c)]
     tasks = [t for dag in dags for t in dag["tasks"].values()]
     steps = [t for t in tasks if "executorLabel" in components[t["componentRef"]["name"]] and t["taskInfo"]["name"] != "data_digest"]
-    return {t["taskInfo"]["name"]: t for t in steps}
+    return {t["taskInfo"]["name"].split(" (")[0]: t for t in steps}
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.stem for e in EXAMPLES])
@@ -71,11 +72,16 @@ def test_ir_has_parameters_gpu_placement_fan_out_and_blessing_gate(cli, adapter_
     )
     pipeline, platform = compiled(cli, workflow, tmp_path)
     assert parameter_defaults(pipeline) == {
-        "epochs": 5, "min_accuracy": 0.6, "push_uri": "s3://models/registry"
+        "epochs": 5, "batch_size": 32, "min_accuracy": 0.6, "push_uri": "s3://models/registry"
     }  # fmt: skip
 
     tasks = all_dag_tasks(pipeline)
-    assert set(tasks) == {"train", "validate_train", "convert_tf", "validate_convert_tf", "push", "deploy"}
+    # One display name serves every item of a ParallelFor: it lists the targets the fan-out runs.
+    assert tasks["convert_tf"]["taskInfo"]["name"] == "convert_tf (tflite_fp32, onnx)"
+    assert tasks["validate_convert_tf"]["taskInfo"]["name"] == "validate_convert_tf (tflite_fp32, onnx)"
+    assert tasks["train"]["taskInfo"]["name"] == "train"
+    assert set(tasks) == {"train", "validate_train", "convert_tf", "validate_convert_tf", "push", "deploy", "report"}
+    assert [names for names in tasks["report"]["dependentTasks"] if "push" in names] == ["push"]  # reports the release
     executors = pipeline["deploymentSpec"]["executors"]
 
     def executor(name: str) -> str:
@@ -118,7 +124,7 @@ def test_targets_fan_out_per_image_that_carries_their_runtime_and_tensorrt_runs_
     pipeline, platform = compiled(cli, workflow, tmp_path)
     tasks = all_dag_tasks(pipeline)
     fanned = {f"{kind}_{image}" for kind in ("convert", "validate_convert") for image in ("tf", "openvino", "tensorrt")}
-    assert set(tasks) == {"train", "validate_train", *fanned, "push"}
+    assert set(tasks) == {"train", "validate_train", *fanned, "push", "report"}
     executors = pipeline["deploymentSpec"]["executors"]
 
     def executor(name: str) -> str:
@@ -227,6 +233,40 @@ def test_kfp_local_runs_tiny_workflow_to_s3_and_serving(kfp_local, s3, adapter_w
     (tensorrt,) = [o["artifacts"]["metrics"]["artifacts"][0]["metadata"] for o in executor_outputs(kfp_local, "for-loop-*/validate-3")]
     assert tensorrt == {"skipped": "its input 'model' was skipped"}
 
+    # The UI shows what each artifact is, how it scored and where it came from (artifact.json, blessing.json).
+    (train,) = executor_outputs(kfp_local, "train")
+    model = train["artifacts"]["output_model"]["artifacts"][0]
+    trained = json.loads((Path(model["uri"]) / "artifact.json").read_text())
+    assert model["metadata"]["format"] == trained["format"] == "saved_model" and model["metadata"]["data_hash"] == trained["data_hash"]
+    assert model["metadata"]["accuracy"] == trained["metrics"]["accuracy"] and model["metadata"]["size_bytes"] > 0
+    assert "parent" not in model["metadata"]  # trained from data, not from another artifact
+    blessed = outputs["output_validation"]["artifacts"][0]["metadata"]
+    assert blessed["digest"] == model["metadata"]["digest"] and blessed["parent"] == model["uri"]
+    assert blessed["blessed"] is True and blessed["accuracy"] > 0.6 and blessed["data_hash"] == trained["data_hash"]
+    assert blessed["latency_ms_p50"] > 0 and blessed["size_bytes"] == model["metadata"]["size_bytes"]
+    (converted,) = [o["artifacts"]["output_model"]["artifacts"][0]["metadata"] for o in executor_outputs(kfp_local, "for-loop-*/convert")]
+    assert converted["format"] == "tflite_fp32" and converted["parent"] == model["uri"]
+    (push,) = executor_outputs(kfp_local, "push")
+    release = {"model": "tiny", "version": 1, "registry": f"s3://{s3}/registry", "uri": f"s3://{s3}/registry/tiny/1"}
+    assert push["artifacts"]["output_release"]["artifacts"][0]["metadata"] == {"release": release, "digest": manifest["digest"]}
+    published = push["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+    assert published["version"] == 1 and published["artifacts"] == 2 and published["digest"] == manifest["digest"]
+
+    # The run's report: every validated artifact with its accuracy, as `modelpress run` writes it.
+    (report,) = executor_outputs(kfp_local, "report")
+    summary_artifact = report["artifacts"]["summary"]["artifacts"][0]
+    summary = json.loads((Path(summary_artifact["uri"]) / "summary.json").read_text())
+    accuracies = {row["name"]: row["metrics"]["accuracy"] for row in summary["artifacts"]}
+    assert set(accuracies) == {"train", "tflite_fp32"} and min(accuracies.values()) > 0.6
+    assert accuracies["train"] == outputs["metrics"]["artifacts"][0]["metadata"]["accuracy"]
+    assert sorted(summary["blessed"]) == ["tflite_fp32", "train"] and summary_artifact["metadata"]["blessed"] == summary["blessed"]
+    assert [(s["name"], s["reason"]) for s in summary["skipped"]] == [("tensorrt_fp16", "its input 'model' was skipped")]
+    page = Path(report["artifacts"]["report"]["artifacts"][0]["uri"]).read_text()
+    card = Path(report["artifacts"]["model_card"]["artifacts"][0]["uri"]).read_text()
+    for name, accuracy in accuracies.items():
+        assert f"<td>{name}</td>" in page and f"<td>{accuracy:.4f}</td>" in page
+        assert f"| {name} |" in card and f" {accuracy:.4f} " in card
+
 
 def test_kfp_local_gate_parameter_stops_push_and_deploy(kfp_local, s3, adapter_workflow, tmp_path):
     """A gate set in the UI (pipeline parameter) that the model misses: validation says no, nothing is published."""
@@ -308,11 +348,21 @@ def test_ui_parameters_cover_data_epochs_compression_gates_and_push(cli, tmp_pat
     )
     pipeline, _ = compiled(cli, workflow, tmp_path)
     assert parameter_defaults(pipeline) == {
-        "data_uri": "s3://drops/table.csv", "epochs": 7, "sparsity": 0.7, "clusters": 8,
+        "data_uri": "s3://drops/table.csv", "epochs": 7, "batch_size": 32, "sparsity": 0.7, "clusters": 8,
         "min_accuracy": 0.9, "max_drop": 0.02, "push_uri": "s3://models/registry",
     }  # fmt: skip
+    # The UI explains each parameter with its spec field's description.
+    descriptions = {name: p.get("description") for name, p in pipeline["root"]["inputDefinitions"]["parameters"].items()}
+    assert descriptions == {
+        "data_uri": "local path or s3://bucket/key", "epochs": "passes over the training split",
+        "batch_size": "examples per gradient step",
+        "sparsity": "magnitude, lottery: share of each layer's kernel set to zero, in [0, 1)",
+        "clusters": "k: each clustered kernel keeps at most k distinct values", "min_accuracy": "lowest test accuracy allowed",
+        "max_drop": "accuracy drop allowed vs the trained (uncompressed) model",
+        "push_uri": "s3://bucket/prefix or a local folder; default <run>/registry",
+    }  # fmt: skip
     tasks = all_dag_tasks(pipeline)
-    assert set(tasks["prune"]["inputs"]["parameters"]) == {"config", "data_uri", "epochs", "sparsity", "data_digest"}
+    assert set(tasks["prune"]["inputs"]["parameters"]) == {"config", "data_uri", "epochs", "batch_size", "sparsity", "data_digest"}
     assert "sparsity" not in tasks["cluster"]["inputs"]["parameters"]  # each task gets only its own knobs
 
 

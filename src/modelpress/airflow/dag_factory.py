@@ -5,7 +5,9 @@ Every plan task runs `modelpress step STEP --config ... --input ... --output ...
 Outputs live under <run_root>/<dag id>/<run id>/, and every step overwrites its own output, so a retried task
 repeats its work without touching other runs. Conversion targets fan out with dynamic task mapping, one mapped task
 group per image they run in (`plan.fan_outs`), each running a target's convert and validation; a target that skips
-(no GPU here) skips only its own. This module imports no TensorFlow: it reads specs and the registry only.
+(no GPU here) skips only its own. A last task, `report`, writes the run's summary.json, report.md (the model card) and
+report.html under the run's prefix from every validation. Train and push declare the data and the release they read
+and write as inlets and outlets (Assets) for lineage tools. This module imports no TensorFlow: it reads specs and the registry only.
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ from airflow.sdk import (
     task_group,
 )
 
-from modelpress.airflow.operators import mode, step_operator, with_result
+from modelpress.airflow.operators import mode, report_operator, step_operator, with_result
 from modelpress.common.errors import UserError
 from modelpress.contract.workflow import Workflow
+from modelpress.execution.parameters import RunParameter, run_parameters, step_parameters
 from modelpress.execution.plan import FanOut, Task, build_plan, fan_outs, load_workflow
 from modelpress.execution.runner import output_uri
+from modelpress.io import storage
 from modelpress.kubernetes.pods import check_cluster_workflow, check_credentials
 from modelpress.steps.catalog import STEPS
 
@@ -47,13 +51,29 @@ DEFAULT_ARGS = {
 }
 
 
-def step_arguments(task: Task, plan: dict[str, Task]) -> list[str]:
-    """The `modelpress step` arguments of a plan task, with outputs under the run's prefix."""
+PARAM_TYPES = {str: "string", int: "integer", float: "number"}
+
+
+def dag_params(parameters: list[RunParameter]) -> dict[str, Param]:
+    """The form of a triggered run: where runs go, and the run parameters Kubeflow's pipeline has (same names,
+    defaults and descriptions)."""
+    run_root = Param(os.environ.get(RUN_ROOT_ENV, DEFAULT_RUN_ROOT), type="string", description="s3:// prefix or folder runs go to")
+    return {"run_root": run_root} | {
+        p.name: Param(p.default, type=PARAM_TYPES[p.parameter.type], description=p.description) for p in parameters
+    }
+
+
+def step_arguments(task: Task, plan: dict[str, Task], parameters: list[RunParameter]) -> list[str]:
+    """The `modelpress step` arguments of a plan task, with outputs under the run's prefix and the run parameters
+    its step has as overrides."""
     output = output_uri(RUN_PREFIX, task)
     arguments = ["step", task.step, "--config", task.config.model_dump_json(exclude_unset=True), "--output", output]
     for name, source in task.inputs.items():
         for source_id in [source] if isinstance(source, str) else source:
             arguments += ["--input", f"{name}={output_uri(RUN_PREFIX, plan[source_id])}"]
+    its_own = {p.path for p in step_parameters(STEPS[task.step])}
+    for parameter in (p.parameter for p in parameters if p.parameter.path in its_own):
+        arguments += ["--set", f"{parameter.path}={{{{ params.{parameter.name} | tojson }}}}"]
     return [*arguments, "--overwrite"]  # the prefix is this run's: a retry replaces only its own output
 
 
@@ -79,19 +99,58 @@ def schedule_of(workflow: Workflow):
     return workflow.schedule
 
 
-def add_fan_out(dag: DAG, fan_out: FanOut, by_id: dict[str, Task], workflow: Workflow) -> dict[str, Any]:
+def add_fan_out(dag: DAG, fan_out: FanOut, by_id: dict[str, Task], workflow: Workflow, parameters: list[RunParameter]) -> dict[str, Any]:
     """One image's targets as a mapped task group: map index i runs target i's convert, then its validation, so a
-    skipped or failed target stops only its own validation. Task ids FanOut.names (KFP uses the same)."""
+    skipped or failed target stops only its own validation, and is shown under the target's name. Task ids
+    FanOut.names (KFP uses the same)."""
     pairs, names = fan_out.pairs, fan_out.names
 
     @task_group(group_id=f"targets_{fan_out.placement.label}", prefix_group_id=False)
-    def targets(convert: list[str], validate: list[str]) -> None:
-        step_operator(names[0], pairs[0][0], workflow, convert) >> step_operator(names[1], pairs[0][1], workflow, validate)
+    def targets(convert: list[str], validate: list[str], target: str) -> None:
+        step_operator(names[0], pairs[0][0], workflow, convert, target) >> step_operator(names[1], pairs[0][1], workflow, validate, target)
 
     targets.expand_kwargs(
-        [{"convert": with_result(step_arguments(c, by_id)), "validate": with_result(step_arguments(v, by_id))} for c, v in pairs]
+        [
+            {
+                "convert": with_result(step_arguments(c, by_id, parameters)),
+                "validate": with_result(step_arguments(v, by_id, parameters)),
+                "target": v.artifact,
+            }
+            for c, v in pairs
+        ]
     )
     return {task.id: dag.get_task(names[i]) for pair in pairs for i, task in enumerate(pair)}
+
+
+def add_report(workflow: Workflow, plan: list[Task], operators: dict[str, Any], producers: dict[str, tuple[str, int | None]]) -> None:
+    """The run's report of every validation (summary.json, report.md, report.html under the run's prefix), after
+    push when there is one."""
+    validations = [task for task in plan if task.step == "validate"]
+    arguments = ["report", "--name", workflow.name, "--output", RUN_PREFIX]
+    for task in validations:
+        arguments += ["--validation", output_uri(RUN_PREFIX, task)]
+    report = report_operator(workflow, arguments)
+    positions = [i + 1 for i, argument in enumerate(arguments) if argument == "--validation"]
+    report.list_sources = {position: producers[task.id] for position, task in zip(positions, validations, strict=True)}
+    upstream = {id(operators[task.id]): operators[task.id] for task in [*validations, *(t for t in plan if t.step == "push")]}
+    for operator in upstream.values():
+        operator >> report
+
+
+def asset_of(uri: str, **extra: Any) -> Asset:
+    """An Asset naming a storage URI (a local folder as file://), as lineage tools read it."""
+    return Asset(uri if "://" in uri else Path(uri).absolute().as_uri(), extra=extra)
+
+
+def declare_lineage(task: Task, operator) -> None:
+    """OpenLineage-style inlets and outlets: training reads the data URI; push publishes the model's releases in its
+    registry (a fixed push.uri only: the default registry is under each run's prefix)."""
+    data_uri = getattr(task.config.data, "path", None) if task.step == "train" else None
+    if data_uri:
+        operator.inlets = [asset_of(data_uri)]
+    if task.step == "push" and task.config.push.uri:
+        spec = task.config.push
+        operator.outlets = [asset_of(storage.join(spec.uri, spec.model_name), model=spec.model_name, registry=spec.uri)]
 
 
 def gated(task: Task, source: str, by_id: dict[str, Task]) -> bool:
@@ -108,6 +167,7 @@ def build_dag(workflow: Workflow, dag_id: str) -> DAG:
     plan = build_plan(workflow)
     by_id = {task.id: task for task in plan}
     groups = fan_outs(plan)
+    parameters = run_parameters(plan)
     dag = DAG(
         dag_id=dag_id,
         description=workflow.description or f"ModelPress workflow {workflow.name}",
@@ -116,18 +176,14 @@ def build_dag(workflow: Workflow, dag_id: str) -> DAG:
         catchup=False,
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
-        params={
-            "run_root": Param(
-                os.environ.get(RUN_ROOT_ENV, DEFAULT_RUN_ROOT), type="string", description="s3:// prefix or folder runs go to"
-            )
-        },
+        params=dag_params(parameters),
         tags=["modelpress"],
     )
     with dag:
         # plan task id -> the operator running it (the fan-out's two stand for every target's tasks)
         operators: dict[str, Any] = {}
         for fan_out in groups:
-            operators |= add_fan_out(dag, fan_out, by_id, workflow)
+            operators |= add_fan_out(dag, fan_out, by_id, workflow, parameters)
         producers = {task.id: (task.id, None) for task in plan} | {
             task.id: (fan_out.names[i], number)
             for fan_out in groups
@@ -136,9 +192,10 @@ def build_dag(workflow: Workflow, dag_id: str) -> DAG:
         }
         for task in plan:
             if task.id not in operators:
-                arguments = step_arguments(task, by_id)
+                arguments = step_arguments(task, by_id, parameters)
                 operators[task.id] = step_operator(task.id, task, workflow, arguments)
                 operators[task.id].list_sources = list_input_sources(task, arguments, producers)
+                declare_lineage(task, operators[task.id])
         gates: dict[str, Any] = {}
         edges: set[tuple[int, int]] = set()
         for task in plan:
@@ -155,6 +212,7 @@ def build_dag(workflow: Workflow, dag_id: str) -> DAG:
                 if upstream is not downstream and (id(upstream), id(downstream)) not in edges:
                     edges.add((id(upstream), id(downstream)))
                     upstream >> downstream
+        add_report(workflow, plan, operators, producers)
     return dag
 
 

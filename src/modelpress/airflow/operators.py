@@ -29,9 +29,11 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 from kubernetes.client import models as k8s
 
 from modelpress.common.errors import UserError
+from modelpress.contract.images import Placement
 from modelpress.contract.kubernetes import StepResources
 from modelpress.contract.workflow import Workflow
 from modelpress.execution.plan import Task, placement
+from modelpress.execution.runner import REPORT_PLACEMENT
 from modelpress.kubernetes.pods import pod_placement
 from modelpress.kubernetes.tfjob import OUTPUT_PLACEHOLDER, training_workers
 from modelpress.kubernetes.trainjob import run_training_job, training_job_manifest
@@ -54,10 +56,18 @@ class StepOperation:
     - in a targets' mapped task group `arguments` is resolved from the group's expansion after templating, so its
       run-prefix templates are rendered once more here (JSON configs hold no '{{');
     - a list input (push's validations) leaves out the outputs of tasks Airflow skipped, which never ran;
-    - a step that returns {"skipped": ...} (the driver's decision) skips the task and what reads it.
+    - a step that returns {"skipped": ...} (the driver's decision) skips the task and what reads it;
+    - `target`: in the targets' task group, the target a mapped instance runs (a template field: the group's
+      expansion resolves it), which the UI shows as its map index.
     """
 
     list_sources: dict[int, tuple[str, int | None]] = {}  # position of a list input's URI -> (task id, map index)
+
+    @staticmethod
+    def showing_target(target: str | None, kwargs: dict) -> dict:
+        """Operator arguments naming a mapped instance by its target. (Airflow wraps the __init__ of operator
+        classes only, so each operator passes its own through this.)"""
+        return kwargs if target is None else {**kwargs, "map_index_template": "{{ task.target }}"}
 
     def render_template_fields(self, context, jinja_env=None) -> None:
         super().render_template_fields(context, jinja_env)
@@ -91,6 +101,12 @@ class StepPodOperator(StepOperation, KubernetesPodOperator):
     operator reads the step container's exit code where the provider turns a finished pod into the task's outcome.
     """
 
+    template_fields = (*KubernetesPodOperator.template_fields, "target")
+
+    def __init__(self, *, target: str | None = None, **kwargs):
+        super().__init__(**self.showing_target(target, kwargs))
+        self.target = target
+
     def execute(self, context):
         output = self.arguments[self.arguments.index("--output") + 1]
         if "://" not in output:  # a folder would be this pod's own disk, gone with it
@@ -114,11 +130,11 @@ class LocalStepOperator(StepOperation, BaseOperator):
     A user error (exit code 2: bad spec, missing input) fails without retries: retrying cannot fix it.
     """
 
-    template_fields = ("arguments",)
+    template_fields = ("arguments", "target")
 
-    def __init__(self, *, arguments: list[str], **kwargs):
-        super().__init__(**kwargs)
-        self.arguments = arguments
+    def __init__(self, *, arguments: list[str], target: str | None = None, **kwargs):
+        super().__init__(**self.showing_target(target, kwargs))
+        self.arguments, self.target = arguments, target
 
     def execute(self, context) -> dict:
         with tempfile.TemporaryDirectory(prefix="modelpress-airflow-") as scratch:
@@ -144,12 +160,11 @@ def execution_timeout(resources: StepResources) -> timedelta | None:
     return timedelta(minutes=resources.timeout_minutes) if resources.timeout_minutes else None
 
 
-def pod_settings(task: Task, workflow: Workflow) -> dict[str, Any]:
-    """KubernetesPodOperator arguments for a step: image, namespace, credentials, CPU, memory, GPU, placement and
-    timeouts."""
+def pod_settings(task_placement: Placement, resources: StepResources, workflow: Workflow) -> dict[str, Any]:
+    """KubernetesPodOperator arguments for a task placed so: image, namespace, credentials, CPU, memory, GPU,
+    placement and timeouts."""
     kubernetes = workflow.kubernetes
-    resources = step_resources(task.step, kubernetes)
-    where = pod_placement(placement(task), kubernetes, resources)
+    where = pod_placement(task_placement, kubernetes, resources)
     # Required Secret: a missing one stops the pod at start with "secret not found", not late as "no credentials".
     secret = k8s.V1SecretEnvSource(name=kubernetes.secret_name, optional=False)
     settings = {
@@ -172,13 +187,13 @@ def pod_settings(task: Task, workflow: Workflow) -> dict[str, Any]:
     return settings
 
 
-def step_operator(task_id: str, task: Task, workflow: Workflow, arguments):
+def step_operator(task_id: str, task: Task, workflow: Workflow, arguments, target=None):
     """The operator of a plan task. `arguments`: the step's arguments, or in the targets' task group a mapped
-    argument (one list per target, already through `with_result`)."""
+    argument (one list per target, already through `with_result`), with `target` the mapped target names."""
     # A task reading a list (push) still runs when some sources were skipped (a target whose hardware is absent).
     trigger_rule = "none_failed" if STEPS[task.step].list_inputs else "all_success"
     if mode() == "local":
-        return LocalStepOperator(task_id=task_id, arguments=arguments, trigger_rule=trigger_rule)
+        return LocalStepOperator(task_id=task_id, arguments=arguments, trigger_rule=trigger_rule, target=target)
     workers = training_workers(task.step, task.config)
     if workers > 1:  # multi-worker training: this task creates a TrainJob (or TFJob) and waits for it
         output = arguments[arguments.index("--output") + 1]
@@ -192,5 +207,15 @@ def step_operator(task_id: str, task: Task, workflow: Workflow, arguments):
         )  # fmt: skip
     if isinstance(arguments, list):
         arguments = with_result(arguments)
-    settings = pod_settings(task, workflow)
-    return StepPodOperator(task_id=task_id, name=task_id, arguments=arguments, trigger_rule=trigger_rule, **settings)
+    settings = pod_settings(placement(task), step_resources(task.step, workflow.kubernetes), workflow)
+    return StepPodOperator(task_id=task_id, name=task_id, arguments=arguments, trigger_rule=trigger_rule, target=target, **settings)
+
+
+def report_operator(workflow: Workflow, arguments: list[str]):
+    """The run's report task (`modelpress report` in the report's image). It runs when no task failed, after a push
+    that skipped too (nothing blessed is worth a report)."""
+    if mode() == "local":
+        return LocalStepOperator(task_id="report", arguments=arguments, trigger_rule="none_failed")
+    # the report reads every validation, as validate reads one: validate's CPU, memory and time
+    settings = pod_settings(REPORT_PLACEMENT, step_resources("validate", workflow.kubernetes), workflow)
+    return StepPodOperator(task_id="report", name="report", arguments=with_result(arguments), trigger_rule="none_failed", **settings)

@@ -160,6 +160,40 @@ def cmd_step(args) -> int:
     return 0
 
 
+def add_report(sub) -> None:
+    parser = sub.add_parser(
+        "report",
+        help="write a run's summary.json, report.md and report.html from its validations (the orchestrators' report task)",
+        formatter_class=Formatter,
+        epilog=textwrap.dedent(
+            """\
+            example:
+              modelpress report --name digits --output s3://runs/digits/42 \\
+                  --validation s3://runs/digits/42/validation/train --validation s3://runs/digits/42/validation/onnx
+            """
+        ),
+    )
+    parser.add_argument("--name", required=True, help="the workflow's name, the report's title")
+    parser.add_argument("--output", required=True, help="the run's folder or s3:// prefix the report files go to")
+    parser.add_argument("--validation", action="append", default=[], metavar="URI", help="a validate output (repeatable)")
+    parser.add_argument("--result", help="also write the result JSON to this file")
+    parser.set_defaults(handler=cmd_report)
+
+
+def cmd_report(args) -> int:
+    from modelpress.execution.runner import report_validations
+
+    if not args.validation:
+        raise UserError("modelpress report needs at least one --validation URI (a validate step's output)")
+    summary = report_validations(args.name, args.validation, args.output)
+    result = {"uri": args.output, "artifacts": len(summary["artifacts"]), "blessed": summary["blessed"]}
+    if args.result:
+        with open(args.result, "w") as handle:
+            json.dump(result, handle, indent=2)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def add_steps(sub) -> None:
     parser = sub.add_parser("steps", help="list the registered steps, their inputs, image and config keys")
     parser.set_defaults(handler=cmd_steps)
@@ -474,7 +508,7 @@ def cmd_images(arguments: list[str]) -> int:
 
 # Subcommands other modules add (compile, new, registry, deploy, rollback) register here with the same shape.
 COMMANDS: list[Callable] = [
-    add_run, add_check, add_step, add_steps, add_compile, add_upload, add_new, add_registry, add_deploy, add_rollback, add_images
+    add_run, add_check, add_step, add_report, add_steps, add_compile, add_upload, add_new, add_registry, add_deploy, add_rollback, add_images
 ]
 
 

@@ -117,11 +117,13 @@ def nothing_blessed(step: StepSpec, inputs: Inputs) -> str | None:
     return f"{NOTHING_TO_PUBLISH} ({reasons})"
 
 
-def skip(output: str, reason: str, overwrite: bool) -> dict[str, Any]:
+def skip(output: str, reason: str, overwrite: bool, artifact: str | None = None) -> dict[str, Any]:
+    """Mark `output` skipped; the marker names the artifact (a validation's), which the run report lists."""
     result = {"skipped": True, "reason": reason}
     if overwrite and storage.exists(output):  # a retry that now skips leaves no output of the earlier attempt
         storage.remove(output)
-    storage.write_bytes(storage.join(output, SKIP_MARKER), json.dumps(result).encode())
+    marker = result if artifact is None else {**result, "artifact": artifact}
+    storage.write_bytes(storage.join(output, SKIP_MARKER), json.dumps(marker).encode())
     return result
 
 
@@ -144,11 +146,11 @@ def run_task(
     if skipped_because is None:
         skipped_because = nothing_blessed(step, ran)
     if skipped_because is not None:
-        result = skip(output, skipped_because, overwrite)
+        result = skip(output, skipped_because, overwrite, getattr(parsed, "name", None))
     else:
         result = step.load()(parsed, ran, output, overwrite=overwrite)
         if result.get("skipped"):  # the step's own skip (a target whose hardware is absent)
-            result = skip(output, result["reason"], overwrite)
+            result = skip(output, result["reason"], overwrite, getattr(parsed, "name", None))
     if result_file:
         Path(result_file).parent.mkdir(parents=True, exist_ok=True)
         Path(result_file).write_text(json.dumps(result, indent=2, default=str))

@@ -1,12 +1,14 @@
 """`modelpress run`: execute a workflow's plan locally, step after step, then write the report.
 
 Run folder layout: artifacts/<name>/ (model artifacts), validation/<name>/ (blessings), and any other step's output
-under its kind (release/, serving/), plus summary.json, report.md, report.html, report.png.
+under its kind (release/, serving/), plus summary.json, report.md, report.html, report.png. The orchestrators write
+the same report with `report_validations` (their `report` task).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import time
 import traceback
 import uuid
@@ -15,15 +17,16 @@ from typing import Any
 from modelpress.common.errors import UserError
 from modelpress.common.progress import log
 from modelpress.contract.formats import FORMATS
-from modelpress.contract.images import EXTRA_MODULES
+from modelpress.contract.images import EXTRA_MODULES, Placement
 from modelpress.contract.workflow import Workflow
-from modelpress.execution.driver import run_task, skip
+from modelpress.execution.driver import SKIP_MARKER, run_task, skip, was_skipped
 from modelpress.execution.plan import Task, build_plan
 from modelpress.io import storage
 from modelpress.io.artifacts import read_blessing
 from modelpress.io.data import load_dataset
 
 KIND_FOLDERS = {"model": "artifacts", "validation": "validation"}
+REPORT_PLACEMENT = Placement("tf", False)  # the orchestrators' report task: its plots need matplotlib, which tf carries
 
 
 def output_uri(run: str, task: Task) -> str:
@@ -106,20 +109,22 @@ def run_workflow(workflow: Workflow, out: str, overwrite: bool = False) -> dict[
     return finish_run(workflow, out, plan, uris, results, skipped, failed, time.monotonic() - started)
 
 
-def finish_run(workflow, out, plan, uris, results, skipped, failed, seconds) -> dict[str, Any]:
-    from modelpress.io.report import artifact_rows, text_table, write_report
+def validation_rows(validations: list[str], artifact_uris: dict[str, str] | None = None) -> list[dict]:
+    """The report's rows: one per validation's blessing (its artifact's URI from `artifact_uris` by name, else the
+    blessing's)."""
+    from modelpress.io.report import artifact_rows
 
-    blessings, artifact_uris, formats = [], {}, {}
-    for task in plan:
-        if task.step == "validate" and task.id in results:
-            blessing = read_blessing(uris[task.id])[0].model_dump()
-            blessing["validation_uri"] = uris[task.id]
-            blessings.append(blessing)
-            artifact_uris[task.artifact] = uris[task.inputs["model"]]
-            formats[task.artifact] = blessing["format"]
-    rows = artifact_rows(blessings, artifact_uris, formats)
+    blessings = [read_blessing(uri)[0].model_dump() | {"validation_uri": uri} for uri in validations]
+    return artifact_rows(blessings, artifact_uris or {}, {})
+
+
+def finish_run(workflow, out, plan, uris, results, skipped, failed, seconds) -> dict[str, Any]:
+    from modelpress.io.report import text_table, write_report
+
+    validations = [t for t in plan if t.step == "validate" and t.id in results]
+    rows = validation_rows([uris[t.id] for t in validations], {t.artifact: uris[t.inputs["model"]] for t in validations})
     extras = {"seconds": round(seconds, 1), "steps": {tid: _brief(r) for tid, r in results.items()}, "failed": failed}
-    summary = write_report(out, workflow, rows, skipped, extras)
+    summary = write_report(out, workflow.name, workflow.gates.model_dump(exclude_none=True), rows, skipped, extras)
     print(text_table(rows), flush=True)
     for entry in skipped:
         print(f"  skipped {entry['name']}: {entry['reason']}")
@@ -127,6 +132,21 @@ def finish_run(workflow, out, plan, uris, results, skipped, failed, seconds) -> 
         print(f"  FAILED {entry['task']}: {entry['reason']}")
     print(f"\nrun written to {out} ({seconds:.0f}s): summary.json, report.md, report.html", flush=True)
     return summary
+
+
+def report_validations(name: str, validations: list[str], out: str) -> dict[str, Any]:
+    """The run report of an orchestrator's run (`modelpress report`): the files `modelpress run` writes, from the
+    run's validations (a skipped one, e.g. a target without its hardware, is listed as skipped)."""
+    from modelpress.io.report import write_report
+
+    ran = [uri for uri in validations if not was_skipped(uri)]
+    markers = {uri: json.loads(storage.read_bytes(storage.join(uri, SKIP_MARKER))) for uri in validations if uri not in ran}
+    skipped = [
+        {"name": marker.get("artifact") or uri.rstrip("/").rsplit("/", 1)[-1], "task": "validate", "reason": marker["reason"]}
+        for uri, marker in markers.items()
+    ]
+    gates = {key: value for uri in ran for key, value in read_blessing(uri)[0].thresholds.items()}  # as the run set them
+    return write_report(out, name, gates, validation_rows(ran), skipped)
 
 
 def _brief(result: dict) -> dict:

@@ -178,8 +178,18 @@ def check_files(folder: Path, meta: ArtifactMeta, uri: str) -> None:
 def content_digest(folder: Path, meta: ArtifactMeta) -> str:
     """sha256 over `artifact.json` and the sha256 of every file it lists (checked by open_artifact): the identity
     of an artifact's content, wherever it is stored."""
-    lines = [f"{ARTIFACT_FILE}\t{sha256_file(folder / ARTIFACT_FILE)}"]
-    lines += [f"{path}\t{sha}" for path, sha in sorted(meta.files.items())]
+    return digest_of(sha256_file(folder / ARTIFACT_FILE), meta)
+
+
+def stored_digest(uri: str) -> tuple[str, ArtifactMeta]:
+    """content_digest of a stored artifact from its `artifact.json` alone (nothing else is downloaded), and its meta."""
+    raw = storage.read_bytes(storage.join(uri, ARTIFACT_FILE))
+    meta = parse_meta(raw, storage.join(uri, ARTIFACT_FILE))
+    return digest_of(hashlib.sha256(raw).hexdigest(), meta), meta
+
+
+def digest_of(meta_sha256: str, meta: ArtifactMeta) -> str:
+    lines = [f"{ARTIFACT_FILE}\t{meta_sha256}", *(f"{path}\t{sha}" for path, sha in sorted(meta.files.items()))]
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 

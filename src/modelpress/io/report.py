@@ -206,9 +206,12 @@ def layer_error_lines(worst: dict[str, list[tuple[str, dict]]]) -> list[str]:
     return lines
 
 
-def write_report(out: str, workflow, rows: list[dict], skipped: list[dict], extras: dict[str, Any] | None = None) -> dict:
+def write_report(
+    out: str, name: str, gates: dict[str, Any], rows: list[dict], skipped: list[dict], extras: dict[str, Any] | None = None
+) -> dict:
+    """summary.json, report.md (the run's model card), report.html and report.png of workflow `name`'s run in `out`."""
     summary = {
-        "workflow": workflow.name,
+        "workflow": name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "run": str(out),
         "artifacts": rows,
@@ -220,13 +223,12 @@ def write_report(out: str, workflow, rows: list[dict], skipped: list[dict], extr
     png = plot_png(rows) if rows else b""
     if png:
         storage.write_bytes(storage.join(out, "report.png"), png)
-    gates = workflow.gates.model_dump(exclude_none=True)
     gate_text = ", ".join(f"{k} {v}" for k, v in gates.items()) or "none configured"
     rejected = [f"- **{r['name']}**: {reason}" for r in rows for reason in r["reasons"]]
     skipped_lines = [f"- **{s['name']}**: {s['reason']}" for s in skipped]
     markdown = "\n".join(
         [
-            f"# ModelPress run: {workflow.name}",
+            f"# ModelPress run: {name}",
             "",
             f"{summary['created']} · gates: {gate_text}",
             "",
@@ -244,7 +246,7 @@ def write_report(out: str, workflow, rows: list[dict], skipped: list[dict], extr
         ]
     )
     storage.write_bytes(storage.join(out, "report.md"), markdown.encode())
-    storage.write_bytes(storage.join(out, "report.html"), html_report(workflow.name, summary, rows, skipped, gate_text, png).encode())
+    storage.write_bytes(storage.join(out, "report.html"), html_report(name, summary, rows, skipped, gate_text, png).encode())
     return summary
 
 

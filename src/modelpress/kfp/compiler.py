@@ -15,7 +15,10 @@
   publishing always runs;
 - the run's first task, `data_digest` (never cached), digests the data (`io.data.source_digest`); every task that
   reads the data takes that digest as an input, so new data at the same path misses the cache;
-- pipeline parameters (PARAMETERS) override the matching config fields at run time; their defaults are the spec's.
+- a last task, `report`, reads every validation and writes the run's summary.json, HTML report and Markdown model
+  card (after push, so a run's report comes once its release exists);
+- pipeline parameters (`execution.parameters`, the same as the Airflow DAG's Params) override the matching config
+  fields at run time; their defaults are the spec's values, their descriptions the config fields'.
 """
 
 from __future__ import annotations
@@ -31,52 +34,28 @@ from modelpress.contract.images import Placement
 from modelpress.contract.kubernetes import KubernetesSpec
 from modelpress.contract.schema import CREDENTIAL_FIELDS
 from modelpress.contract.workflow import Workflow
+from modelpress.execution.parameters import MISSING, RunParameter, field_at, run_parameters
 from modelpress.execution.plan import FanOut, Task, build_plan, fan_outs, load_workflow, placement
+from modelpress.execution.runner import REPORT_PLACEMENT
 from modelpress.kubernetes.katib import katib_tunes
 from modelpress.kubernetes.pods import PodPlacement, check_cluster_workflow, job_waiter_resources, pod_placement
 from modelpress.kubernetes.tfjob import training_workers
 from modelpress.steps.catalog import STEPS, StepSpec, step_resources
 
-from .components import (
-    PARAMETERS,
-    Parameter,
-    output_name,
-    returns_blessing,
-    step_component,
-)
+from .components import output_name, report_component, returns_blessing, step_component
 from .data_digest import data_digest_component
 from .katib_experiment import katib_task
 from .training_job import training_job_task
 
 CACHED_OUTPUTS = ("model", "validation")
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
-MISSING = object()
-
-
-def config_value(config: Any, path: str) -> Any:
-    """The value at a dotted path of a config instance, or MISSING when the config has no such field."""
-    node = config
-    for key in path.split("."):
-        if node is None or key not in getattr(type(node), "model_fields", {}):
-            return MISSING
-        node = getattr(node, key)
-    return node
-
-
-def pipeline_parameters(plan: list[Task]) -> dict[Parameter, Any]:
-    """Parameters for the fields the spec sets (unset gates stay unset), with the spec's value as the default."""
-    found: dict[Parameter, Any] = {}
-    for parameter in PARAMETERS:
-        for task in plan:
-            value = config_value(task.config, parameter.path)
-            if value is not MISSING and value is not None:
-                found[parameter] = value
-                break
-    return found
-
-
 def config_json(task: Task) -> str:
     return task.config.model_dump_json(exclude_unset=True)  # what the plan set; the step fills its own defaults
+
+
+def use_s3_secret(kfp_task, settings: KubernetesSpec) -> None:
+    """Required: a missing Secret stops the pod at start with "secret not found", not late in the step as "no credentials"."""
+    kubernetes.use_secret_as_env(kfp_task, secret_name=settings.secret_name, secret_key_to_env=S3_SECRET_KEYS, optional=False)
 
 
 def configure_task(kfp_task, task: Task, workflow: Workflow, name: str) -> None:
@@ -95,8 +74,7 @@ def configure_task(kfp_task, task: Task, workflow: Workflow, name: str) -> None:
 
 def set_pod_options(kfp_task, step: StepSpec, settings: KubernetesSpec, where: PodPlacement) -> None:
     """The S3 Secret, GPU, CPU and memory, timeout, retries and node placement of a step's KFP task."""
-    # Required: a missing Secret stops the pod at start with "secret not found", not late in the step as "no credentials".
-    kubernetes.use_secret_as_env(kfp_task, secret_name=settings.secret_name, secret_key_to_env=S3_SECRET_KEYS, optional=False)
+    use_s3_secret(kfp_task, settings)
     if where.accelerator:
         kfp_task.set_accelerator_type(where.accelerator).set_accelerator_limit(1)
     for resource in ("cpu", "memory"):  # set_cpu_request, set_memory_limit, ...
@@ -131,15 +109,15 @@ class PipelineBuilder:
         settings = self.workflow.kubernetes
         storage = self.workflow.storage.model_dump_json(exclude=set(CREDENTIAL_FIELDS), exclude_unset=True)
         for task in self.plan:
-            data = config_value(task.config, "data")
+            data = field_at(task.config, "data")[0]
             if data is MISSING or data.model_dump_json() in self.data_digests:
                 continue
             arguments = {"data": data.model_dump_json(), "storage": storage}
-            if "data_uri" in self.parameters and config_value(task.config, "data.path") not in (MISSING, None):
+            if "data_uri" in self.parameters and field_at(task.config, "data.path")[0] not in (MISSING, None):
                 arguments["data_uri"] = self.parameters["data_uri"]
             digest = data_digest_component(settings.image_repository, settings.image_tag)(**arguments)
             digest.set_display_name("data_digest").set_caching_options(False)
-            kubernetes.use_secret_as_env(digest, secret_name=settings.secret_name, secret_key_to_env=S3_SECRET_KEYS, optional=False)
+            use_s3_secret(digest, settings)
             self.data_digests[data.model_dump_json()] = digest
 
     def output_of(self, task_id: str):
@@ -152,20 +130,40 @@ class PipelineBuilder:
             if isinstance(source, str):
                 arguments[name] = self.output_of(source)
                 continue
-            collected = list(dict.fromkeys(self.fan_out_of[s] for s in source if s in self.fan_out_of))
-            singles = [s for s in source if s not in self.fan_out_of]
-            for fan_out in collected:  # the ParallelFor's outputs, gathered: one per fan-out's validations
-                arguments[f"{name}_{fan_out.placement.label}"] = dsl.Collected(self.output_of(fan_out.pairs[0][1].id))
-            for number, single in enumerate(singles, start=1):
-                arguments[f"{name}_{number}"] = self.output_of(single)
-            shapes.append((name, len(singles), tuple(f.placement.label for f in collected)))
-        for parameter in pipeline_parameters([task]):
+            listed, shape = self.list_arguments(name, source)
+            arguments |= listed
+            shapes.append(shape)
+        for parameter in run_parameters([task]):
             if parameter.name in self.parameters:
                 arguments[parameter.name] = self.parameters[parameter.name]
-        data = config_value(task.config, "data")
+        data = field_at(task.config, "data")[0]
         if data is not MISSING:  # a key of the cache only: the step reads the data itself
             arguments["data_digest"] = self.data_digests[data.model_dump_json()].output
         return arguments, tuple(shapes)
+
+    def list_arguments(self, name: str, sources: list[str]) -> tuple[dict[str, Any], tuple[str, int, tuple[str, ...]]]:
+        """A list input's component arguments and shape (components.list_input_names)."""
+        arguments = {}
+        collected = list(dict.fromkeys(self.fan_out_of[s] for s in sources if s in self.fan_out_of))
+        singles = [s for s in sources if s not in self.fan_out_of]
+        for fan_out in collected:  # the ParallelFor's outputs, gathered: one per fan-out's validations
+            arguments[f"{name}_{fan_out.placement.label}"] = dsl.Collected(self.output_of(fan_out.pairs[0][1].id))
+        for number, single in enumerate(singles, start=1):
+            arguments[f"{name}_{number}"] = self.output_of(single)
+        return arguments, (name, len(singles), tuple(f.placement.label for f in collected))
+
+    def add_report(self) -> None:
+        """The run's report of every validation, after publishing (it shows what was published)."""
+        arguments, shape = self.list_arguments("validations", [t.id for t in self.plan if t.step == "validate"])
+        settings = self.workflow.kubernetes
+        kfp_task = report_component(REPORT_PLACEMENT.image(settings.image_repository, settings.image_tag), shape)(
+            name=self.workflow.name, **arguments
+        )
+        kfp_task.set_display_name("report").set_caching_options(False)
+        # the report reads every validation, as validate reads one: validate's CPU, memory and time
+        set_pod_options(kfp_task, STEPS["validate"], settings, pod_placement(REPORT_PLACEMENT, settings, step_resources("validate", settings)))
+        for push in (t for t in self.plan if t.step == "push"):
+            kfp_task.after(self.kfp_tasks[push.id])
 
     def add(self, task: Task, config=None, name: str | None = None):
         gates = [
@@ -191,12 +189,14 @@ class PipelineBuilder:
 
     def add_fan_out(self, fan_out: FanOut) -> None:
         """The targets of one image in one ParallelFor: each item carries its convert and validate configs. The two
-        tasks are named like Airflow's mapped tasks (FanOut.names) and stand for every target's task."""
+        tasks stand for every target's task; they are displayed as Airflow's mapped tasks are named (FanOut.names)
+        with the targets they run, e.g. "convert_tf (tflite_int8, onnx)", since one display name serves every item."""
         pairs = fan_out.pairs
         items = [{"convert": config_json(c), "validate": config_json(v)} for c, v in pairs]
+        targets = ", ".join(validation.artifact for _, validation in pairs)
         with dsl.ParallelFor(items, name=f"targets_{fan_out.placement.label}") as item:
-            self.add(pairs[0][0], item.convert, fan_out.names[0])
-            self.add(pairs[0][1], item.validate, fan_out.names[1])
+            self.add(pairs[0][0], item.convert, f"{fan_out.names[0]} ({targets})")
+            self.add(pairs[0][1], item.validate, f"{fan_out.names[1]} ({targets})")
         for convert, validation in pairs[1:]:
             self.kfp_tasks[convert.id], self.kfp_tasks[validation.id] = self.kfp_tasks[pairs[0][0].id], self.kfp_tasks[pairs[0][1].id]
 
@@ -214,23 +214,30 @@ class PipelineBuilder:
                     pending.remove(fan_out)
             if task is not None and task.id not in self.fan_out_of:
                 self.add(task)
+        self.add_report()
+
+
+def parameters_docstring(parameters: list[RunParameter]) -> str:
+    lines = [f"    {p.name}: {' '.join(p.description.split())}" for p in parameters]
+    return "\n".join(["Run parameters.", "", "Args:", *lines]) if lines else ""
 
 
 def build_pipeline(workflow: Workflow):
     """The workflow's pipeline (a KFP GraphComponent); its parameters appear in the Kubeflow UI."""
     check_cluster_workflow(workflow)
     plan = build_plan(workflow)
-    defaults = pipeline_parameters(plan)
+    parameters = run_parameters(plan)
 
     def pipeline(*values):
-        PipelineBuilder(workflow, plan, {p.name: v for p, v in zip(defaults, values, strict=True)}).build()
+        PipelineBuilder(workflow, plan, {p.name: v for p, v in zip(parameters, values, strict=True)}).build()
 
     pipeline.__signature__ = inspect.Signature(
         [
-            inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=value, annotation=p.type)
-            for p, value in defaults.items()
+            inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=p.default, annotation=p.parameter.type)
+            for p in parameters
         ]
     )
+    pipeline.__doc__ = parameters_docstring(parameters)  # KFP makes each argument's text its input's description
     pipeline.__name__ = workflow.name.replace("-", "_")
     return dsl.pipeline(name=workflow.name, description=workflow.description or f"ModelPress workflow {workflow.name}")(pipeline)
 

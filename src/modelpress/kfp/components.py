@@ -3,12 +3,17 @@
 A component's signature is derived from its StepSpec (so a newly registered step needs no edit here):
   config: str                      the step config as JSON (from the plan, fixed at compile time)
   <input>: Input[Model|Artifact]   one per required input; optional inputs default to None
-  output_<kind>: Output[...]       the step's output folder (Model for model artifacts)
-  metrics: Output[Metrics]         the scalar metrics of the step's result
+  output_<kind>: Output[...]       the step's output folder (Model for model artifacts), its metadata what the
+                                   artifact is and its lineage (execution.outputs: format, digest, scores, data
+                                   digest, parent, release)
+  metrics: Output[Metrics]         the scalar metrics of the step's result (push, deploy: the release's version)
   validation steps also get confusion_matrix: Output[ClassificationMetrics] and report: Output[HTML],
   and return the blessing (a bool, what `dsl.If` gates deploy on)
   <parameter>: Optional[type]      pipeline parameters that can override a field of this step's config
   data_digest: Optional[str]       steps reading the data: the run's data digest, only a key of KFP's cache
+
+The run's `report` component (report_source) reads every validation and writes summary.json with the HTML report
+and the Markdown model card as the UI's artifacts (`modelpress report`).
 
 The body runs `modelpress step NAME ...` through the CLI's own entry point inside the task's image (plan.placement):
 no packages_to_install and no runtime pip (the images carry modelpress and the kfp executor).
@@ -22,52 +27,12 @@ import inspect
 import linecache
 import textwrap
 import typing
-from dataclasses import dataclass
 
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, ClassificationMetrics, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Input, Markdown, Metrics, Model, Output
 
+from modelpress.execution.parameters import model_has_path, step_parameters
 from modelpress.steps.catalog import StepSpec, get_step
-
-
-@dataclass(frozen=True)
-class Parameter:
-    """A pipeline parameter shown in the Kubeflow UI and the config fields (dotted paths) it overrides."""
-
-    name: str
-    type: type
-    path: str  # the config field it sets (dotted), in every task whose config has it
-    help: str
-
-
-PARAMETERS: tuple[Parameter, ...] = (
-    Parameter("data_uri", str, "data.path", "where the training data is (local path or s3://)"),
-    Parameter("epochs", int, "train.epochs", "training epochs"),
-    Parameter("sparsity", float, "sparsity", "pruning: share of each layer's weights set to zero"),
-    Parameter("clusters", int, "clusters", "weight clustering: distinct values per clustered kernel"),
-    Parameter("min_accuracy", float, "gates.min_accuracy", "gate: lowest test accuracy blessed"),
-    Parameter("max_drop", float, "gates.max_drop", "gate: accuracy drop allowed vs the trained model"),
-    Parameter("push_uri", str, "push.uri", "where blessed artifacts are published"),
-)
-
-
-def model_has_path(model: type, path: str) -> bool:
-    """True when a pydantic model class (or any member of a union) has the dotted field path."""
-    head, _, rest = path.partition(".")
-    fields = getattr(model, "model_fields", None)
-    if fields is None or head not in fields:
-        return False
-    if not rest:
-        return True
-    annotation = fields[head].annotation
-    if typing.get_origin(annotation) is typing.Annotated:
-        annotation = typing.get_args(annotation)[0]
-    members = typing.get_args(annotation) or (annotation,)
-    return any(model_has_path(member, rest) for member in members)
-
-
-def step_parameters(step: StepSpec) -> list[Parameter]:
-    return [p for p in PARAMETERS if model_has_path(step.config, p.path)]
 
 
 def output_name(step: StepSpec) -> str:
@@ -100,7 +65,8 @@ def artifact_address(artifact):
 
 def _component_body(step_name, config, overrides, inputs, output, metrics, confusion_matrix, report):
     """Runs inside the step's container: `modelpress step` (the core's task driver: overrides, skip markers,
-    nothing-blessed), then the step's result as KFP metrics, confusion matrix and HTML report."""
+    nothing-blessed), then the step's result as KFP metrics, output metadata (execution.outputs), confusion matrix
+    and HTML report."""
     import json
     import os
     import tempfile
@@ -135,9 +101,14 @@ def _component_body(step_name, config, overrides, inputs, output, metrics, confu
         metrics.metadata["skipped"] = result["reason"]
         written(metrics, confusion_matrix)
         return None if confusion_matrix is None else False
-    for key, value in (result.get("metrics") or {}).items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            metrics.log_metric(key, value)
+    from modelpress.execution.outputs import task_outputs
+
+    values, metadata = task_outputs(step_name, artifact_address(output), result)
+    for key, value in values.items():
+        metrics.log_metric(key, value)
+    output.metadata.update(metadata)  # what the artifact is and its lineage, shown beside it in the UI
+    if "release" in metadata:
+        metrics.metadata.update(metadata)
     written(metrics)
     if confusion_matrix is None:
         return None
@@ -165,6 +136,13 @@ def list_input_names(name: str, singles: int, collected: tuple[str, ...]) -> lis
     return [f"{name}_{label}" for label in collected] + [f"{name}_{i}" for i in range(1, singles + 1)]
 
 
+def list_input_parameters(kind: str, name: str, singles: int, collected: tuple[str, ...]) -> list[str]:
+    """The component parameters of a list input (list_input_names), each optional."""
+    return [f"{name}_{label}: Input[List[{kind}]] = None" for label in collected] + [
+        f"{name}_{i}: Input[{kind}] = None" for i in range(1, singles + 1)
+    ]
+
+
 def component_source(name: str, step: StepSpec, list_shapes: tuple[tuple[str, int, tuple[str, ...]], ...] = ()) -> str:
     """The Python source of the step's component function (a valid identifier, one nested helper).
 
@@ -175,11 +153,8 @@ def component_source(name: str, step: StepSpec, list_shapes: tuple[tuple[str, in
     for input_name in (*step.inputs, *step.optional_inputs):
         kind = input_type(input_name)
         if input_name in shapes:
-            _, singles, collected = shapes[input_name]
-            names = list_input_names(*shapes[input_name])
-            optional += [f"{input_name}_{label}: Input[List[{kind}]] = None" for label in collected]
-            optional += [f"{input_name}_{i}: Input[{kind}] = None" for i in range(1, singles + 1)]
-            inputs.append(f"{input_name!r}: [{', '.join(names)}]")
+            optional += list_input_parameters(kind, *shapes[input_name])
+            inputs.append(f"{input_name!r}: [{', '.join(list_input_names(*shapes[input_name]))}]")
         elif input_name in step.inputs:
             required.append(f"{input_name}: Input[{kind}]")
             inputs.append(f"{input_name!r}: {input_name}")
@@ -207,17 +182,61 @@ def component_source(name: str, step: StepSpec, list_shapes: tuple[tuple[str, in
     )
 
 
-@functools.cache
-def step_component(name: str, image: str, list_shapes: tuple[tuple[str, int, tuple[str, ...]], ...] = ()):
-    """The KFP component of a registered step running in `image` (cached: one per step, image and list-input shape)."""
-    step = get_step(name)
-    source = component_source(name, step, list_shapes)
+def _report_body(name, validations, summary, report, model_card):
+    """Runs in the report's image: `modelpress report` into the summary artifact's folder (summary.json, report.md,
+    report.html, report.png), then the HTML report and the Markdown model card as the UI's artifacts."""
+    import json
+
+    from modelpress.cli.main import main
+    from modelpress.io import storage
+
+    folder = artifact_address(summary)
+    argv = ["report", "--name", name, "--output", folder]
+    for item in validations:
+        for artifact in item if isinstance(item, list) else [item]:  # a collected ParallelFor output is a list
+            if artifact is not None:
+                argv += ["--validation", artifact_address(artifact)]
+    code = main(argv)
+    if code != 0:
+        raise SystemExit(code)
+    for artifact, file in ((report, "report.html"), (model_card, "report.md")):
+        with open(artifact.path, "wb") as handle:
+            handle.write(storage.read_bytes(storage.join(folder, file)))
+    written = json.loads(storage.read_bytes(storage.join(folder, "summary.json")))
+    summary.metadata.update({"artifacts": [row["name"] for row in written["artifacts"]], "blessed": written["blessed"]})
+
+
+def report_source(shape: tuple[str, int, tuple[str, ...]]) -> str:
+    """The Python source of the report component, whose list input `validations` has `shape` (list_input_names)."""
+    parameters = ["name: str", "summary: Output[Artifact]", "report: Output[HTML]", "model_card: Output[Markdown]"]
+    helpers = textwrap.indent(textwrap.dedent("\n".join(inspect.getsource(f) for f in (artifact_address, _report_body))), "    ")
+    return (
+        f"def report({', '.join(parameters + list_input_parameters('Artifact', *shape))}):\n"
+        '    """The run report of every validation: summary.json, report.html and the model card (Markdown)."""\n'
+        f"{helpers}\n"
+        f"    return _report_body(name, [{', '.join(list_input_names(*shape))}], summary, report, model_card)\n"
+    )
+
+
+def define_component(name: str, source: str, image: str):
+    """A KFP component from generated source (registered with linecache, which KFP reads it back from)."""
     filename = f"<modelpress component {name}>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)  # KFP reads it back
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     namespace = {
         "Input": Input, "Output": Output, "Artifact": Artifact, "Model": Model, "Metrics": Metrics,
-        "ClassificationMetrics": ClassificationMetrics, "HTML": HTML, "List": typing.List, "Optional": typing.Optional,  # noqa: UP006 (the names the generated source uses)
+        "ClassificationMetrics": ClassificationMetrics, "HTML": HTML, "Markdown": Markdown, "List": typing.List, "Optional": typing.Optional,  # noqa: UP006 (the names the generated source uses)
     }  # fmt: skip
     exec(compile(source, filename, "exec", dont_inherit=True), namespace)  # real annotations: KFP reads them
     function = namespace[name.replace("-", "_")]
     return dsl.component(base_image=image, install_kfp_package=False)(function)
+
+
+@functools.cache
+def step_component(name: str, image: str, list_shapes: tuple[tuple[str, int, tuple[str, ...]], ...] = ()):
+    """The KFP component of a registered step running in `image` (cached: one per step, image and list-input shape)."""
+    return define_component(name, component_source(name, get_step(name), list_shapes), image)
+
+
+@functools.cache
+def report_component(image: str, shape: tuple[str, int, tuple[str, ...]]):
+    return define_component("report", report_source(shape), image)

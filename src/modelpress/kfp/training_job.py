@@ -4,7 +4,7 @@ The manifest is `modelpress.kubernetes.trainjob.training_job_manifest` (a Kubefl
 Operator TFJob with `kubernetes.training_operator: tfjob`; a GPU per worker), fixed at compile time with a
 placeholder where the run's output goes: the task's output artifact URI, which must be on S3 (s3:// pipeline root)
 because the chief writes it from its own pod. The task's pod only waits, in the base image; downstream tasks read
-its `output_model` like any train output. Pipeline parameters for train (data_uri, epochs) reach every replica.
+its `output_model` like any train output. Pipeline parameters for train (data_uri, epochs, batch_size) reach every replica.
 No `from __future__ import annotations` here: KFP reads the component's real annotations.
 """
 
@@ -28,6 +28,7 @@ def train_tfjob(
     hyperparameters: Input[Artifact] = None,
     data_uri: Optional[str] = None,  # noqa: UP045 (KFP reads the annotation)
     epochs: Optional[int] = None,  # noqa: UP045
+    batch_size: Optional[int] = None,  # noqa: UP045
     data_digest: Optional[str] = None,  # noqa: UP045 (only a key of KFP's cache)
 ):
     """Multi-worker training: create the TFJob, wait for it to succeed, publish the chief's metrics."""
@@ -38,7 +39,7 @@ def train_tfjob(
 
     inputs = {"hyperparameters": hyperparameters.uri} if hyperparameters is not None else {}
     job = json.loads(manifest)
-    run_training_job(job, output_model.uri, {"data.path": data_uri, "train.epochs": epochs}, inputs)
+    run_training_job(job, output_model.uri, {"data.path": data_uri, "train.epochs": epochs, "train.batch_size": batch_size}, inputs)
     os.makedirs(output_model.path, exist_ok=True)  # the chief wrote the artifact to the URI: nothing to upload
     for key, value in trained_metrics(job, output_model.uri).items():
         metrics.log_metric(key, value)

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from modelpress.contract.training import ModelSpec, TrainSpec
-from modelpress.contract.workflow import parse_workflow
 from modelpress.io.artifacts import read_meta
 from modelpress.io.report import artifact_rows, write_report
 from modelpress.steps.convert import step as convert
@@ -132,8 +131,7 @@ def test_a_gate_failure_shows_the_per_layer_error_report_in_the_run_report(paren
     # The rejection keeps the quantizer's report, where the run report and the Kubeflow HTML report read it.
     assert json.loads((tmp_path / "v" / LAYER_ERRORS_FILE).read_text()) == errors
     blessing = json.loads((tmp_path / "v" / "blessing.json").read_text()) | {"validation_uri": str(tmp_path / "v")}
-    workflow = parse_workflow({"name": "litert", "model": {"zoo": "small_cnn"}, "data": DATA, "gates": gates})
-    write_report(str(tmp_path / "run"), workflow, artifact_rows([blessing], {"all_int4": uri}, {}), [])
+    write_report(str(tmp_path / "run"), "litert", gates, artifact_rows([blessing], {"all_int4": uri}, {}), [])
     report, page = (tmp_path / "run" / "report.md").read_text(), (tmp_path / "run" / "report.html").read_text()
     worst, numbers = next(iter(layers.items()))
     assert "## Per-layer quantization error" in report and f"`{worst}`" in report and f"{numbers['mse']:.3g}" in report
