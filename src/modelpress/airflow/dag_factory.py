@@ -27,11 +27,12 @@ from airflow.sdk import (
     task_group,
 )
 
-from modelpress.airflow.operators import mode, step_operator, with_result
+from modelpress.airflow.operators import mode, step_command, step_operator, with_result
 from modelpress.common.errors import UserError
 from modelpress.contract.workflow import Workflow
 from modelpress.execution.plan import FanOut, Task, build_plan, fan_outs, load_workflow
 from modelpress.execution.runner import output_uri
+from modelpress.io.releases import release_asset_uri
 from modelpress.kubernetes.pods import check_cluster_workflow, check_credentials
 from modelpress.steps.catalog import STEPS
 
@@ -49,12 +50,11 @@ DEFAULT_ARGS = {
 
 def step_arguments(task: Task, plan: dict[str, Task]) -> list[str]:
     """The `modelpress step` arguments of a plan task, with outputs under the run's prefix."""
-    output = output_uri(RUN_PREFIX, task)
-    arguments = ["step", task.step, "--config", task.config.model_dump_json(exclude_unset=True), "--output", output]
-    for name, source in task.inputs.items():
-        for source_id in [source] if isinstance(source, str) else source:
-            arguments += ["--input", f"{name}={output_uri(RUN_PREFIX, plan[source_id])}"]
-    return [*arguments, "--overwrite"]  # the prefix is this run's: a retry replaces only its own output
+    inputs = {
+        name: output_uri(RUN_PREFIX, plan[source]) if isinstance(source, str) else [output_uri(RUN_PREFIX, plan[s]) for s in source]
+        for name, source in task.inputs.items()
+    }
+    return step_command(task.step, task.config.model_dump_json(exclude_unset=True), inputs, output_uri(RUN_PREFIX, task))
 
 
 def list_input_sources(task: Task, arguments: list[str], producers: dict[str, tuple[str, int | None]]):
@@ -77,6 +77,13 @@ def schedule_of(workflow: Workflow):
     if workflow.asset:
         return [Asset(workflow.asset)]
     return workflow.schedule
+
+
+def release_asset(task: Task) -> Asset | None:
+    """What a push task updates when it publishes: its model's releases (`releases.release_asset_uri`), so another
+    DAG can schedule on them. Without push.uri each run has a registry of its own, with nothing stable to name."""
+    push = task.config.push
+    return Asset(release_asset_uri(push.uri, push.model_name)) if task.step == "push" and push.uri else None
 
 
 def add_fan_out(dag: DAG, fan_out: FanOut, by_id: dict[str, Task], workflow: Workflow) -> dict[str, Any]:
@@ -139,6 +146,8 @@ def build_dag(workflow: Workflow, dag_id: str) -> DAG:
                 arguments = step_arguments(task, by_id)
                 operators[task.id] = step_operator(task.id, task, workflow, arguments)
                 operators[task.id].list_sources = list_input_sources(task, arguments, producers)
+                if release := release_asset(task):
+                    operators[task.id].outlets = [release]
         gates: dict[str, Any] = {}
         edges: set[tuple[int, int]] = set()
         for task in plan:

@@ -29,13 +29,14 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 from kubernetes.client import models as k8s
 
 from modelpress.common.errors import UserError
-from modelpress.contract.kubernetes import StepResources
+from modelpress.contract.images import Placement
+from modelpress.contract.kubernetes import KubernetesSpec, StepResources
 from modelpress.contract.workflow import Workflow
 from modelpress.execution.plan import Task, placement
 from modelpress.kubernetes.pods import pod_placement
 from modelpress.kubernetes.tfjob import OUTPUT_PLACEHOLDER, training_workers
 from modelpress.kubernetes.trainjob import run_training_job, training_job_manifest
-from modelpress.steps.catalog import STEPS, step_resources
+from modelpress.steps.catalog import STEPS, checked_step, step_resources
 
 MODE_ENV = "MODELPRESS_AIRFLOW_MODE"  # "kubernetes" (default) or "local"
 STEP_PYTHON_ENV = "MODELPRESS_STEP_PYTHON"  # local mode: the Python that runs steps (default: the worker's own)
@@ -135,6 +136,15 @@ class LocalStepOperator(StepOperation, BaseOperator):
             return self.step_result(json.loads(result_file.read_text()))
 
 
+def step_command(step: str, config_json: str, inputs: dict[str, str | list[str]], output: str) -> list[str]:
+    """The `modelpress step` arguments; the step overwrites its output, so a retry replaces only its own."""
+    arguments = ["step", step, "--config", config_json, "--output", output]
+    for name, uris in inputs.items():
+        for uri in [uris] if isinstance(uris, str) else uris:
+            arguments += ["--input", f"{name}={uri}"]
+    return [*arguments, "--overwrite"]
+
+
 def with_result(arguments: list[str]) -> list[str]:
     """In a pod the step writes its result where Airflow's XCom sidecar reads it; locally the operator picks a file."""
     return arguments if mode() == "local" else [*arguments, "--result", POD_RESULT]
@@ -145,11 +155,15 @@ def execution_timeout(resources: StepResources) -> timedelta | None:
 
 
 def pod_settings(task: Task, workflow: Workflow) -> dict[str, Any]:
+    """KubernetesPodOperator arguments for a plan task."""
+    return step_pod_settings(task.step, placement(task), workflow.kubernetes)
+
+
+def step_pod_settings(step: str, runs_in: Placement, kubernetes: KubernetesSpec) -> dict[str, Any]:
     """KubernetesPodOperator arguments for a step: image, namespace, credentials, CPU, memory, GPU, placement and
     timeouts."""
-    kubernetes = workflow.kubernetes
-    resources = step_resources(task.step, kubernetes)
-    where = pod_placement(placement(task), kubernetes, resources)
+    resources = step_resources(step, kubernetes)
+    where = pod_placement(runs_in, kubernetes, resources)
     # Required Secret: a missing one stops the pod at start with "secret not found", not late as "no credentials".
     secret = k8s.V1SecretEnvSource(name=kubernetes.secret_name, optional=False)
     settings = {
@@ -194,3 +208,32 @@ def step_operator(task_id: str, task: Task, workflow: Workflow, arguments):
         arguments = with_result(arguments)
     settings = pod_settings(task, workflow)
     return StepPodOperator(task_id=task_id, name=task_id, arguments=arguments, trigger_rule=trigger_rule, **settings)
+
+
+def modelpress_step(
+    task_id: str,
+    step: str,
+    config: dict[str, Any] | None,
+    inputs: dict[str, str | list[str]],
+    output: str,
+    kubernetes: dict[str, Any] | None = None,
+    image: str | None = None,
+    **operator_kwargs,
+) -> BaseOperator:
+    """One ModelPress step in a team's own DAG (docs/reusable-steps.md), run as the DAG factory runs its steps: a
+    `StepPodOperator` placed by `kubernetes` (a workflow's `kubernetes:` section) on the cluster, a
+    `LocalStepOperator` in local mode. `config` is checked now (one line naming the step and key); `inputs` (name ->
+    URI, a list for a list input) and `output` may be Jinja templates; `image` replaces the step's stock image;
+    `operator_kwargs` (outlets, retries, ...) go to the operator."""
+    caller = f"modelpress_step('{step}')"
+    spec, settings, step_config = checked_step(caller, step, config, kubernetes)
+    if set(inputs) - {*spec.inputs, *spec.optional_inputs} or set(spec.inputs) - set(inputs):
+        takes = f"{list(spec.inputs)}, optional {list(spec.optional_inputs)}" if spec.optional_inputs else list(spec.inputs)
+        raise UserError(f"{caller}: inputs {sorted(inputs)}: the step takes {takes}")
+    if training_workers(step, step_config) > 1:
+        raise UserError(f"{caller}: train.workers: a reusable step trains with one worker; several need a workflow file")
+    arguments = step_command(step, step_config.model_dump_json(exclude_unset=True), inputs, output)
+    if mode() == "local":
+        return LocalStepOperator(task_id=task_id, arguments=arguments, **operator_kwargs)
+    settings = step_pod_settings(step, spec.placement, settings) | ({"image": image} if image else {})
+    return StepPodOperator(task_id=task_id, name=task_id, arguments=with_result(arguments), **settings | operator_kwargs)
