@@ -82,8 +82,8 @@ def schedule_of(workflow: Workflow):
 def release_asset(task: Task) -> Asset | None:
     """What a push task updates when it publishes: its model's releases (`releases.release_asset_uri`), so another
     DAG can schedule on them. Without push.uri each run has a registry of its own, with nothing stable to name."""
-    push = task.config.push
-    return Asset(release_asset_uri(push.uri, push.model_name)) if task.step == "push" and push.uri else None
+    push = task.config.push if task.step == "push" else None
+    return Asset(release_asset_uri(push.uri, push.model_name)) if push and push.uri else None
 
 
 def add_fan_out(dag: DAG, fan_out: FanOut, by_id: dict[str, Task], workflow: Workflow) -> dict[str, Any]:
