@@ -104,7 +104,7 @@ def test_the_docs_example_runs_end_to_end_in_local_mode(airflow_db, dag_bundle, 
     assert {ti.task_id: ti.state for ti in run.get_task_instances()} == dict.fromkeys(["land_table", "train", "validate"], "success")
     folder = tmp_path / "runs" / run.run_id
     assert (folder / "churn.csv").read_text().startswith("tenure,spend,tickets,churned\n")
-    assert json.loads((folder / "train" / "artifact.json").read_text())["name"] == "train"
+    assert json.loads((folder / "train" / "artifact.json").read_text())["step"] == "train"
     blessing = json.loads((folder / "validation" / "blessing.json").read_text())
     assert blessing["blessed"] is True and blessing["artifact"] == str(folder / "train")
 
