@@ -9,6 +9,7 @@
   subprocess of the Python MODELPRESS_STEP_PYTHON names (default: this one), which needs the step extras.
 Skipping, config overrides and "nothing blessed, nothing to publish" are decided by the core's task driver inside
 the step (`modelpress.execution.driver`), as in every other mode. Public Airflow API only (airflow.sdk, providers).
+`modelpress_step()` builds either operator for one step in a team's own DAG (docs/reusable-steps.md).
 """
 
 from __future__ import annotations
