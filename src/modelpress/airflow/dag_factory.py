@@ -29,13 +29,13 @@ from airflow.sdk import (
     task_group,
 )
 
-from modelpress.airflow.operators import mode, report_operator, step_operator, with_result
+from modelpress.airflow.operators import mode, report_operator, step_command, step_operator, with_result
 from modelpress.common.errors import UserError
 from modelpress.contract.workflow import Workflow
 from modelpress.execution.parameters import RunParameter, run_parameters, step_parameters
 from modelpress.execution.plan import FanOut, Task, build_plan, fan_outs, load_workflow
 from modelpress.execution.runner import output_uri
-from modelpress.io import storage
+from modelpress.io.releases import release_asset_uri
 from modelpress.kubernetes.pods import check_cluster_workflow, check_credentials
 from modelpress.steps.catalog import STEPS
 
@@ -66,15 +66,17 @@ def dag_params(parameters: list[RunParameter]) -> dict[str, Param]:
 def step_arguments(task: Task, plan: dict[str, Task], parameters: list[RunParameter]) -> list[str]:
     """The `modelpress step` arguments of a plan task, with outputs under the run's prefix and the run parameters
     its step has as overrides."""
-    output = output_uri(RUN_PREFIX, task)
-    arguments = ["step", task.step, "--config", task.config.model_dump_json(exclude_unset=True), "--output", output]
-    for name, source in task.inputs.items():
-        for source_id in [source] if isinstance(source, str) else source:
-            arguments += ["--input", f"{name}={output_uri(RUN_PREFIX, plan[source_id])}"]
+    inputs = {
+        name: output_uri(RUN_PREFIX, plan[source]) if isinstance(source, str) else [output_uri(RUN_PREFIX, plan[s]) for s in source]
+        for name, source in task.inputs.items()
+    }
     its_own = {p.path for p in step_parameters(STEPS[task.step])}
-    for parameter in (p.parameter for p in parameters if p.parameter.path in its_own):
-        arguments += ["--set", f"{parameter.path}={{{{ params.{parameter.name} | tojson }}}}"]
-    return [*arguments, "--overwrite"]  # the prefix is this run's: a retry replaces only its own output
+    overrides = [
+        argument
+        for parameter in (p.parameter for p in parameters if p.parameter.path in its_own)
+        for argument in ("--set", f"{parameter.path}={{{{ params.{parameter.name} | tojson }}}}")
+    ]
+    return [*step_command(task.step, task.config.model_dump_json(exclude_unset=True), inputs, output_uri(RUN_PREFIX, task)), *overrides]
 
 
 def list_input_sources(task: Task, arguments: list[str], producers: dict[str, tuple[str, int | None]]):
@@ -148,9 +150,9 @@ def declare_lineage(task: Task, operator) -> None:
     data_uri = getattr(task.config.data, "path", None) if task.step == "train" else None
     if data_uri:
         operator.inlets = [asset_of(data_uri)]
-    if task.step == "push" and task.config.push.uri:
+    if task.step == "push" and task.config.push.uri:  # releases.release_asset_uri: what other DAGs schedule on
         spec = task.config.push
-        operator.outlets = [asset_of(storage.join(spec.uri, spec.model_name), model=spec.model_name, registry=spec.uri)]
+        operator.outlets = [Asset(release_asset_uri(spec.uri, spec.model_name), extra={"model": spec.model_name, "registry": spec.uri})]
 
 
 def gated(task: Task, source: str, by_id: dict[str, Task]) -> bool:

@@ -9,6 +9,7 @@
   subprocess of the Python MODELPRESS_STEP_PYTHON names (default: this one), which needs the step extras.
 Skipping, config overrides and "nothing blessed, nothing to publish" are decided by the core's task driver inside
 the step (`modelpress.execution.driver`), as in every other mode. Public Airflow API only (airflow.sdk, providers).
+`modelpress_step()` builds either operator for one step in a team's own DAG (docs/reusable-steps.md).
 """
 
 from __future__ import annotations
@@ -30,14 +31,14 @@ from kubernetes.client import models as k8s
 
 from modelpress.common.errors import UserError
 from modelpress.contract.images import Placement
-from modelpress.contract.kubernetes import StepResources
+from modelpress.contract.kubernetes import KubernetesSpec, StepResources
 from modelpress.contract.workflow import Workflow
 from modelpress.execution.plan import Task, placement
 from modelpress.execution.runner import REPORT_PLACEMENT
 from modelpress.kubernetes.pods import pod_placement
 from modelpress.kubernetes.tfjob import OUTPUT_PLACEHOLDER, training_workers
 from modelpress.kubernetes.trainjob import run_training_job, training_job_manifest
-from modelpress.steps.catalog import STEPS, step_resources
+from modelpress.steps.catalog import STEPS, checked_step, step_resources
 
 MODE_ENV = "MODELPRESS_AIRFLOW_MODE"  # "kubernetes" (default) or "local"
 STEP_PYTHON_ENV = "MODELPRESS_STEP_PYTHON"  # local mode: the Python that runs steps (default: the worker's own)
@@ -151,6 +152,15 @@ class LocalStepOperator(StepOperation, BaseOperator):
             return self.step_result(json.loads(result_file.read_text()))
 
 
+def step_command(step: str, config_json: str, inputs: dict[str, str | list[str]], output: str) -> list[str]:
+    """The `modelpress step` arguments; the step overwrites its output, so a retry replaces only its own."""
+    arguments = ["step", step, "--config", config_json, "--output", output]
+    for name, uris in inputs.items():
+        for uri in [uris] if isinstance(uris, str) else uris:
+            arguments += ["--input", f"{name}={uri}"]
+    return [*arguments, "--overwrite"]
+
+
 def with_result(arguments: list[str]) -> list[str]:
     """In a pod the step writes its result where Airflow's XCom sidecar reads it; locally the operator picks a file."""
     return arguments if mode() == "local" else [*arguments, "--result", POD_RESULT]
@@ -160,11 +170,10 @@ def execution_timeout(resources: StepResources) -> timedelta | None:
     return timedelta(minutes=resources.timeout_minutes) if resources.timeout_minutes else None
 
 
-def pod_settings(task_placement: Placement, resources: StepResources, workflow: Workflow) -> dict[str, Any]:
+def pod_settings(runs_in: Placement, resources: StepResources, kubernetes: KubernetesSpec) -> dict[str, Any]:
     """KubernetesPodOperator arguments for a task placed so: image, namespace, credentials, CPU, memory, GPU,
     placement and timeouts."""
-    kubernetes = workflow.kubernetes
-    where = pod_placement(task_placement, kubernetes, resources)
+    where = pod_placement(runs_in, kubernetes, resources)
     # Required Secret: a missing one stops the pod at start with "secret not found", not late as "no credentials".
     secret = k8s.V1SecretEnvSource(name=kubernetes.secret_name, optional=False)
     settings = {
@@ -207,7 +216,7 @@ def step_operator(task_id: str, task: Task, workflow: Workflow, arguments, targe
         )  # fmt: skip
     if isinstance(arguments, list):
         arguments = with_result(arguments)
-    settings = pod_settings(placement(task), step_resources(task.step, workflow.kubernetes), workflow)
+    settings = pod_settings(placement(task), step_resources(task.step, workflow.kubernetes), workflow.kubernetes)
     return StepPodOperator(task_id=task_id, name=task_id, arguments=arguments, trigger_rule=trigger_rule, target=target, **settings)
 
 
@@ -217,5 +226,34 @@ def report_operator(workflow: Workflow, arguments: list[str]):
     if mode() == "local":
         return LocalStepOperator(task_id="report", arguments=arguments, trigger_rule="none_failed")
     # the report reads every validation, as validate reads one: validate's CPU, memory and time
-    settings = pod_settings(REPORT_PLACEMENT, step_resources("validate", workflow.kubernetes), workflow)
+    settings = pod_settings(REPORT_PLACEMENT, step_resources("validate", workflow.kubernetes), workflow.kubernetes)
     return StepPodOperator(task_id="report", name="report", arguments=with_result(arguments), trigger_rule="none_failed", **settings)
+
+
+def modelpress_step(
+    task_id: str,
+    step: str,
+    config: dict[str, Any] | None,
+    inputs: dict[str, str | list[str]],
+    output: str,
+    kubernetes: dict[str, Any] | None = None,
+    image: str | None = None,
+    **operator_kwargs,
+) -> BaseOperator:
+    """One ModelPress step in a team's own DAG (docs/reusable-steps.md), run as the DAG factory runs its steps: a
+    `StepPodOperator` placed by `kubernetes` (a workflow's `kubernetes:` section) on the cluster, a
+    `LocalStepOperator` in local mode. `config` is checked now (one line naming the step and key); `inputs` (name ->
+    URI, a list for a list input) and `output` may be Jinja templates; `image` replaces the step's stock image;
+    `operator_kwargs` (outlets, retries, ...) go to the operator."""
+    caller = f"modelpress_step('{step}')"
+    spec, settings, step_config = checked_step(caller, step, config, kubernetes)
+    if set(inputs) - {*spec.inputs, *spec.optional_inputs} or set(spec.inputs) - set(inputs):
+        takes = f"{list(spec.inputs)}, optional {list(spec.optional_inputs)}" if spec.optional_inputs else list(spec.inputs)
+        raise UserError(f"{caller}: inputs {sorted(inputs)}: the step takes {takes}")
+    if training_workers(step, step_config) > 1:
+        raise UserError(f"{caller}: train.workers: a reusable step trains with one worker; several need a workflow file")
+    arguments = step_command(step, step_config.model_dump_json(exclude_unset=True), inputs, output)
+    if mode() == "local":
+        return LocalStepOperator(task_id=task_id, arguments=arguments, **operator_kwargs)
+    settings = pod_settings(spec.placement, step_resources(step, settings), settings) | ({"image": image} if image else {})
+    return StepPodOperator(task_id=task_id, name=task_id, arguments=with_result(arguments), **settings | operator_kwargs)

@@ -49,7 +49,9 @@ class Workflow(StrictModel):
     serving: ServingSpec | None = Field(None, description="deploy the final model to TensorFlow Serving")
     schedule: str | None = Field(None, description="cron expression or preset (@daily, @weekly) for the Airflow DAG")
     asset: str | None = Field(
-        None, description="data URI (e.g. s3://bucket/drops/digits) whose updates trigger the Airflow DAG (data-aware scheduling)"
+        None,
+        description="Airflow Asset URI (e.g. s3://bucket/drops/digits) whose events trigger the DAG: a task with it as "
+        "outlet succeeded (a data-landing DAG, another workflow's push at <push.uri>/<model>) or an AssetWatcher fired",
     )
     kubernetes: KubernetesSpec = Field(default_factory=KubernetesSpec, description="where steps run on Kubernetes")
 

@@ -70,6 +70,13 @@ def model_uri(root: str, model: str) -> str:
     return storage.join(root, check_name(model, "model name"))
 
 
+def release_asset_uri(root: str, model: str) -> str:
+    """The URI naming a model's releases for data-aware schedulers (an Airflow Asset): the model's folder in the
+    registry, s3://<registry>/<model>, or file:///<registry>/<model> for a local registry."""
+    uri = model_uri(root, model)
+    return uri if storage.is_s3(uri) else Path(uri).absolute().as_uri()
+
+
 def version_uri(root: str, model: str, version: int) -> str:
     return storage.join(model_uri(root, model), str(int(version)))
 

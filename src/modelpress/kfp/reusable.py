@@ -10,12 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
-
-from modelpress.common.errors import UserError
-from modelpress.contract.kubernetes import KubernetesSpec
 from modelpress.kubernetes.pods import pod_placement
-from modelpress.steps.catalog import get_step, step_resources
+from modelpress.steps.catalog import checked_step, step_resources
 
 from .compiler import set_pod_options
 from .components import step_component
@@ -25,14 +21,7 @@ def step(name: str, config: dict[str, Any] | None = None, image: str | None = No
     """The step `name` as a task factory for a KFP pipeline. `config`: the step's config (as `modelpress step NAME
     --config` takes it), checked now; `image`: instead of the step's stock image (e.g. one `modelpress images --with`
     built); `kubernetes`: the workflow's `kubernetes:` section (namespace, GPU pool, Secret, resources)."""
-    spec = get_step(name)
-    try:
-        settings = KubernetesSpec.model_validate(kubernetes or {})
-        step_config = spec.config.model_validate(config or {})
-    except ValidationError as exc:
-        problem = exc.errors()[0]
-        where = ".".join(str(part) for part in problem["loc"])
-        raise UserError(f"modelpress.kfp.step('{name}'): {where}: {problem['msg'].removeprefix('Value error, ')}") from None
+    spec, settings, step_config = checked_step(f"modelpress.kfp.step('{name}')", name, config, kubernetes)
     placed = pod_placement(spec.placement, settings, step_resources(name, settings))
     component = step_component(name, image or placed.image)
 

@@ -188,3 +188,15 @@ def get_step(name: str) -> StepSpec:
         hint = f"did you mean '{close[0]}'?" if close else f"known steps: {', '.join(STEPS)}"
         raise UserError(f"unknown step '{name}'; {hint}")
     return STEPS[name]
+
+
+def checked_step(caller: str, name: str, config: dict[str, Any] | None, kubernetes: dict[str, Any] | None):
+    """A step used on its own in a team's pipeline or DAG: (its spec, the `kubernetes:` settings, its config), checked
+    when the pipeline is defined. A mistake is one line naming `caller` (e.g. "modelpress.kfp.step('prune')") and key."""
+    spec = get_step(name)
+    try:
+        return spec, KubernetesSpec.model_validate(kubernetes or {}), spec.config.model_validate(config or {})
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"])
+        raise UserError(f"{caller}: {where}: {problem['msg'].removeprefix('Value error, ')}") from None
