@@ -23,12 +23,11 @@ import re
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import yaml
 
-from tests.conftest import free_port
+from tests.json_http import JsonHandler, LoopbackServer
 
 PIPELINE = re.compile(r"^/apis/v2beta1/pipelines/(?P<id>[^/]+)(?:/versions(?:/(?P<version>[^/]+))?)?$")
 EQUALS = (1, "EQUALS")
@@ -59,47 +58,25 @@ def spec_struct(text: str) -> dict:
     return pipeline if platform is None else {"pipeline_spec": pipeline, "platform_spec": platform}
 
 
-class KfpApiTestServer:
+class KfpApiTestServer(LoopbackServer):
     def __init__(self):
         self.pipelines: dict[str, dict] = {}
         self.versions: dict[str, list[dict]] = {}  # pipeline id -> versions, oldest first
         self.uploads: list[str] = []  # the path of every upload request
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
 
     def start(self) -> str:
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _answer(self, code: int, body: dict) -> None:
-                payload = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
+        class Handler(JsonHandler):
             def do_GET(self):
-                self._answer(*server.get(urlparse(self.path)))
+                self.answer(*server.get(urlparse(self.path)))
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                self._answer(*server.post(urlparse(self.path), uploaded_file(self.headers.get("Content-Type", ""), body)))
+                self.answer(*server.post(urlparse(self.path), uploaded_file(self.headers.get("Content-Type", ""), body)))
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self.url
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return self.serve(Handler)
 
     @staticmethod
     def error(code: int, message: str) -> tuple[int, dict]:

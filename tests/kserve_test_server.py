@@ -21,12 +21,11 @@ import copy
 import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 
-from tests.conftest import free_port
+from tests.json_http import JsonHandler, LoopbackServer
 
 API = re.compile(r"^/apis/serving\.kserve\.io/v1beta1/namespaces/(?P<ns>[^/]+)/inferenceservices(?:/(?P<name>[^/?]+))?")
 PREDICTOR = re.compile(r"^/predictors/(?P<revision>[^/]+)/(?P<protocol>v1|v2)/models/(?P<model>[^/:]+)(?P<rest>.*)$")
@@ -76,31 +75,19 @@ class Revision:
         return self._run(rows.astype(np.float32)) + self.offset
 
 
-class KServeTestServer:
+class KServeTestServer(LoopbackServer):
     def __init__(self, wrong_versions: tuple[int, ...] = ()):
         self.wrong_versions = set(wrong_versions)
         self.services: dict[tuple[str, str], dict] = {}
         self.revisions: dict[str, Revision] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path) of every predictor call
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
 
     # ------------------------------------------------------------------------------------------- lifecycle
     def start(self) -> str:
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _answer(self, code: int, body: dict) -> None:
-                payload = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
+        class Handler(JsonHandler):
             def _body(self) -> dict:
                 length = int(self.headers.get("Content-Length") or 0)
                 return json.loads(self.rfile.read(length) or b"{}")
@@ -108,7 +95,7 @@ class KServeTestServer:
             def _handle(self, method: str) -> None:
                 body = self._body() if method in ("POST", "PATCH") else None
                 code, answer = server.handle(method, self.path, body)
-                self._answer(code, answer)
+                self.answer(code, answer)
 
             def do_GET(self):
                 self._handle("GET")
@@ -122,17 +109,7 @@ class KServeTestServer:
             def do_DELETE(self):
                 self._handle("DELETE")
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self.url
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return self.serve(Handler)
 
     def write_kubeconfig(self, path: Path) -> Path:
         config = {

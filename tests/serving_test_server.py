@@ -24,13 +24,14 @@ import threading
 import time
 from concurrent import futures
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import grpc
 import numpy as np
 
 from modelpress.common.tf import import_tf
+from tests.json_http import JsonHandler
 
 tf, _ = import_tf()
 from google.protobuf import json_format, text_format  # noqa: E402
@@ -296,50 +297,40 @@ HTTP_STATUS = {grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.INVALID_ARGUMENT:
 
 
 def rest_handler(server: ServingTestServer):
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):  # keep test output clean
-            pass
-
-        def _send(self, code: int, payload: dict) -> None:
-            body = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    class Handler(JsonHandler):
 
         def _route(self, method: str):
             server.rest_requests.append(f"{method} {self.path}")
             match = REST_PATH.match(self.path)
             if match is None:
-                return self._send(404, {"error": f"Malformed request: {method} {self.path}"})
+                return self.answer(404, {"error": f"Malformed request: {method} {self.path}"})
             name, verb, label = match["name"], match["verb"], match["label"]
             version = int(match["version"]) if match["version"] else None
             try:
                 if method == "GET" and verb is None:
-                    return self._send(200, {"model_version_status": [
+                    return self.answer(200, {"model_version_status": [
                         {"version": str(n), "state": State.Name(s.state), "status": {"error_code": "OK" if not s.error else "UNKNOWN", "error_message": s.error}}
                         for n, s in server.statuses(name, version, label)
                     ]})
                 number, slot = server.resolve(name, version, label)
                 if method == "GET" and verb == "/metadata":
                     signatures = {k: json_format.MessageToDict(v, preserving_proto_field_name=True) for k, v in slot.signatures.items()}
-                    return self._send(200, {"model_spec": {"name": name, "version": str(number)}, "metadata": {"signature_def": {"signature_def": signatures}}})
+                    return self.answer(200, {"model_spec": {"name": name, "version": str(number)}, "metadata": {"signature_def": {"signature_def": signatures}}})
                 if method == "POST" and verb == ":predict":
                     body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                     (input_name,) = list(slot.signatures["serving_default"].inputs)
                     if "instances" in body:
                         outputs = server.run(slot, {input_name: np.asarray(body["instances"], dtype=np.float32)})
                         (values,) = outputs.values() if len(outputs) == 1 else (None,)
-                        return self._send(200, {"predictions": values.tolist() if values is not None else
+                        return self.answer(200, {"predictions": values.tolist() if values is not None else
                                                 [{k: v[i].tolist() for k, v in outputs.items()} for i in range(len(body["instances"]))]})
                     if "inputs" in body:
                         outputs = server.run(slot, {input_name: np.asarray(body["inputs"], dtype=np.float32)})
-                        return self._send(200, {"outputs": {k: v.tolist() for k, v in outputs.items()}})
-                    return self._send(400, {"error": "JSON Value: {} Missing 'instances' or 'inputs' key"})
-                return self._send(404, {"error": f"Malformed request: {method} {self.path}"})
+                        return self.answer(200, {"outputs": {k: v.tolist() for k, v in outputs.items()}})
+                    return self.answer(400, {"error": "JSON Value: {} Missing 'instances' or 'inputs' key"})
+                return self.answer(404, {"error": f"Malformed request: {method} {self.path}"})
             except ServingError as exc:
-                return self._send(HTTP_STATUS.get(exc.code, 500), {"error": str(exc)})
+                return self.answer(HTTP_STATUS.get(exc.code, 500), {"error": str(exc)})
 
         def do_GET(self):
             self._route("GET")

@@ -58,7 +58,8 @@ def test_derived_images_carry_the_builder_and_the_pipeline_runs_in_them(docker, 
     assert compiled.returncode == 0, compiled.stderr
     pipeline = next(yaml.safe_load_all((tmp_path / "acme.pipeline.yaml").read_text()))
     tasks = {e["container"]["image"] for e in pipeline["deploymentSpec"]["executors"].values()}
-    assert tasks == {image_for("tf", tag=tag, gpu=True), image_for("tf", tag=tag)}
+    # train on the GPU build, validate and the report in tf, the data digest in base: all the derived images
+    assert tasks == {image_for("tf", tag=tag, gpu=True), image_for("tf", tag=tag), image_for("base", tag=tag)}
 
     config = json.dumps({k: spec[k] for k in ("model", "data", "train")})
     trained = docker_run(docker, derived, ["step", "train", "--config", config, "--output", "/out/train"], volumes={str(shared_dir): "/out"})

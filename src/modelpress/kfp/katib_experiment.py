@@ -25,10 +25,12 @@ def tune_katib(
     metrics: Output[Metrics],
     data_uri: Optional[str] = None,  # noqa: UP045 (KFP reads the annotation)
     epochs: Optional[int] = None,  # noqa: UP045
+    batch_size: Optional[int] = None,  # noqa: UP045
     data_digest: Optional[str] = None,  # noqa: UP045 (only a key of KFP's cache)
 ):
-    """Create the Experiment, wait for it to succeed, write its best trial. `epochs` is train's: trials train for
-    tune.epochs, as with the local tune step, so it changes nothing here."""
+    """Create the Experiment, wait for it to succeed, write its best trial. `epochs` and `batch_size` are train's
+    run parameters: trials train with tune's settings and search space, as the local tune step does, so they change
+    nothing here."""
     import json
 
     from modelpress.kubernetes.katib import run_experiment
