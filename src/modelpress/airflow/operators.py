@@ -35,10 +35,12 @@ from modelpress.contract.kubernetes import KubernetesSpec, StepResources
 from modelpress.contract.workflow import Workflow
 from modelpress.execution.plan import Task, placement
 from modelpress.execution.runner import REPORT_PLACEMENT
+from modelpress.kubernetes.katib import experiment_manifest, katib_tunes, run_experiment
 from modelpress.kubernetes.pods import pod_placement
 from modelpress.kubernetes.tfjob import OUTPUT_PLACEHOLDER, training_workers
 from modelpress.kubernetes.trainjob import run_training_job, training_job_manifest
 from modelpress.steps.catalog import STEPS, checked_step, step_resources
+from modelpress.steps.tune.config import TuneConfig
 
 MODE_ENV = "MODELPRESS_AIRFLOW_MODE"  # "kubernetes" (default) or "local"
 STEP_PYTHON_ENV = "MODELPRESS_STEP_PYTHON"  # local mode: the Python that runs steps (default: the worker's own)
@@ -196,6 +198,12 @@ def pod_settings(runs_in: Placement, resources: StepResources, kubernetes: Kuber
     return settings
 
 
+def run_katib_tune(manifest: dict[str, Any], config: str, output: str, overrides: list[str]) -> dict[str, Any]:
+    """The Katib tune task's body: `overrides` are the run's rendered `--set PATH=JSON` values (its form's params)."""
+    values = {path: json.loads(value) for path, _, value in (item.partition("=") for item in overrides)}
+    return run_experiment(manifest, TuneConfig.model_validate_json(config), output, values)
+
+
 def step_operator(task_id: str, task: Task, workflow: Workflow, arguments, target=None):
     """The operator of a plan task. `arguments`: the step's arguments, or in the targets' task group a mapped
     argument (one list per target, already through `with_result`), with `target` the mapped target names."""
@@ -212,6 +220,18 @@ def step_operator(task_id: str, task: Task, workflow: Workflow, arguments, targe
         )
         return PythonOperator(
             task_id=task_id, python_callable=run_training_job, op_kwargs={"manifest": manifest, "output": output},
+            execution_timeout=execution_timeout(step_resources(task.step, workflow.kubernetes)),
+        )  # fmt: skip
+    if katib_tunes(task.step, workflow.kubernetes):  # tune as a Katib Experiment: this task creates it and waits
+        return PythonOperator(
+            task_id=task_id, python_callable=run_katib_tune,
+            op_kwargs={
+                "manifest": experiment_manifest(workflow, task.config, placement(task)),
+                "config": task.config.model_dump_json(),
+                "output": arguments[arguments.index("--output") + 1],
+                # the run's data (the form's data_uri); trials train with tune's own settings, as on Kubeflow
+                "overrides": [value for flag, value in zip(arguments, arguments[1:], strict=False) if flag == "--set" and value.startswith("data.")],
+            },
             execution_timeout=execution_timeout(step_resources(task.step, workflow.kubernetes)),
         )  # fmt: skip
     if isinstance(arguments, list):
