@@ -249,6 +249,30 @@ def test_dag_params_form_overrides_the_specs_epochs_in_a_run(airflow_db, workflo
     assert trained["details"]["epochs_run"] == 2 and trained["details"]["train"]["epochs"] == 2
 
 
+def test_a_changed_data_file_retrains_on_the_next_run(airflow_db, workflows, monkeypatch, tmp_path):
+    """Airflow caches nothing: each run trains on the data as it is then, and records that data's digest (the key
+    Kubeflow's cache uses)."""
+    table = tmp_path / "table.csv"
+    rows = [f"{i % 7},{(i * 3) % 5},{i % 2}" for i in range(120)]
+    table.write_text("a,b,label\n" + "\n".join(rows) + "\n")
+    (workflows / "weekly.yaml").write_text(
+        f"name: weekly\nmodel: {{zoo: mlp, params: {{hidden: [8]}}}}\ndata: {{source: csv, path: {table}, label_column: label}}\n"
+        "train: {epochs: 1}\ntargets: [saved_model]\n"
+    )
+    monkeypatch.setenv(MODE_ENV, "local")
+    monkeypatch.setenv(RUN_ROOT_ENV, str(tmp_path / "runs"))
+
+    def trained() -> dict:
+        run = workflow_dags()["weekly"].test()
+        assert {ti.task_id: ti.state for ti in run.get_task_instances()}["train"] == "success"
+        return json.loads((tmp_path / "runs" / "weekly" / run.run_id / "artifacts" / "train" / "artifact.json").read_text())
+
+    before = trained()
+    table.write_text(table.read_text().replace(rows[0], "6,4,1", 1))  # one row changes
+    after = trained()
+    assert after["data_hash"] != before["data_hash"] and after["details"]["data_digest"] != before["details"]["data_digest"]
+
+
 def test_dag_test_publishes_nothing_when_nothing_is_blessed(airflow_db, workflows, adapter_workflow, monkeypatch, tmp_path):
     registry, serving = tmp_path / "registry", tmp_path / "serving"
     extra = f"push: {{uri: {registry}}}\nserving: {{base_path: {serving}}}\n"
