@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -67,3 +68,49 @@ def test_the_docs_example_compiles_with_the_steps_placement_beside_the_teams_com
 def test_a_wrong_step_or_config_is_one_line(name, config, message):
     with pytest.raises(UserError, match=re.escape(message)):
         modelpress.kfp.step(name, config=config)
+
+
+# A team's pipeline module (no `from __future__ import annotations`: KFP reads a component's real annotations).
+TEAM_PIPELINE = """
+from kfp import dsl
+from kfp.dsl import Model, Output
+
+import modelpress.kfp
+
+prune = modelpress.kfp.step("prune", config={"data": {"source": "digits"}, "sparsity": 0.5, "epochs": 1})
+validate = modelpress.kfp.step("validate", config={"name": "pruned", "data": {"source": "digits"}, "gates": {"min_accuracy": 0.3}})
+
+
+@dsl.component
+def published_model(source: str, model: Output[Model]):
+    import shutil
+
+    shutil.copytree(source, model.path)
+
+
+@dsl.pipeline(name="team-compress")
+def pipeline(source: str):
+    trained = published_model(source=source)
+    pruned = prune(model=trained.outputs["model"])
+    validate(model=pruned.outputs["output_model"])
+"""
+
+
+def test_a_teams_pipeline_with_modelpress_steps_runs_in_kfp_local(trained_runs, tmp_path):
+    """The doc's shape, run: the team's component hands over a model it has, ModelPress prunes and validates it."""
+    from kfp import local
+
+    path = tmp_path / "team_pipeline.py"
+    path.write_text(TEAM_PIPELINE)
+    spec = importlib.util.spec_from_file_location("team_pipeline", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    root = tmp_path / "pipeline_root"
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    module.pipeline(source=str(trained_runs["a"] / "artifacts" / "train"))  # raises when a task fails
+    (blessing,) = root.glob("*/validate/output_validation/blessing.json")
+    verdict = yaml.safe_load(blessing.read_text())
+    assert verdict["name"] == "pruned" and verdict["blessed"] is True and verdict["metrics"]["accuracy"] >= 0.3
+    # validate judged the pruned model, which prune made from the team's
+    pruned = yaml.safe_load((Path(verdict["artifact"]) / "artifact.json").read_text())
+    assert pruned["step"] == "prune" and pruned["metrics"]["sparsity"] == 0.5 and pruned["parent"].endswith("/published-model/model")

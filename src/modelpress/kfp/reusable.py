@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelpress.execution.parameters import MISSING, field_at, step_parameters
 from modelpress.kubernetes.pods import pod_placement
 from modelpress.steps.catalog import checked_step, step_resources
 
@@ -25,8 +26,12 @@ def step(name: str, config: dict[str, Any] | None = None, image: str | None = No
     placed = pod_placement(spec.placement, settings, step_resources(name, settings))
     component = step_component(name, image or placed.image)
 
+    # The run parameters the component takes, bound to the config's values (shown in the UI; an unbound integer
+    # parameter would reach the step as None).
+    bound = {p.name: value for p in step_parameters(spec) if (value := field_at(step_config, p.path)[0]) not in (MISSING, None)}
+
     def task(**inputs):
-        kfp_task = component(config=step_config.model_dump_json(exclude_unset=True), **inputs)
+        kfp_task = component(config=step_config.model_dump_json(exclude_unset=True), **bound, **inputs)
         set_pod_options(kfp_task, spec, settings, placed)
         return kfp_task
 

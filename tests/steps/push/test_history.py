@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from modelpress.cli.main import main
+from tests.conftest import run_cli
 
 # (accuracy, size_bytes, latency_ms_p50) of the SavedModel and the TFLite artifact, per release
 STABLE = [
@@ -36,15 +36,15 @@ def write_registry(root: Path, model: str, releases: list[dict]) -> None:
         (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
-def history(capsys, root: Path, *options: str) -> tuple[int, list[str], str]:
-    code = main(["registry", "history", "digits-mlp", "--uri", str(root), *options])
-    captured = capsys.readouterr()
-    return code, captured.out.splitlines(), captured.err
+def history(root: Path, *options: str, cwd: Path | None = None) -> tuple[int, list[str], str]:
+    """The command in its own process: what a user's terminal shows, and nothing another test's thread printed."""
+    result = run_cli("registry", "history", "digits-mlp", "--uri", str(root), *options, cwd=cwd)
+    return result.returncode, result.stdout.splitlines(), result.stderr
 
 
-def test_the_table_holds_every_release_and_artifact_with_its_numbers(tmp_path, capsys):
+def test_the_table_holds_every_release_and_artifact_with_its_numbers(tmp_path):
     write_registry(tmp_path, "digits-mlp", STABLE)
-    code, lines, err = history(capsys, tmp_path)
+    code, lines, err = history(tmp_path)
     assert code == 0, err
     assert lines[0].split() == ["version", "created", "artifact", "format", "accuracy", "size", "KiB", "p50", "ms"]
     rows = [line.split() for line in lines[1:7]]
@@ -56,10 +56,10 @@ def test_the_table_holds_every_release_and_artifact_with_its_numbers(tmp_path, c
     assert lines[7:] == ["no regression in v3 against v1-v2"]
 
 
-def test_a_planted_accuracy_drop_is_flagged_and_exits_1(tmp_path, capsys):
+def test_a_planted_accuracy_drop_is_flagged_and_exits_1(tmp_path):
     dropped = {"train": (0.9640, 353_513, 0.250), "tflite_int8": (0.9480, 81_560, 0.0050)}
     write_registry(tmp_path, "digits-mlp", [*STABLE, dropped])
-    code, lines, _ = history(capsys, tmp_path)
+    code, lines, _ = history(tmp_path)
     assert code == 1
     flagged = [line for line in lines if line.startswith("REGRESSION")]
     assert flagged == [
@@ -67,21 +67,21 @@ def test_a_planted_accuracy_drop_is_flagged_and_exits_1(tmp_path, capsys):
     ]
 
 
-def test_a_drop_within_the_threshold_or_older_than_the_window_is_not_flagged(tmp_path, capsys):
+def test_a_drop_within_the_threshold_or_older_than_the_window_is_not_flagged(tmp_path):
     best_long_ago = {"train": (0.9900, 353_513, 0.250), "tflite_int8": (0.9590, 81_560, 0.0050)}
     newest = {"train": (0.9620, 353_513, 0.250), "tflite_int8": (0.9560, 81_560, 0.0050)}  # 0.004 below v2's 0.9600
     write_registry(tmp_path, "digits-mlp", [best_long_ago, *STABLE, newest])
-    code, lines, _ = history(capsys, tmp_path)
+    code, lines, _ = history(tmp_path)
     assert code == 0 and lines[-1] == "no regression in v5 against v2-v4"
-    code, lines, _ = history(capsys, tmp_path, "--last", "4")
+    code, lines, _ = history(tmp_path, "--last", "4")
     assert code == 1 and [line.split()[1] for line in lines if line.startswith("REGRESSION")] == ["train"]
 
 
-def test_size_and_latency_growing_more_than_10_percent_are_flagged(tmp_path, capsys):
+def test_size_and_latency_growing_more_than_10_percent_are_flagged(tmp_path):
     # train: 20% bigger, 8% slower than v2 (allowed); tflite_int8: 10.2% slower than v2
     bigger_slower = {"train": (0.9650, 424_216, 0.260), "tflite_int8": (0.9600, 81_560, 0.0054)}
     write_registry(tmp_path, "digits-mlp", [*STABLE, bigger_slower])
-    code, lines, _ = history(capsys, tmp_path)
+    code, lines, _ = history(tmp_path)
     assert code == 1
     flagged = [line for line in lines if line.startswith("REGRESSION")]
     assert len(flagged) == 2
@@ -91,9 +91,9 @@ def test_size_and_latency_growing_more_than_10_percent_are_flagged(tmp_path, cap
     ]
 
 
-def test_the_plot_is_a_png(tmp_path, capsys):
+def test_the_plot_is_a_png(tmp_path):
     write_registry(tmp_path, "digits-mlp", STABLE)
-    code, lines, err = history(capsys, tmp_path, "--plot", str(tmp_path / "plots" / "accuracy.png"))
+    code, lines, err = history(tmp_path, "--plot", str(tmp_path / "plots" / "accuracy.png"))
     assert code == 0, err
     assert (tmp_path / "plots" / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"plot: {tmp_path / 'plots' / 'accuracy.png'}" in lines
@@ -106,20 +106,19 @@ def test_the_plot_is_a_png(tmp_path, capsys):
         (("--last", "0"), "--last must be at least 1"),
     ],
 )
-def test_bad_options_are_one_line_and_write_nothing(tmp_path, capsys, monkeypatch, options, message):
+def test_bad_options_are_one_line_and_write_nothing(tmp_path, options, message):
     write_registry(tmp_path, "digits-mlp", STABLE)
-    monkeypatch.chdir(tmp_path)
-    code, lines, err = history(capsys, tmp_path, *options)
+    code, lines, err = history(tmp_path, *options, cwd=tmp_path)
     assert code == 2 and lines == [] and message in err and err.count("\n") == 1
     assert not (tmp_path / "accuracy.pdf").exists()
 
 
-def test_a_model_without_releases_is_one_line(tmp_path, capsys):
-    code, _, err = history(capsys, tmp_path)
+def test_a_model_without_releases_is_one_line(tmp_path):
+    code, _, err = history(tmp_path)
     assert code == 2 and "model 'digits-mlp' has no published versions" in err
 
 
-def test_a_single_release_has_nothing_to_compare(tmp_path, capsys):
+def test_a_single_release_has_nothing_to_compare(tmp_path):
     write_registry(tmp_path, "digits-mlp", STABLE[:1])
-    code, lines, _ = history(capsys, tmp_path)
+    code, lines, _ = history(tmp_path)
     assert code == 0 and len(lines) == 4 and lines[-1] == "v1 is the only release: nothing to compare it with"
