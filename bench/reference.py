@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from modelpress.common.progress import log
-from modelpress.io.report import label_points
+from modelpress.io.report import figure_png, label_points
 
 from .harness import STEP_ENV, WORK, Bench, bench_arguments, machine, spread_ms, text_table, write_json
 from .recipes import PEER_TARGETS, PEERS, STUDENTS, WORKLOADS, recipes, workflow
@@ -225,7 +225,6 @@ def limits_text(profiles: list[dict], floors: list[dict], sizes: list[dict], top
 def pareto_png(rows: list[dict]) -> bytes:
     """Per workload: accuracy vs batch-1 p50 and accuracy vs gzip size; the Pareto front (no artifact both more
     accurate and cheaper) drawn as a step line."""
-    import io
 
     import matplotlib
 
@@ -249,11 +248,7 @@ def pareto_png(rows: list[dict]) -> bytes:
             axis.set_title(workload)
             axis.grid(True, alpha=0.3)
     fig.suptitle("blue: peers, orange: ModelPress; o blessed (<= 1.0 pp drop), x not; grey: Pareto front")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig, dpi=100)
 
 
 def pareto_front(rows: list[dict], cost: str) -> list[dict]:

@@ -119,3 +119,13 @@ def with_image_tag(path: Path) -> None:
     text = path.read_text()
     assert "# kubernetes:\n#   image_tag: " in text
     path.write_text(text.replace("# kubernetes:\n#   image_tag: ", "kubernetes:\n  image_tag: "))
+
+
+# A small search both adapters' Katib tests compile (with `kubernetes: {tuner: katib}` it becomes an Experiment).
+KATIB_TUNE = """tune:
+  max_trials: 4
+  epochs: 2
+  space:
+    learning_rate: {min: 1.0e-4, max: 1.0e-2, sampling: log}
+    optimizer: [adam, sgd]
+"""

@@ -11,24 +11,17 @@ import yaml
 
 from modelpress.airflow.dag_factory import WORKFLOWS_ENV, workflow_dags
 from modelpress.airflow.operators import MODE_ENV, LocalStepOperator, run_katib_tune
+from tests.adapter_cases import KATIB_TUNE
 from tests.conftest import step_cli
 
 pytestmark = pytest.mark.integration
 
-TUNE = """tune:
-  max_trials: 4
-  epochs: 2
-  space:
-    learning_rate: {min: 1.0e-4, max: 1.0e-2, sampling: log}
-    optimizer: [adam, sgd]
-kubernetes: {tuner: katib}
-"""
 
 
 @pytest.fixture
 def katib_workflow(adapter_workflow, tmp_path, monkeypatch):
     folder = tmp_path / "workflows"
-    path = adapter_workflow("tk", extra=TUNE, folder=folder)
+    path = adapter_workflow("tk", extra=KATIB_TUNE + "kubernetes: {tuner: katib}\n", folder=folder)
     monkeypatch.setenv(WORKFLOWS_ENV, str(folder))
     monkeypatch.delenv(MODE_ENV, raising=False)
     return path

@@ -11,20 +11,14 @@ import yaml
 from modelpress.contract.images import image_for
 from modelpress.kfp.compiler import compile_workflow
 from tests import crd_schema
+from tests.adapter_cases import KATIB_TUNE
 
 pytestmark = pytest.mark.integration
 
-TUNE = """tune:
-  max_trials: 4
-  epochs: 2
-  space:
-    learning_rate: {min: 1.0e-4, max: 1.0e-2, sampling: log}
-    optimizer: [adam, sgd]
-"""
 
 
 def compiled(adapter_workflow, tmp_path, kubernetes: str) -> tuple[dict, dict]:
-    source = adapter_workflow(extra=TUNE + kubernetes)
+    source = adapter_workflow(extra=KATIB_TUNE + kubernetes)
     pipeline, platform = yaml.safe_load_all(compile_workflow(source, tmp_path / "p.yaml").read_text())
     return pipeline, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 

@@ -24,13 +24,10 @@ from modelpress.kubernetes.trainjob import (
     with_run_values,
 )
 from modelpress.ml.training import tf_config_cluster
-from modelpress.steps.catalog import STEPS
 from tests import crd_schema
 from tests.conftest import ROOT
+from tests.kubernetes.test_tfjob import COMMAND, TRAIN_PLACEMENT  # the same train replica command
 
-CONFIG = json.dumps({"model": {"zoo": "mlp"}, "data": {"source": "digits"}, "train": {"epochs": 3, "workers": 3}})
-COMMAND = ["step", "train", "--config", CONFIG, "--output", OUTPUT_PLACEHOLDER, "--overwrite"]
-TRAIN_PLACEMENT = STEPS["train"].placement
 RUNTIME_FILE = ROOT / "infra" / "trainer" / "tensorflow-runtime.yaml"
 TRAINJOB_SCHEMA, RUNTIME_SCHEMA = "trainer.kubeflow.org_trainjobs.json", "trainer.kubeflow.org_clustertrainingruntimes.json"
 GENERATED_SUFFIX = "x7k2p"  # what the API server appends to generateName (5 characters)

@@ -175,9 +175,16 @@ def plot_png(rows: list[dict]) -> bytes:
         axis.set_ylabel("test accuracy")
         axis.grid(True, alpha=0.3)
     fig.suptitle("artifacts (green o: blessed, red x: rejected)")
+    return figure_png(fig, dpi=110)
+
+
+def figure_png(fig, dpi: int) -> bytes:
+    """A finished matplotlib figure as PNG bytes; the figure is closed (pyplot keeps open ones alive)."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    fig.savefig(buffer, format="png", dpi=dpi)
     plt.close(fig)
     return buffer.getvalue()
 

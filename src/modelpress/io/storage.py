@@ -129,12 +129,14 @@ def s3_errors(uri: str) -> Iterator[None]:
         raise explain_s3_error(exc.__context__ if isinstance(exc.__context__, ClientError) else exc, uri) from None
 
 
+def _objects(bucket: str, prefix: str) -> Iterator[dict]:
+    """Every object whose key starts with `prefix`, page after page (Key, Size, ETag, ...)."""
+    for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        yield from page.get("Contents", [])
+
+
 def _list_keys(loc: S3Location) -> list[str]:
-    prefix = f"{loc.key}/" if loc.key else ""
-    keys: list[str] = []
-    for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=prefix):
-        keys.extend(obj["Key"] for obj in page.get("Contents", []))
-    return keys
+    return [obj["Key"] for obj in _objects(loc.bucket, f"{loc.key}/" if loc.key else "")]
 
 
 def list_objects(uri: str) -> list[tuple[str, int, str]]:
@@ -143,10 +145,9 @@ def list_objects(uri: str) -> list[tuple[str, int, str]]:
     loc = S3Location.parse(uri)
     found = []
     with s3_errors(uri):
-        for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=loc.key):
-            for obj in page.get("Contents", []):
-                if obj["Key"] == loc.key or not loc.key or obj["Key"].startswith(f"{loc.key}/"):
-                    found.append((obj["Key"][len(loc.key) :].lstrip("/"), obj["Size"], obj["ETag"]))
+        for obj in _objects(loc.bucket, loc.key):
+            if obj["Key"] == loc.key or not loc.key or obj["Key"].startswith(f"{loc.key}/"):
+                found.append((obj["Key"][len(loc.key) :].lstrip("/"), obj["Size"], obj["ETag"]))
     return sorted(found)
 
 
