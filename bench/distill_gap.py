@@ -1,21 +1,26 @@
 """Distillation on real sizes: the digits small_cnn teacher (examples/digits_cnn.yaml) into small students, over
 several seeds, because one seed's gain is within the noise of a few hundred test images.
 
-For every student and seed the distill step itself trains the distilled student and the same student from scratch and
-records teacher, scratch and student accuracy and the share of the gap recovered; this prints them and the mean.
+For every student and seed the distill step itself chooses the settings left open on the validation split, trains the
+distilled student and the same student from scratch, and hands on the better on validation; this prints what it
+chose, both students' test and validation accuracy, the share of the teacher-vs-scratch gap the distilled student
+recovered on test, which student was handed on, and the epochs each spent.
 
     python -m bench.distill_gap [--source digits|optdigits] [--students tiny_cnn,mlp16,cnn_4_8] [--seeds 3]
-        [--epochs N] [--out DIR]
+        [--epochs N] [--temperature T] [--alpha A] [--mixup M] [--out DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+from pathlib import Path
 
 from modelpress.common.progress import log
 from modelpress.execution.plan import load_workflow
 from modelpress.steps.distill.config import DistillConfig
+from modelpress.steps.distill.step import gap_recovered
 from modelpress.steps.distill.step import run as distill
 from modelpress.steps.train.config import TrainConfig
 from modelpress.steps.train.step import run as train
@@ -30,7 +35,33 @@ STUDENTS = {
     # bench.techniques' CNN student (1,034 parameters), at the workflow's 25 epochs unless --epochs is given.
     "cnn_4_8": ({"zoo": "small_cnn", "params": {"filters": [4, 8], "dense": 16}}, {"epochs": 25}),
 }
-FIELDS = ("teacher_accuracy", "scratch_accuracy", "student_accuracy", "gap_recovered")
+SETTINGS = ("temperature", "alpha", "mixup")
+
+
+def row(name: str, seed: int, folder: str) -> dict:
+    """One student's figures from its artifact.json."""
+    meta = json.loads((Path(folder) / "artifact.json").read_text())
+    metrics, details = meta["metrics"], meta["details"]
+    handed_on = {"distilled": metrics["student_accuracy"], "scratch": metrics["scratch_accuracy"]}[metrics["handed_on"]]
+    return {
+        "student": name, "seed": seed, "params": metrics["params"], **{key: details[key] for key in SETTINGS},
+        **{key: metrics[key] for key in ("teacher_accuracy", "scratch_accuracy", "student_accuracy", "gap_recovered",
+                                         "scratch_val_accuracy", "student_val_accuracy", "handed_on")},
+        "handed_on_gap_recovered": gap_recovered(metrics["teacher_accuracy"], metrics["scratch_accuracy"], handed_on),
+        "epochs": details["epochs_run"],
+    }
+
+
+def share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def summary(name: str, shares: list[float], what: str) -> str:
+    if not shares:
+        return f"{name}: no gap to recover ({what})"
+    spread = f"sd {statistics.stdev(shares):.0%}, " if len(shares) > 1 else ""
+    return (f"{name}: mean gap recovered {statistics.mean(shares):.0%} ({spread}{min(shares):.0%} to {max(shares):.0%}) "
+            f"over {len(shares)} seeds, {what} (target >= 50%)")
 
 
 def main() -> None:
@@ -38,8 +69,8 @@ def main() -> None:
     parser.add_argument("--source", default="digits", choices=["digits", "optdigits"], help="data (optdigits: 1797 test images)")
     parser.add_argument("--students", default="tiny_cnn,mlp16", help=f"comma-separated, from {', '.join(STUDENTS)}")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per student")
-    parser.add_argument("--temperature", type=float, default=4.0)
-    parser.add_argument("--alpha", type=float, default=0.1)
+    for setting in SETTINGS:
+        parser.add_argument(f"--{setting}", type=float, help="fix it; default: chosen on the validation split")
     parser.add_argument("--epochs", type=int, help="student epochs (distilled and scratch alike); default each student's own")
     parser.add_argument("--out", default=str(WORK / "distill_gap"), help="where the artifacts go")
     args = parser.parse_args()
@@ -49,28 +80,34 @@ def main() -> None:
     teacher = f"{args.out}/{args.source}/teacher"
     config = TrainConfig.model_validate({"model": workflow.model.model_dump(), "data": data, "train": settings})
     log(f"teacher: test accuracy {train(config, {}, teacher, overwrite=True)['metrics']['accuracy']:.4f}")
+    fixed = {key: getattr(args, key) for key in SETTINGS if getattr(args, key) is not None}
     rows = []
     for name in args.students.split(","):
         student, schedule = STUDENTS[name]
         for seed in range(args.seeds):
             config = DistillConfig.model_validate(
-                {"student": student, "temperature": args.temperature, "alpha": args.alpha, **schedule,
-                 **({"epochs": args.epochs} if args.epochs else {}), "data": data,
-                 "train": {**settings, "seed": seed}}
+                {"student": student, **fixed, **schedule, **({"epochs": args.epochs} if args.epochs else {}),
+                 "data": data, "train": {**settings, "seed": seed}}
             )
-            metrics = distill(config, {"model": teacher}, f"{args.out}/{args.source}/{name}-{seed}", overwrite=True)["metrics"]
-            rows.append({"student": name, "seed": seed, "params": metrics["params"], **{k: metrics[k] for k in FIELDS}})
-    print(f"{args.source}, T={args.temperature}, alpha={args.alpha}" + (f", epochs={args.epochs}" if args.epochs else ""))
-    print(f"{'student':<9} {'seed':>4} {'params':>6} {'teacher':>8} {'scratch':>8} {'student':>8} {'gap recovered':>14}")
-    for row in rows:
-        recovered = "-" if row["gap_recovered"] is None else f"{row['gap_recovered']:.0%}"
-        print(f"{row['student']:<9} {row['seed']:>4} {row['params']:>6} {row['teacher_accuracy']:>8.4f} "
-              f"{row['scratch_accuracy']:>8.4f} {row['student_accuracy']:>8.4f} {recovered:>14}")
+            folder = f"{args.out}/{args.source}/{name}-{seed}"
+            distill(config, {"model": teacher}, folder, overwrite=True)
+            rows.append(row(name, seed, folder))
+    print(f"{args.source}, " + (", ".join(f"{k}={v:g}" for k, v in fixed.items()) or "settings chosen on validation")
+          + (f", epochs={args.epochs}" if args.epochs else ""))
+    print(f"{'student':<9} {'seed':>4} {'params':>6} {'T':>3} {'alpha':>5} {'mixup':>5} {'teacher':>8} {'scratch':>8} "
+          f"{'distill':>8} {'gap rec.':>8} {'val scr.':>8} {'val dis.':>8} {'handed on':>9} {'epochs (trials+distill/scratch)':>31}")
+    for r in rows:
+        epochs = f"{r['epochs']['trials']}+{r['epochs']['distilled']}/{r['epochs']['scratch']}"
+        print(f"{r['student']:<9} {r['seed']:>4} {r['params']:>6} {r['temperature']:>3g} {r['alpha']:>5g} {r['mixup']:>5g} "
+              f"{r['teacher_accuracy']:>8.4f} {r['scratch_accuracy']:>8.4f} {r['student_accuracy']:>8.4f} "
+              f"{share(r['gap_recovered']):>8} {r['scratch_val_accuracy']:>8.4f} {r['student_val_accuracy']:>8.4f} "
+              f"{r['handed_on']:>9} {epochs:>31}")
     for name in args.students.split(","):
-        shares = [r["gap_recovered"] for r in rows if r["student"] == name and r["gap_recovered"] is not None]
-        if shares:
-            print(f"{name}: mean gap recovered {statistics.mean(shares):.0%} (sd {statistics.pstdev(shares):.0%}, "
-                  f"{min(shares):.0%} to {max(shares):.0%}) over {len(shares)} seeds (target >= 50%)")
+        mine = [r for r in rows if r["student"] == name]
+        print(summary(name, [r["gap_recovered"] for r in mine if r["gap_recovered"] is not None], "the distilled students"))
+        handed = [r["handed_on_gap_recovered"] for r in mine if r["handed_on_gap_recovered"] is not None]
+        scratch = sum(r["handed_on"] == "scratch" for r in mine)
+        print(summary(name, handed, f"the students handed on (scratch on {scratch} of {len(mine)} seeds)"))
 
 
 if __name__ == "__main__":
