@@ -1,0 +1,151 @@
+"""Shards: the files a streamed data set is made of, local or s3://, listed without reading them and read one record
+at a time.
+
+S3 objects are streamed with boto3 and the TFRecord framing is parsed here (length, masked CRC-32C of the length,
+payload, masked CRC-32C of the payload), because TensorFlow 2.21 ships no s3:// filesystem (tensorflow-io, which had
+one, has no build for it). Streaming keeps nothing but the record being read in memory, checks every checksum as the
+native reader does, and goes through the same boto3 client and credentials as every other ModelPress S3 call. A
+dropped connection resumes at the last whole record with an HTTP Range request.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import hashlib
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelpress.common.errors import UserError
+from modelpress.io import storage
+
+GLOB_CHARACTERS = "*?["
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+CHUNK_BYTES = 1 << 20
+RESUME_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Shard:
+    uri: str  # local path or s3://bucket/key
+    name: str  # relative to the listed root: what record keys and the digest are made of
+    size: int
+    version: str  # S3 ETag, or the local file's modification time: what the scan cache is keyed on
+
+
+class CorruptShard(Exception):
+    """A shard whose bytes are not what its framing says: a one-line reason, the shard named by the caller."""
+
+
+def list_shards(path: str, suffixes: tuple[str, ...] | None = None) -> list[Shard]:
+    """The files at `path`: one file, every file under a folder or prefix, or the files matching a glob; sorted by
+    name. `suffixes`: keep only files ending so (image folders). Hidden files and folders are skipped."""
+    if storage.is_s3(path):
+        root, pattern = _split_glob(path)
+        shards = [
+            Shard(storage.join(root, key) if key else root, key or root.rsplit("/", 1)[-1], size, etag.strip('"'))
+            for key, size, etag in storage.list_objects(root)
+        ]
+    else:
+        root, pattern = _split_glob(path)
+        if pattern is not None:
+            files = [Path(f) for f in glob.glob(path, recursive=True)]
+        else:
+            base = Path(root)
+            files = [base] if base.is_file() else sorted(base.rglob("*")) if base.is_dir() else []
+        base = Path(root)
+        shards = [
+            Shard(str(f), f.name if f == base else f.relative_to(base).as_posix(), f.stat().st_size, str(f.stat().st_mtime_ns))
+            for f in files
+            if f.is_file()
+        ]
+    if pattern is not None:
+        shards = [s for s in shards if fnmatch.fnmatch(s.name, pattern)]
+    shards = [s for s in shards if not any(part.startswith(".") for part in s.name.split("/"))]
+    if suffixes is not None:
+        shards = [s for s in shards if s.name.lower().endswith(suffixes)]
+    if not shards:
+        found = "holds no objects" if storage.is_s3(path) else "does not exist or holds no files"
+        raise UserError(f"{path} {found}; point it at a file, a folder or prefix of shards, or a glob like train-*.tfrecord")
+    return sorted(shards, key=lambda s: s.name)
+
+
+def _split_glob(path: str) -> tuple[str, str | None]:
+    """'root/dir/train-*.tfrecord' -> ('root/dir', 'train-*.tfrecord'); a path without wildcards -> (path, None)."""
+    parts = path.rstrip("/").split("/")
+    first = next((i for i, part in enumerate(parts) if any(c in part for c in GLOB_CHARACTERS)), None)
+    if first is None:
+        return path.rstrip("/"), None
+    return "/".join(parts[:first]), "/".join(parts[first:])
+
+
+def listing_digest(shards: list[Shard]) -> str:
+    digest = hashlib.sha256()
+    for shard in shards:
+        digest.update(f"{shard.name}\0{shard.size}\0{shard.version}\n".encode())
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------ TFRecord framing
+def masked_crc(data) -> int:
+    import google_crc32c
+
+    crc = google_crc32c.value(bytes(data))
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def s3_records(uri: str) -> Iterator[bytes]:
+    """The payload of every TFRecord in an S3 object, checksums verified, read in 1 MiB chunks."""
+    from botocore.exceptions import BotoCoreError
+
+    if isinstance(uri, bytes):  # tf.data.Dataset.from_generator passes its args as bytes
+        uri = uri.decode()
+    location = storage.S3Location.parse(uri)
+    position, buffer, attempts = 0, b"", 0  # position: byte offset of buffer[0] in the object
+    while True:
+        try:
+            with storage.s3_errors(uri):
+                extra = {"Range": f"bytes={position}-"} if position else {}
+                body = storage.s3_client().get_object(Bucket=location.bucket, Key=location.key, **extra)["Body"]
+            for chunk in body.iter_chunks(CHUNK_BYTES):
+                buffer += chunk
+                consumed = 0
+                for record, consumed in _records_in(buffer, position):
+                    yield record
+                buffer, position = buffer[consumed:], position + consumed
+            break
+        except (ConnectionError, OSError, BotoCoreError) as exc:  # the stream broke: resume after the last whole record
+            attempts += 1
+            if attempts > RESUME_ATTEMPTS:
+                raise CorruptShard(f"reading failed at byte {position} after {RESUME_ATTEMPTS} resumes ({exc})") from None
+            buffer = b""
+    if buffer:
+        raise CorruptShard(f"ends inside a record at byte {position} ({len(buffer)} bytes left over): the shard is truncated")
+
+
+def _records_in(buffer: bytes, offset: int) -> Iterator[tuple[memoryview, int]]:
+    """Whole records at the start of `buffer`, each with the buffer position after it; `offset` only for messages."""
+    view, start = memoryview(buffer), 0
+    while len(view) - start >= 12:
+        (length,) = struct.unpack_from("<Q", view, start)
+        (length_crc,) = struct.unpack_from("<I", view, start + 8)
+        if masked_crc(view[start : start + 8]) != length_crc:
+            raise CorruptShard(f"record at byte {offset + start}: the length checksum does not match (not TFRecord data, or damaged)")
+        end = start + 12 + length + 4
+        if len(view) < end:
+            return
+        payload = view[start + 12 : end - 4]
+        (payload_crc,) = struct.unpack_from("<I", view, end - 4)
+        if masked_crc(payload) != payload_crc:
+            raise CorruptShard(f"record at byte {offset + start}: the data checksum does not match (damaged)")
+        yield bytes(payload), end
+        start = end
+
+
+def read_object(uri) -> bytes:
+    """One whole object or file (an image of an image folder)."""
+    if isinstance(uri, bytes):
+        uri = uri.decode()
+    return storage.read_bytes(uri)
