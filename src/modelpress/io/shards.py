@@ -149,3 +149,25 @@ def read_object(uri) -> bytes:
     if isinstance(uri, bytes):
         uri = uri.decode()
     return storage.read_bytes(uri)
+
+
+def write_tfrecord_shard(path: str, images, labels) -> None:
+    """Write uint8 images and their int labels as one TFRecord shard (features `image`: raw bytes, `label`: int64),
+    the layout the tfrecord source reads by default; local or s3:// (staged on local disk, then uploaded)."""
+    import tempfile
+
+    from modelpress.common.tf import import_tf
+
+    tf, _ = import_tf()
+    with tempfile.TemporaryDirectory(prefix="modelpress-shard-") as scratch:
+        local = path if not storage.is_s3(path) else str(Path(scratch) / "shard.tfrecord")
+        Path(local).parent.mkdir(parents=True, exist_ok=True)
+        with tf.io.TFRecordWriter(local) as writer:
+            for image, label in zip(images, labels, strict=True):
+                feature = {
+                    "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
+                    "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
+                }
+                writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+        if storage.is_s3(path):
+            storage.put_file(Path(local), path, storage.transfer_config(64, 4), retries=3)

@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,7 +281,8 @@ def corrupt_shard_errors(where: str) -> Iterator[None]:
     except tf.errors.OpError as exc:
         lines = [line for line in exc.message.splitlines() if line.strip()]
         reason = next((line.split("CorruptShard: ", 1)[1] for line in lines if "CorruptShard: " in line), lines[0] if lines else type(exc).__name__)
-        raise UserError(f"{where} is not readable TFRecord data ({reason.strip()[:200]}); replace or remove the shard") from None
+        reason = re.sub(r"\{\{.*?\}\}|\[Op:.*$", "", reason).strip()  # TensorFlow's function and op names say nothing here
+        raise UserError(f"{where} is not readable TFRecord data ({reason[:200]}); replace or remove the shard") from None
 
 
 def class_check(counts: np.ndarray, where: str, num_classes: int | None) -> int:
@@ -354,7 +356,9 @@ class StreamingDataset:
         if shard is not None:
             index, workers = shard
             if len(chosen) >= workers:
-                chosen = chosen[index::workers]
+                mine = chosen[index::workers]
+                log(f"{split}: worker {index} of {workers} reads {len(mine)} of {len(chosen)} shards: {', '.join(s.name for s in mine)}")
+                chosen = mine
             elif split == "train":
                 raise UserError(
                     f"{shard_set.path}: {len(chosen)} training shard(s) for {workers} workers, each of which reads its own; "

@@ -165,8 +165,8 @@ def test_a_dead_tensorflow_worker_fails_one_measurement_and_the_next_gets_a_new_
         process.kill()
         process.join()
     with pytest.raises(StepFailed, match=r"^the process measuring saved_model in TensorFlow died \(.*\); see its log above$"):
-        validate.measure_in_tf_worker(Path(parent), read_meta(parent), data.x_test, evaluation)
-    again = validate.measure_in_tf_worker(Path(parent), read_meta(parent), data.x_test, evaluation)
+        validate.measure_in_tf_worker(Path(parent), read_meta(parent), data, evaluation)
+    again = validate.measure_in_tf_worker(Path(parent), read_meta(parent), data, evaluation)
     assert again.runtime == "tensorflow" and again.threads == 1 and len(again.latencies) == 5
 
 
