@@ -203,28 +203,42 @@ def _optdigits(spec: OptdigitsData) -> Dataset:
     return _split(x_train, y_train, spec, "optdigits", [str(c) for c in range(10)], test=(x_test, y_test))
 
 
-def _generated(spec: GeneratedData) -> Dataset:
-    """Each class is a smooth random template; examples are shifted, scaled and noisy copies of it.
+GENERATED_BLOCK = 512  # examples drawn from one seeded generator: any range of the set is made without the rest
 
-    Learnable (a small CNN separates the classes) but not trivial, at any size, shape and seed.
-    """
-    rng = np.random.default_rng(spec.seed)
-    height, width = spec.image_size
-    coarse = rng.normal(size=(spec.classes, 4, 4, spec.image_channels)).astype(np.float32)
-    templates = np.stack([_upsample(c, height, width) for c in coarse])
-    labels = rng.integers(0, spec.classes, size=spec.samples).astype(np.int64)
-    images = np.empty((spec.samples, height, width, spec.image_channels), dtype=np.float32)
-    shifts = rng.integers(-max(1, height // 8), max(1, height // 8) + 1, size=(spec.samples, 2))
-    gains = rng.uniform(0.7, 1.3, size=spec.samples).astype(np.float32)
-    for start in range(0, spec.samples, 512):
-        stop = min(start + 512, spec.samples)
-        block = templates[labels[start:stop]] * gains[start:stop, None, None, None]
-        for i in range(stop - start):
-            block[i] = np.roll(block[i], tuple(shifts[start + i]), axis=(0, 1))
-        block += rng.normal(scale=0.6, size=block.shape).astype(np.float32)
-        images[start:stop] = block
-    images = 1.0 / (1.0 + np.exp(-images))  # squash to (0, 1) like pixel intensities
+
+def _generated(spec: GeneratedData) -> Dataset:
+    images, labels = generated_examples(spec, 0, spec.samples)
     return _split(images, labels, spec, "generated", [f"class_{c}" for c in range(spec.classes)])
+
+
+def generated_examples(spec: GeneratedData, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Examples [start, stop) of the generated set, as float32 images in (0, 1) and int64 labels.
+
+    Each class is a smooth random template; examples are shifted, scaled and noisy copies of it: learnable (a small
+    CNN separates the classes) but not trivial, at any size, shape and seed. Blocks of GENERATED_BLOCK examples have
+    their own seeded generator, so a benchmark writes shards of a set far larger than memory block by block.
+    """
+    height, width = spec.image_size
+    coarse = np.random.default_rng(spec.seed).normal(size=(spec.classes, 4, 4, spec.image_channels)).astype(np.float32)
+    templates = np.stack([_upsample(c, height, width) for c in coarse])
+    first, last = start // GENERATED_BLOCK, -(-stop // GENERATED_BLOCK)
+    images, labels = [], []
+    rows, cols = np.arange(height), np.arange(width)
+    for block in range(first, last):
+        rng = np.random.default_rng([spec.seed, block])
+        block_labels = rng.integers(0, spec.classes, size=GENERATED_BLOCK).astype(np.int64)
+        shifts = rng.integers(-max(1, height // 8), max(1, height // 8) + 1, size=(GENERATED_BLOCK, 2))
+        gains = rng.uniform(0.7, 1.3, size=GENERATED_BLOCK).astype(np.float32)
+        # Each template rolled by its example's shift (one gather for the block), scaled and made noisy.
+        shifted_rows = (rows[None, :] - shifts[:, :1]) % height
+        shifted_cols = (cols[None, :] - shifts[:, 1:]) % width
+        block_images = templates[block_labels[:, None, None], shifted_rows[:, :, None], shifted_cols[:, None, :]]
+        block_images *= gains[:, None, None, None]
+        block_images += rng.standard_normal(size=block_images.shape, dtype=np.float32) * np.float32(0.6)
+        images.append(1.0 / (1.0 + np.exp(-block_images)))  # squash to (0, 1) like pixel intensities
+        labels.append(block_labels)
+    offset = first * GENERATED_BLOCK
+    return np.concatenate(images)[start - offset : stop - offset], np.concatenate(labels)[start - offset : stop - offset]
 
 
 def _upsample(grid: np.ndarray, height: int, width: int) -> np.ndarray:

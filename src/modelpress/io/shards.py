@@ -111,9 +111,8 @@ def s3_records(uri: str) -> Iterator[bytes]:
                 body = storage.s3_client().get_object(Bucket=location.bucket, Key=location.key, **extra)["Body"]
             for chunk in body.iter_chunks(CHUNK_BYTES):
                 buffer += chunk
-                consumed = 0
-                for record, consumed in _records_in(buffer, position):
-                    yield record
+                records, consumed = _records_in(buffer, position)
+                yield from records
                 buffer, position = buffer[consumed:], position + consumed
             break
         except (ConnectionError, OSError, BotoCoreError) as exc:  # the stream broke: resume after the last whole record
@@ -125,9 +124,10 @@ def s3_records(uri: str) -> Iterator[bytes]:
         raise CorruptShard(f"ends inside a record at byte {position} ({len(buffer)} bytes left over): the shard is truncated")
 
 
-def _records_in(buffer: bytes, offset: int) -> Iterator[tuple[memoryview, int]]:
-    """Whole records at the start of `buffer`, each with the buffer position after it; `offset` only for messages."""
-    view, start = memoryview(buffer), 0
+def _records_in(buffer: bytes, offset: int) -> tuple[list[bytes], int]:
+    """The whole records at the start of `buffer` and the bytes they take; `offset` (the buffer's place in the
+    object) only for messages."""
+    view, start, records = memoryview(buffer), 0, []
     while len(view) - start >= 12:
         (length,) = struct.unpack_from("<Q", view, start)
         (length_crc,) = struct.unpack_from("<I", view, start + 8)
@@ -135,13 +135,14 @@ def _records_in(buffer: bytes, offset: int) -> Iterator[tuple[memoryview, int]]:
             raise CorruptShard(f"record at byte {offset + start}: the length checksum does not match (not TFRecord data, or damaged)")
         end = start + 12 + length + 4
         if len(view) < end:
-            return
+            break
         payload = view[start + 12 : end - 4]
         (payload_crc,) = struct.unpack_from("<I", view, end - 4)
         if masked_crc(payload) != payload_crc:
             raise CorruptShard(f"record at byte {offset + start}: the data checksum does not match (damaged)")
-        yield bytes(payload), end
+        records.append(bytes(payload))
         start = end
+    return records, start
 
 
 def read_object(uri) -> bytes:
@@ -152,22 +153,44 @@ def read_object(uri) -> bytes:
 
 
 def write_tfrecord_shard(path: str, images, labels) -> None:
-    """Write uint8 images and their int labels as one TFRecord shard (features `image`: raw bytes, `label`: int64),
-    the layout the tfrecord source reads by default; local or s3:// (staged on local disk, then uploaded)."""
+    """Write uint8 images and their int labels as one TFRecord shard (tf.train.Example features `image`: raw bytes,
+    `label`: int64), the layout the tfrecord source reads by default; local or s3:// (staged on local disk, then
+    uploaded). The records are encoded here, without TensorFlow: a benchmark writes gigabytes of them."""
     import tempfile
 
-    from modelpress.common.tf import import_tf
-
-    tf, _ = import_tf()
     with tempfile.TemporaryDirectory(prefix="modelpress-shard-") as scratch:
-        local = path if not storage.is_s3(path) else str(Path(scratch) / "shard.tfrecord")
-        Path(local).parent.mkdir(parents=True, exist_ok=True)
-        with tf.io.TFRecordWriter(local) as writer:
+        local = Path(path if not storage.is_s3(path) else Path(scratch) / "shard.tfrecord")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with open(local, "wb") as handle:
             for image, label in zip(images, labels, strict=True):
-                feature = {
-                    "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
-                    "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
-                }
-                writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+                handle.write(tfrecord_frame(example_bytes(image.tobytes(), int(label))))
         if storage.is_s3(path):
-            storage.put_file(Path(local), path, storage.transfer_config(64, 4), retries=3)
+            storage.put_file(local, path, storage.transfer_config(64, 4), retries=3)
+
+
+def tfrecord_frame(payload: bytes) -> bytes:
+    length = struct.pack("<Q", len(payload))
+    return length + struct.pack("<I", masked_crc(length)) + payload + struct.pack("<I", masked_crc(payload))
+
+
+def example_bytes(image: bytes, label: int) -> bytes:
+    """A serialized tf.train.Example {image: BytesList[image], label: Int64List[label]} in protobuf wire format."""
+
+    def varint(value: int) -> bytes:
+        value &= (1 << 64) - 1  # int64: negative values as ten-byte two's complement
+        out = bytearray()
+        while True:
+            out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
+            value >>= 7
+            if not value:
+                return bytes(out)
+
+    def field(number: int, payload: bytes) -> bytes:  # a length-delimited field
+        return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+    def entry(key: str, feature: bytes) -> bytes:  # one map<string, Feature> entry of Features
+        return field(1, field(1, key.encode()) + field(2, feature))
+
+    bytes_list = field(1, field(1, image))  # Feature.bytes_list { value: image }
+    int64_list = field(3, field(1, varint(label)))  # Feature.int64_list { value: [label] } (packed)
+    return field(1, entry("image", bytes_list) + entry("label", int64_list))

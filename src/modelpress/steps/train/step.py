@@ -112,6 +112,7 @@ def run(config: TrainConfig, inputs: dict[str, str], output: str, overwrite: boo
                     "precision_policy": policy,
                     "train": train.model_dump(),
                     "model": model_spec.model_dump(),
+                    "train_examples": data.count("train"),
                     "input_shape": list(data.input_shape),
                     "num_classes": data.num_classes,
                     "class_names": data.class_names,
