@@ -210,11 +210,13 @@ def sensitivity_table(name: str, found: dict) -> LayerTable:
     """validate's sensitivity.json: accuracy each layer costs compressed alone."""
     if not found["computed"]:
         return LayerTable("Per-layer sensitivity", name, f"not measured: {found['reason']}")
-    together = found["together"]
+    together, parent = found["together"], found["parent"]["name"]
+    own = found.get("artifact_test_drop")
+    itself = f" (the artifact itself: {_fmt(own, 'pp')} pp vs {parent} on test)" if own is not None else ""
     note = (
-        f"{found['edit']}; {found['parent']['name']} scores {found['reference_accuracy']:.4f} on {found['rows']} "
-        f"{found['split']} rows; all {together['layers']} layers at once: {_fmt(together['drop'], 'pp')} pp "
-        f"({found['layers_measured']} largest measured alone; all in {SENSITIVITY_FILE})"
+        f"{found['edit']}. On {found['rows']} {found['split']} rows, where {parent} scores "
+        f"{found['reference_accuracy']:.4f}, all {together['layers']} layers at once cost {_fmt(together['drop'], 'pp')} pp"
+        f"{itself}; the {found['layers_measured']} largest alone, worst first (all in {SENSITIVITY_FILE}):"
     )
     rows = [
         (layer["layer"], layer["type"], _fmt(layer["params"], "int"), _fmt(layer["drop"], "pp"), f"{layer['changed']:.1%}")
@@ -255,7 +257,8 @@ def layer_table_lines(tables: list[LayerTable]) -> list[str]:
             section = table.section
         lines += ["", f"**{table.artifact}**: {table.note}"]
         if table.rows:
-            lines += ["", "| " + " | ".join(table.header) + " |", "|" + "|".join("---" for _ in table.header) + "|"]
+            align = ["---" if i < 2 else "---:" for i in range(len(table.header))]  # names left, numbers right
+            lines += ["", "| " + " | ".join(table.header) + " |", "|" + "|".join(align) + "|"]
             lines += ["| " + " | ".join([f"`{row[0]}`", *row[1:]]) + " |" for row in table.rows]
     return lines
 

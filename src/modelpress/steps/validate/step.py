@@ -233,13 +233,18 @@ def _read_reference(uri: str | None) -> tuple[dict | None, np.ndarray | None]:
     return {"name": blessing.name, **blessing.metrics}, predictions
 
 
-def rejection_sensitivity(config: ValidateConfig, inputs: dict[str, str], meta: ArtifactMeta, data) -> dict:
+def rejection_sensitivity(
+    config: ValidateConfig, inputs: dict[str, str], meta: ArtifactMeta, data, drop_vs_parent: float | None
+) -> dict:
     """Which layers of the parent, each compressed alone like this artifact, cost the most accuracy (the file says
-    why when that cannot be measured); logged in one line."""
+    why when that cannot be measured), beside what the artifact itself lost against its parent on the test split;
+    logged in one line."""
     found = layer_sensitivity(meta, inputs.get("parent"), data, config.evaluation, config.model)
     if not found["computed"]:
         log(f"{config.name}: no per-layer sensitivity: {found['reason']}")
-    elif found["layers"]:
+        return found
+    found["artifact_test_drop"] = drop_vs_parent
+    if found["layers"]:
         worst = found["layers"][0]
         log(f"{config.name}: per-layer sensitivity on {found['rows']} {found['split']} rows ({found['technique']}): "
             f"worst {worst['layer']}, {worst['drop'] * 100:+.2f} pp alone")
@@ -282,7 +287,10 @@ def run(config: ValidateConfig, inputs: dict[str, str], output: str, overwrite: 
             metrics["agreement_with_serving"] = float(np.mean(predicted == serving["predictions"]))
     checks = apply_gates(config.gates, metrics, baseline, serving)
     reasons = [c["reason"] for c in checks if not c["passed"]]
-    sensitivity = rejection_sensitivity(config, inputs, meta, data) if reasons and config.evaluation.sensitivity_rows else None
+    sensitivity = None
+    if reasons and config.evaluation.sensitivity_rows:
+        drop_vs_parent = parent["accuracy"] - metrics["accuracy"] if parent else None
+        sensitivity = rejection_sensitivity(config, inputs, meta, data, drop_vs_parent)
     blessing = Blessing(
         name=config.name,
         artifact=storage.absolute_uri(inputs["model"]),
