@@ -11,8 +11,8 @@ from modelpress.contract.data_sources import DigitsData
 from modelpress.contract.training import TrainSpec
 from modelpress.io.artifacts import ArtifactMeta
 from modelpress.io.data import load_dataset
-from modelpress.ml.models import mlp
 from modelpress.ml import training
+from modelpress.ml.models import mlp
 from modelpress.steps.validate.sensitivity import (
     clustered,
     fake_quantized,
