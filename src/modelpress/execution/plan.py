@@ -136,7 +136,9 @@ def build_plan(workflow: Workflow) -> list[Task]:
         models.append((task_id, last))
     for task_id, parent in models:
         model = next(t for t in tasks if t.id == task_id)
-        config = step_config("validate", workflow, {"name": model.artifact}, "validate")
+        # A rejection's per-layer sensitivity loads the parent: the model section it is built from.
+        parent_model = loads_model("validate", architecture[parent], workflow) if parent is not None else {}
+        config = step_config("validate", workflow, {"name": model.artifact, **parent_model}, "validate")
         inputs = {"model": task_id}
         if parent is not None:
             inputs.update(parent=f"validate_{parent}", baseline="validate_train")

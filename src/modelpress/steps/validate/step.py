@@ -4,6 +4,9 @@ Output folder: `blessing.json` (blessed, metrics, baseline, thresholds, every fa
 (per-class accuracy, confusion matrix, latency samples and how they were taken), `predictions.npy` (the test
 predictions, so children can report agreement with this artifact without running it again) and `golden.npz` (a few
 test rows and this artifact's outputs for them: deploy's smoke test compares TF Serving's answers with these).
+A rejected artifact's folder also holds `sensitivity.json` (sensitivity.py: which layers of its parent, each
+compressed alone the same way, cost the most accuracy, or why that cannot be measured) and, for tflite_litert, the
+quantizer's per-layer error report.
 
 Timing is the same for every runtime, so their latencies compare: evaluation.threads CPU threads, untimed warm-up
 runs first, then evaluation.latency_runs timed batch-1 calls (p50/p95) and timed full batches (throughput). TensorFlow
@@ -31,6 +34,7 @@ from modelpress.io import releases, storage
 from modelpress.io.artifacts import (
     BLESSING_FILE,
     LAYER_ERRORS_FILE,
+    SENSITIVITY_FILE,
     ArtifactMeta,
     Blessing,
     content_digest,
@@ -41,6 +45,7 @@ from modelpress.io.data import load_dataset
 from modelpress.io.modelfiles import check_model_files
 from modelpress.ml.runtimes import load_runner
 from modelpress.steps.validate.config import ValidateConfig
+from modelpress.steps.validate.sensitivity import layer_sensitivity
 
 EVALUATION_FILE = "evaluation.json"
 PREDICTIONS_FILE = "predictions.npy"
@@ -228,6 +233,24 @@ def _read_reference(uri: str | None) -> tuple[dict | None, np.ndarray | None]:
     return {"name": blessing.name, **blessing.metrics}, predictions
 
 
+def rejection_sensitivity(
+    config: ValidateConfig, inputs: dict[str, str], meta: ArtifactMeta, data, drop_vs_parent: float | None
+) -> dict:
+    """Which layers of the parent, each compressed alone like this artifact, cost the most accuracy (the file says
+    why when that cannot be measured), beside what the artifact itself lost against its parent on the test split;
+    logged in one line."""
+    found = layer_sensitivity(meta, inputs.get("parent"), data, config.evaluation, config.model)
+    if not found["computed"]:
+        log(f"{config.name}: no per-layer sensitivity: {found['reason']}")
+        return found
+    found["artifact_test_drop"] = drop_vs_parent
+    if found["layers"]:
+        worst = found["layers"][0]
+        log(f"{config.name}: per-layer sensitivity on {found['rows']} {found['split']} rows ({found['technique']}): "
+            f"worst {worst['layer']}, {worst['drop'] * 100:+.2f} pp alone")
+    return found
+
+
 def run(config: ValidateConfig, inputs: dict[str, str], output: str, overwrite: bool = False) -> dict:
     storage.check_output(output, overwrite)
     data = load_dataset(config.data)
@@ -264,6 +287,10 @@ def run(config: ValidateConfig, inputs: dict[str, str], output: str, overwrite: 
             metrics["agreement_with_serving"] = float(np.mean(predicted == serving["predictions"]))
     checks = apply_gates(config.gates, metrics, baseline, serving)
     reasons = [c["reason"] for c in checks if not c["passed"]]
+    sensitivity = None
+    if reasons and config.evaluation.sensitivity_rows:
+        drop_vs_parent = parent["accuracy"] - metrics["accuracy"] if parent else None
+        sensitivity = rejection_sensitivity(config, inputs, meta, data, drop_vs_parent)
     blessing = Blessing(
         name=config.name,
         artifact=storage.absolute_uri(inputs["model"]),
@@ -297,6 +324,8 @@ def run(config: ValidateConfig, inputs: dict[str, str], output: str, overwrite: 
         np.savez(folder / GOLDEN_FILE, inputs=data.head("test", GOLDEN_ROWS)[0], outputs=measured.golden_outputs)
         if reasons and layer_errors is not None:
             (folder / LAYER_ERRORS_FILE).write_bytes(layer_errors)
+        if sensitivity is not None:
+            (folder / SENSITIVITY_FILE).write_text(json.dumps(sensitivity, indent=2))
         (folder / BLESSING_FILE).write_text(blessing.model_dump_json(indent=2))
     verdict = "BLESSED" if not reasons else "NOT blessed: " + "; ".join(reasons)
     log(f"{config.name}: accuracy {metrics['accuracy']:.4f}, p50 {metrics['latency_ms_p50']:.3f} ms -> {verdict}")
