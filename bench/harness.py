@@ -180,13 +180,10 @@ class Bench:
         """Validate every pending artifact at every thread count, `repeats` times, round-robin: each repeat runs
         every (artifact, threads) once, in plan order first (a validation reads its parent's), then rotated."""
         todo = list({p.inputs["model"]: p for p in pending if p.inputs["model"] not in self._validations}.values())
-        runs = [(p, threads) for p in todo for threads in self.threads]
         samples: dict[tuple[str, int], list[dict]] = {}
-        for repeat in range(self.repeats):
-            shift = repeat * len(runs) // self.repeats
-            for p, threads in runs[shift:] + runs[:shift]:
-                blessing = self._validate(p, threads, keep=repeat == 0 and threads == self.threads[0])
-                samples.setdefault((p.inputs["model"], threads), []).append(blessing["metrics"])
+        for repeat, (p, threads) in round_robin([(p, threads) for p in todo for threads in self.threads], self.repeats):
+            blessing = self._validate(p, threads, keep=repeat == 0 and threads == self.threads[0])
+            samples.setdefault((p.inputs["model"], threads), []).append(blessing["metrics"])
         for (model, threads), metrics in samples.items():
             self._timings.setdefault(model, {})[threads] = latency_summary(metrics)
         return [self.measured(p) for p in pending if p.name is not None]
@@ -254,6 +251,16 @@ class Bench:
             uri=model,
             validation_uri=validation,
         )
+
+
+def round_robin(runs: list, repeats: int) -> list[tuple[int, Any]]:
+    """(repeat, run) in the order they are timed: every run once per repeat; the first repeat in the given order,
+    each later one rotated by a share of the list, so no run is always timed first or last."""
+    order = []
+    for repeat in range(repeats):
+        shift = repeat * len(runs) // repeats
+        order += [(repeat, run) for run in runs[shift:] + runs[:shift]]
+    return order
 
 
 def validation_folder(model: str) -> Path:

@@ -448,11 +448,11 @@ def workload_table(rows: list[dict], workload: str, data_spec: dict) -> str:
     return "\n".join([describe(workload, rows, data_spec), note, text_table(mine, COLUMNS)])
 
 
-def goals_table(goal_rows: list[dict]) -> str:
+def goals_table(goal_rows: list[dict], retired: list[str]) -> str:
     shown = [{**g, "artifact": g["artifact"] or "-", "met": {True: "yes", False: "NO", None: "-"}[g["met"]]} for g in goal_rows]
     table = text_table(shown, [("workload", "workload", None), ("goal", "goal", None), ("best artifact", "artifact", None),
                                ("reached", "reached", None), ("met", "met", None)], title="== goals ==")
-    return "\n".join([table, *(f"retired: {line}" for line in RETIRED)])
+    return "\n".join([table, *(f"retired: {line}" for line in retired)])
 
 
 def pareto_png(rows: list[dict]) -> bytes:
@@ -522,11 +522,14 @@ def report(rows: list[dict], failures: list[str], out: Path, extras: dict, data_
     sections = [workload_table(rows, workload, data_specs[workload]) for workload in workloads]
     if seeds:
         sections.append(seeds_text(list(seeds)))
-    sections += [goals_table(goal_rows), limits_text(goal_rows, profiles, floors)]
+    retired = RETIRED if DIGITS_CNN in workloads else []
+    sections.append(goals_table(goal_rows, retired))
+    if floors or profiles or any(g["met"] is False for g in goal_rows):
+        sections.append(limits_text(goal_rows, profiles, floors))
     if failures:
         sections.append("\n".join(["== recipes that did not run ==", *failures]))
     payload = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), **extras,
-               "rows": rows, "seeds": list(seeds), "distillation": distilled, "goals": goal_rows, "retired": RETIRED,
+               "rows": rows, "seeds": list(seeds), "distillation": distilled, "goals": goal_rows, "retired": retired,
                "floors": floors, "profiles": profiles, "failures": failures}
     text = "\n\n".join(sections)
     png = pareto_png(rows)
