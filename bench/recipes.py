@@ -43,7 +43,7 @@ WORKLOADS: dict[str, dict] = {
     # a drop has room to show; 2100 test images (1 pp = 21).
     "mobilenet_v2_synthetic": {
         "model": {"zoo": "mobilenet_v2", "params": {"alpha": 1.0}},
-        "data": {"source": "generated", "samples": 10500, "image_size": [32, 32], "classes": 20, "noise": 3.0, "seed": 0,
+        "data": {"source": "generated", "samples": 10500, "image_size": [32, 32], "classes": 20, "noise": 3.5, "seed": 0,
                  "split": {"val": 0.1, "test": 0.2, "seed": 0}},
         "train": {"epochs": 12, "batch_size": 32, "learning_rate": 0.001, "seed": 0},
         "evaluation": EVALUATION,

@@ -296,8 +296,7 @@ def ratio_goal(rows: list[dict], workload: str, key: str, limit: float, text: st
 def speed_goal(rows: list[dict], workload: str, seeds: dict | None) -> dict:
     peer = best_peer([row for row in rows if row["workload"] == workload])
     text = f"batch-1 p50 (1 thread) >= {PEER_SPEEDUP_GOAL}x faster than the best peer ({peer['name'] if peer else 'none blessed'}) at <= {GATE_PP:.1f} pp"
-    shown = lambda v: f"{v:.2f}x"  # noqa: E731
-    return ratio_goal(rows, workload, "speedup_vs_best_peer", PEER_SPEEDUP_GOAL, text, shown, seeds)
+    return ratio_goal(rows, workload, "speedup_vs_best_peer", PEER_SPEEDUP_GOAL, text, lambda v: f"{v:.2f}x", seeds)
 
 
 def size_goal(rows: list[dict], workload: str, seeds: dict | None) -> dict:
