@@ -108,14 +108,17 @@ class ShardReader:
         return self.class_names.index(shard.name.split("/", 1)[0]) if self.images else -1
 
     # ------------------------------------------------------------------------------------------------- records
-    def records(self, shard_set: ShardSet, chosen: list[Shard], cycle: int):
-        """(key, payload, label) of every record in `chosen` shards, `cycle` read at once, in a deterministic order."""
+    def records(self, shard_set: ShardSet, chosen: list[Shard], cycle: int, shuffle_seed: int | None = None):
+        """(key, payload, label) of every record in `chosen` shards, `cycle` read at once; in a fixed order, or with
+        the shards in a seeded order that changes every epoch."""
         from modelpress.common.tf import import_tf
 
         tf, _ = import_tf()
         files = tf.data.Dataset.from_tensor_slices(
             ([s.uri for s in chosen], [s.name for s in chosen], np.asarray([self.label_of(s) for s in chosen], dtype=np.int64))
         )
+        if shuffle_seed is not None:
+            files = files.shuffle(len(chosen), seed=shuffle_seed, reshuffle_each_iteration=True)
         remote = storage.is_s3(shard_set.path)
         return files.interleave(
             lambda uri, name, label: self._read_file(tf, uri, name, label, remote),
@@ -365,9 +368,7 @@ class StreamingDataset:
                     "write the data in at least as many files as train.workers"
                 )  # a smaller validation split is read whole by every worker: its metric is still the split's
         streaming = self.spec.streaming
-        if shuffle:
-            chosen = [chosen[i] for i in np.random.default_rng(seed).permutation(len(chosen))]
-        records = self.reader.records(shard_set, chosen, streaming.parallel_reads if streaming else 4)
+        records = self.reader.records(shard_set, chosen, streaming.parallel_reads if streaming else 4, seed if shuffle else None)
         if shard_set.split is None:
             records = records.filter(lambda key, payload, label: tf.equal(split_ids(key, self.reader.split_rule), wanted))
         if shuffle:
