@@ -48,7 +48,7 @@ from .data_digest import data_digest_component
 from .katib_experiment import katib_task
 from .training_job import training_job_task
 
-CACHED_OUTPUTS = ("model", "validation")
+CACHED_OUTPUTS = ("model", "validation", "search")
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
 def config_json(task: Task) -> str:
     return task.config.model_dump_json(exclude_unset=True)  # what the plan set; the step fills its own defaults
