@@ -122,7 +122,7 @@ def build_plan(workflow: Workflow) -> list[Task]:
         config = step_config("push", workflow, {"workflow_hash": spec_hash(workflow)}, "push")
         tasks.append(Task("push", "push", config, {"validations": published}))
     if workflow.serving is not None:
-        # The final Keras model (after every compress step) is what TF Serving runs; with push, its version number.
+        # What the server runs: the final Keras model of compress, or the search's selection; with push, its version number.
         inputs = {**served, **({"release": "push"} if workflow.push else {})}
         tasks.append(Task("deploy", "deploy", step_config("deploy", workflow, {}, "deploy"), inputs))
     check_acyclic(tasks)
