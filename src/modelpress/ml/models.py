@@ -73,8 +73,8 @@ def mobilenet_v2(input_shape, num_classes: int, alpha: float = 1.0, input_size: 
 def resnet(input_shape, num_classes: int, width: int = 16, blocks: tuple[int, ...] | list[int] = (2, 2)):
     """A small ResNet (He et al. 2016): a 3x3 Conv-BN-ReLU stem, one stage per entry of `blocks` with that many basic
     blocks (two 3x3 Conv-BN added to the block's input, then ReLU), global average pooling and the logits. Each stage
-    after the first doubles the width and halves the resolution; its first block's shortcut is then a strided 1x1
-    Conv-BN projection, every other shortcut the identity."""
+    after the first doubles the width and halves the resolution; its first block's shortcut then averages 2x2 pixels
+    and projects them with a 1x1 Conv-BN (the ResNet-D shortcut), every other shortcut is the identity."""
     _, keras = import_tf()
     if len(input_shape) != 3:
         raise UserError(f"resnet needs images (H, W, C); the data has shape {tuple(input_shape)}: set data.shape")
@@ -94,7 +94,11 @@ def resnet(input_shape, num_classes: int, width: int = 16, blocks: tuple[int, ..
             stride = 2 if stage > 0 and block == 0 else 1
             y = keras.layers.ReLU(name=f"{name}_relu")(conv_bn(x, filters, 3, stride, f"{name}_conv1"))
             y = conv_bn(y, filters, 3, 1, f"{name}_conv2")
-            shortcut = x if stride == 1 and x.shape[-1] == filters else conv_bn(x, filters, 1, stride, f"{name}_shortcut")
+            shortcut = x
+            if stride != 1:  # average, then project (ResNet-D): oneDNN's strided 1x1 convolution gradient can crash
+                shortcut = keras.layers.AveragePooling2D(stride, padding="same", name=f"{name}_shortcut_pool")(shortcut)
+            if stride != 1 or x.shape[-1] != filters:
+                shortcut = conv_bn(shortcut, filters, 1, 1, f"{name}_shortcut")
             x = keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([shortcut, y]))
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     return keras.Model(inputs, _head(keras, x, num_classes), name="resnet")
