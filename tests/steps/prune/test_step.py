@@ -20,7 +20,7 @@ from modelpress.steps.prune import step as prune
 from modelpress.steps.prune.channels import ChannelGraph
 from modelpress.steps.prune.config import PruneConfig
 from modelpress.steps.prune.lottery import magnitude_mask
-from modelpress.steps.prune.structural import channel_scores, lowest
+from modelpress.steps.prune.structural import channel_scores, lowest, target_groups
 from modelpress.steps.train import step as train
 from modelpress.steps.train.config import TrainConfig
 from tests.cli.test_main_bad_inputs import assert_one_line_error
@@ -285,6 +285,18 @@ def test_units_are_ranked_by_kernel_norm_or_by_activation():
 def test_structured_pruning_never_shrinks_the_output_layer(work, mlp_parent):
     with pytest.raises(UserError, match=r"layer 'logits' produces the model's outputs, one unit per class"):
         run_prune(mlp_parent, work / "logits", method="structured", layers=["dense_1", "logits"])
+
+
+def test_channels_added_to_the_model_input_are_never_removed():
+    _, keras = import_tf()
+    inputs = keras.Input((4,), name="input")
+    residual = keras.layers.Add(name="skip")([inputs, keras.layers.Dense(4, name="hidden")(inputs)])
+    graph = ChannelGraph(keras.Model(inputs, keras.layers.Dense(3, name="logits")(residual)))
+    assert graph.groups == []  # hidden's channels are summed with the input's, which stay
+    with pytest.raises(UserError, match=r"layer 'hidden' adds its channels to the model's input \(through Add\)"):
+        target_groups(graph, PruneConfig(data=DATA, method="structured", layers=["hidden"]))
+    with pytest.raises(UserError, match=r"the model has no hidden Dense or Conv2D layer to shrink"):
+        target_groups(graph, PruneConfig(data=DATA, method="structured"))
 
 
 def test_structured_pruning_refuses_a_layer_it_cannot_follow():

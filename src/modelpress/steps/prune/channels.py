@@ -85,17 +85,18 @@ def trace(model) -> tuple[dict[str, Node], str, str]:
         previous = feed
         for entry in config["layers"]:
             kind, name = entry["class_name"], entry["config"]["name"]
-            if "inbound_nodes" not in entry:  # Sequential: each layer reads the one before
-                reads = [previous or model_input(model, nodes)]
-            elif kind != "InputLayer":
-                if len(entry["inbound_nodes"]) != 1:
-                    raise UserError(f"prune: layer '{name}' is called more than once; structured pruning needs each layer used once")
-                reads = [alias[inbound[0]] for inbound in entry["inbound_nodes"][0]]
             if kind == "InputLayer":
                 if feed is None:
                     nodes[name] = Node(name, kind, entry["config"], [])
-                alias[name] = feed or name
-            elif kind in ("Functional", "Sequential", "Model"):
+                alias[name] = previous = feed or name
+                continue
+            if "inbound_nodes" not in entry:  # Sequential: each layer reads the one before
+                reads = [previous or model_input(model, nodes)]
+            elif len(entry["inbound_nodes"]) != 1:
+                raise UserError(f"prune: layer '{name}' is called more than once; structured pruning needs each layer used once")
+            else:
+                reads = [alias[inbound[0]] for inbound in entry["inbound_nodes"][0]]
+            if kind in ("Functional", "Sequential", "Model"):
                 alias[name] = add(entry["config"], reads[0])
             else:
                 if name in nodes:
