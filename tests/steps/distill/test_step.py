@@ -10,8 +10,9 @@ import pytest
 
 from modelpress.common.errors import UserError
 from modelpress.common.tf import import_tf, load_keras_model
+from modelpress.ml.distillation import logits_model
 from modelpress.steps.distill.config import DistillConfig
-from modelpress.steps.distill.step import gap_recovered, logits_model
+from modelpress.steps.distill.step import gap_recovered
 from modelpress.steps.distill.step import run as distill
 from modelpress.steps.train.config import TrainConfig
 from modelpress.steps.train.step import run as train
