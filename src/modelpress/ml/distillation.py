@@ -1,8 +1,10 @@
-"""Knowledge distillation shared by the steps that train a model on a teacher's softened logits (distill, and
-structured prune's fine-tuning with the unpruned model as teacher).
+"""Knowledge distillation, for every step that trains a model from a teacher (the distill step; a pruned model
+recovering with its unpruned parent as teacher).
 
-Loss = alpha * CE(labels, student) + (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T)), computed
-on the `logits` layer every zoo model has.
+Loss on a batch: alpha * CE(labels, student) + (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T)),
+both models read at their `logits` layer. With mixup, each batch is first blended with a shuffled copy of itself
+(weights drawn from Beta(m, m)); the labels blend the same way and the teacher labels the blends, so the student
+learns the teacher's function between the training examples, where the labels alone say nothing.
 """
 
 from __future__ import annotations
@@ -25,19 +27,23 @@ def logits_model(model, role: str):
     return keras.Model(model.inputs, model.get_layer(LOGITS_LAYER).output, name=f"{model.name}_{LOGITS_LAYER}")
 
 
-def distiller(student, teacher, temperature: float, alpha: float):
+def distiller(student, teacher, temperature: float, alpha: float, mixup: float = 0.0, seed: int = 0):
     """A model that predicts like the student (so validation accuracy and early stopping work unchanged) but trains
-    the student on the distillation loss. The teacher is frozen."""
+    the student on the distillation loss, on batches of (inputs, integer labels). The teacher is frozen.
+    `mixup` > 0 is the Beta parameter of the blends (0.2-1; larger blends more evenly); 0 trains on the batches as
+    they come."""
     tf, keras = import_tf()
     student_logits = logits_model(student, "student")
     teacher_logits = logits_model(teacher, "teacher")
     teacher_logits.trainable = False
+    num_classes = int(student_logits.output.shape[-1])
 
     class Distiller(keras.Model):
         def __init__(self):
             super().__init__(name="distiller")
             self.student, self.teacher = student, teacher_logits
             self.loss_tracker = keras.metrics.Mean(name="loss")
+            self.blend_seeds = tf.random.Generator.from_seed(seed)
 
         @property
         def metrics(self):
@@ -47,11 +53,27 @@ def distiller(student, teacher, temperature: float, alpha: float):
         def call(self, inputs, training=False):
             return self.student(inputs, training=training)
 
-        def distillation_loss(self, inputs, labels, training: bool):
+        def blend(self, inputs, labels):
+            """Each example mixed with another of the batch: the blended inputs, their blended one-hot targets, and
+            the label of the larger part (for the training accuracy)."""
+            targets = tf.one_hot(labels, num_classes)
+            if mixup <= 0:
+                return inputs, targets, labels
+            size = tf.shape(inputs)[0]
+            # Beta(m, m) as the ratio of two Gamma(m) draws (TensorFlow has no Beta sampler).
+            draws = tf.random.stateless_gamma([2, size], self.blend_seeds.make_seeds(1)[:, 0], alpha=mixup)
+            share = draws[0] / (draws[0] + draws[1])
+            partner = tf.random.experimental.stateless_shuffle(tf.range(size), self.blend_seeds.make_seeds(1)[:, 0])
+            weight = tf.reshape(share, [-1] + [1] * (len(inputs.shape) - 1))
+            mixed = weight * inputs + (1 - weight) * tf.gather(inputs, partner)
+            targets = share[:, None] * targets + (1 - share[:, None]) * tf.gather(targets, partner)
+            return mixed, targets, tf.where(share >= 0.5, labels, tf.gather(labels, partner))
+
+        def distillation_loss(self, inputs, targets, training: bool):
             soft_targets = tf.nn.softmax(tf.cast(self.teacher(inputs, training=False), tf.float32) / temperature)
             logits = tf.cast(student_logits(inputs, training=training), tf.float32)
             probabilities = tf.nn.softmax(logits)
-            hard = keras.losses.sparse_categorical_crossentropy(labels, probabilities)
+            hard = keras.losses.categorical_crossentropy(targets, probabilities)
             soft = keras.losses.kl_divergence(soft_targets, tf.nn.softmax(logits / temperature))
             return tf.reduce_mean(alpha * hard + (1 - alpha) * temperature**2 * soft), probabilities
 
@@ -62,14 +84,16 @@ def distiller(student, teacher, temperature: float, alpha: float):
 
         def train_step(self, batch):
             inputs, labels = batch
+            inputs, targets, labels = self.blend(inputs, tf.cast(labels, tf.int32))
             with tf.GradientTape() as tape:
-                loss, probabilities = self.distillation_loss(inputs, labels, training=True)
+                loss, probabilities = self.distillation_loss(inputs, targets, training=True)
             variables = self.student.trainable_variables
             self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
             return self.record(loss, probabilities, labels)
 
         def test_step(self, batch):
             inputs, labels = batch
-            return self.record(*self.distillation_loss(inputs, labels, training=False), labels)
+            labels = tf.cast(labels, tf.int32)
+            return self.record(*self.distillation_loss(inputs, tf.one_hot(labels, num_classes), training=False), labels)
 
     return Distiller()
