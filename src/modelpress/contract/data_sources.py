@@ -88,6 +88,7 @@ class GeneratedData(DataBase):
     image_size: tuple[int, int] = Field((32, 32), description="[height, width]")
     image_channels: Literal[1, 3] = Field(3, description="channels per image")
     classes: int = Field(10, ge=2, description="number of classes")
+    noise: float = Field(0.6, ge=0, description="standard deviation of the pixel noise before squashing; higher is harder to learn")
     seed: int = Field(0, description="same seed, same data")
 
 

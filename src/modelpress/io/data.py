@@ -234,7 +234,7 @@ def generated_examples(spec: GeneratedData, start: int, stop: int) -> tuple[np.n
         shifted_cols = (cols[None, :] - shifts[:, 1:]) % width
         block_images = templates[block_labels[:, None, None], shifted_rows[:, :, None], shifted_cols[:, None, :]]
         block_images *= gains[:, None, None, None]
-        block_images += rng.standard_normal(size=block_images.shape, dtype=np.float32) * np.float32(0.6)
+        block_images += rng.standard_normal(size=block_images.shape, dtype=np.float32) * np.float32(spec.noise)
         images.append(1.0 / (1.0 + np.exp(-block_images)))  # squash to (0, 1) like pixel intensities
         labels.append(block_labels)
     offset = first * GENERATED_BLOCK
