@@ -1,7 +1,7 @@
 """Peak memory of `modelpress step push` publishing a 1 GiB artifact to an S3 endpoint (moto's server over HTTP).
 
 Generates a blessed 1 GiB artifact, starts a moto S3 server, runs the push as a child process and reads the
-child's peak RSS from os.wait4 (the kernel's ru_maxrss for that process). Fails (exit 1) above the limit.
+child's peak RSS (bench/processes.run_measured: its high-water mark and its process tree's). Fails (exit 1) above the limit.
 
     python -m bench.push_memory [--size-mb 1024] [--limit-mb 300] [--part-size-mb 8] [--concurrency 4]
 """

@@ -170,3 +170,17 @@ def test_a_stratified_split_cannot_stream():
         tfrecord("shards/", streaming={}, split={"by": "stratified"})
     with pytest.raises(ValueError, match="use it with tfrecord or image_folder"):
         TypeAdapter(DataSpec).validate_python({"source": "digits", "split": {"by": "key_hash"}})
+
+
+def test_calibration_sample_drawn_while_streaming_is_reproducible(tmp_path):
+    from modelpress.io.data import calibration_subset
+
+    write_digits_shards(str(tmp_path / "shards"))
+    data = load_dataset(tfrecord(str(tmp_path / "shards"), streaming={"shuffle_buffer": 300}))
+    first, first_digest = calibration_subset(data, 64, seed=0)
+    again, again_digest = calibration_subset(load_dataset(data.spec), 64, seed=0)
+    other, other_digest = calibration_subset(data, 64, seed=1)
+    assert first.shape == (64, 8, 8, 1) and np.array_equal(first, again) and first_digest == again_digest
+    assert other_digest != first_digest
+    train_rows = {row.tobytes() for row in rows_of(data, "train")[0][:, 1:].astype(np.float32)}
+    assert {row.tobytes() for row in first.reshape(64, -1)} <= train_rows  # drawn from the training split only

@@ -17,6 +17,7 @@ from typing import Any
 
 from modelpress.io import storage
 from modelpress.io.artifacts import LAYER_ERRORS_FILE, SENSITIVITY_FILE
+from modelpress.io.search import SEARCH_COLUMNS, search_cells
 
 SUMMARY_METRICS = (
     "accuracy",
@@ -281,6 +282,17 @@ def layer_table_html(tables: list[LayerTable]) -> str:
     return "\n".join(parts)
 
 
+def search_lines(search: dict[str, Any]) -> list[str]:
+    """The search section: its target, which artifact it selected (or came closest, and why), and the table."""
+    table = ["| " + " | ".join(SEARCH_COLUMNS) + " |", "|" + "|".join("---" for _ in SEARCH_COLUMNS) + "|"]
+    table += ["| " + " | ".join(cells) + " |" for cells in search_cells(search)]
+    return ["## Search", "", f"target: {search_target(search)}", "", search["verdict"], "", *table]
+
+
+def search_target(search: dict[str, Any]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in search["target"].items())
+
+
 def write_report(
     out: str, name: str, gates: dict[str, Any], rows: list[dict], skipped: list[dict], extras: dict[str, Any] | None = None
 ) -> dict:
@@ -311,6 +323,8 @@ def write_report(
             "",
             "![accuracy vs size and latency](report.png)" if png else "",
             "",
+            *(search_lines(summary["search"]) if summary.get("search") else []),
+            "",
             "## Rejected" if rejected else "",
             *rejected,
             *layer_table_lines(layer_tables(rows)),
@@ -337,6 +351,13 @@ def html_report(title: str, summary: dict, rows: list[dict], skipped: list[dict]
     )
     skips = "".join(f"<li><b>{html.escape(s['name'])}</b>: {html.escape(s['reason'])}</li>" for s in skipped)
     failures = "".join(f"<li><b>{html.escape(f['task'])}</b>: {html.escape(f['reason'])}</li>" for f in summary.get("failed", []))
+    search, search_html = summary.get("search"), ""
+    if search:
+        rows_html = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" for cells in search_cells(search))
+        search_html = (
+            f"<h2>Search</h2><p>target: {html.escape(search_target(search))}</p><p>{html.escape(search['verdict'])}</p>"
+            f"<table><thead><tr>{''.join(f'<th>{c}</th>' for c in SEARCH_COLUMNS)}</tr></thead><tbody>{rows_html}</tbody></table>"
+        )
     image = f'<img alt="accuracy vs size and latency" src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else ""
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>ModelPress: {html.escape(title)}</title>
@@ -351,6 +372,7 @@ img {{ max-width: 100%; margin-top: 1em; }}
 <h1>ModelPress run: {html.escape(title)}</h1>
 <p>{html.escape(summary['created'])} · gates: {html.escape(gate_text)}</p>
 <table><thead><tr>{head}</tr></thead><tbody>{''.join(trs)}</tbody></table>
+{search_html}
 {f'<h2>Rejected</h2><ul>{reasons}</ul>' if reasons else ''}
 {f'<h2>Skipped</h2><ul>{skips}</ul>' if skips else ''}
 {f'<h2>Failed</h2><ul>{failures}</ul>' if failures else ''}

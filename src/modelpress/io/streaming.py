@@ -77,6 +77,9 @@ class ShardReader:
             update={"test": 0.0 if spec.test_path else spec.split.test, "val": 0.0 if spec.val_path else spec.split.val}
         )
         self.class_names: list[str] = []
+        # Streamed: as many decoding threads as shards read at once, fixed (tf.data's autotuning grows its buffers
+        # over a long run: memory would follow the data's size). In memory: autotuned.
+        self.parallel_calls = spec.streaming.parallel_reads if spec.streaming else -1  # -1: tf.data.AUTOTUNE
 
     # -------------------------------------------------------------------------------------------------- listing
     def shard_sets(self) -> dict[str, ShardSet]:
@@ -108,14 +111,17 @@ class ShardReader:
         return self.class_names.index(shard.name.split("/", 1)[0]) if self.images else -1
 
     # ------------------------------------------------------------------------------------------------- records
-    def records(self, shard_set: ShardSet, chosen: list[Shard], cycle: int):
-        """(key, payload, label) of every record in `chosen` shards, `cycle` read at once, in a deterministic order."""
+    def records(self, shard_set: ShardSet, chosen: list[Shard], cycle: int, shuffle_seed: int | None = None):
+        """(key, payload, label) of every record in `chosen` shards, `cycle` read at once; in a fixed order, or with
+        the shards in a seeded order that changes every epoch."""
         from modelpress.common.tf import import_tf
 
         tf, _ = import_tf()
         files = tf.data.Dataset.from_tensor_slices(
             ([s.uri for s in chosen], [s.name for s in chosen], np.asarray([self.label_of(s) for s in chosen], dtype=np.int64))
         )
+        if shuffle_seed is not None:
+            files = files.shuffle(len(chosen), seed=shuffle_seed, reshuffle_each_iteration=True)
         remote = storage.is_s3(shard_set.path)
         return files.interleave(
             lambda uri, name, label: self._read_file(tf, uri, name, label, remote),
@@ -163,7 +169,7 @@ class ShardReader:
                 image = tf.io.decode_image(payload, channels=spec.image_channels, expand_animations=False)
                 return tf.image.resize(tf.cast(image, tf.float32), size) / 255.0, label, key
 
-            batches = records.map(decode_image, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+            batches = records.map(decode_image, num_parallel_calls=self.parallel_calls).batch(batch_size)
         else:
             features = {
                 spec.image_key: tf.io.FixedLenFeature([], tf.string),
@@ -177,9 +183,9 @@ class ShardReader:
                 images = tf.reshape(tf.cast(values, tf.float32), [-1, *spec.shape]) / spec.scale
                 return images, parsed[spec.label_key], keys
 
-            batches = records.batch(batch_size).map(decode_records, num_parallel_calls=tf.data.AUTOTUNE)
+            batches = records.batch(batch_size).map(decode_records, num_parallel_calls=self.parallel_calls)
         if self._reshapes:
-            batches = batches.map(self._reshape, num_parallel_calls=tf.data.AUTOTUNE)
+            batches = batches.map(self._reshape, num_parallel_calls=self.parallel_calls)
         return batches if keys else batches.map(lambda images, labels, _keys: (images, labels))
 
     @property
@@ -365,15 +371,16 @@ class StreamingDataset:
                     "write the data in at least as many files as train.workers"
                 )  # a smaller validation split is read whole by every worker: its metric is still the split's
         streaming = self.spec.streaming
-        if shuffle:
-            chosen = [chosen[i] for i in np.random.default_rng(seed).permutation(len(chosen))]
-        records = self.reader.records(shard_set, chosen, streaming.parallel_reads if streaming else 4)
+        records = self.reader.records(shard_set, chosen, streaming.parallel_reads if streaming else 4, seed if shuffle else None)
         if shard_set.split is None:
             records = records.filter(lambda key, payload, label: tf.equal(split_ids(key, self.reader.split_rule), wanted))
         if shuffle:
             buffer = streaming.shuffle_buffer if streaming else 10_000
             records = records.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-        return self.reader.decoded_batches(records, batch_size).prefetch(streaming.prefetch_batches if streaming else 2)
+        batches = self.reader.decoded_batches(records, batch_size).prefetch(streaming.prefetch_batches if streaming else 2)
+        options = tf.data.Options()
+        options.autotune.enabled = False  # every buffer and thread count above is fixed: memory does not follow the data's size
+        return batches.with_options(options)
 
     @staticmethod
     def _holds(shard_set: ShardSet, scan: dict, wanted: int) -> bool:

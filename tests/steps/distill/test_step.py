@@ -1,17 +1,21 @@
-"""distill: the student learns from the teacher's logits, the scratch baseline is trained and recorded beside it, and
-bad parameters are one-line errors."""
+"""distill: the student learns from the teacher's logits, the scratch baseline is trained and recorded beside it, the
+settings left open are chosen on validation, a student worse than scratch is not handed on, and bad parameters are
+one-line errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
 from modelpress.common.errors import UserError
-from modelpress.common.tf import import_tf, load_keras_model
-from modelpress.steps.distill.config import DistillConfig
-from modelpress.steps.distill.step import gap_recovered, logits_model
+from modelpress.common.tf import load_keras_model
+from modelpress.contract.data_sources import DigitsData
+from modelpress.io.data import load_dataset
+from modelpress.steps.distill.config import MIXUPS, TEMPERATURES, DistillConfig
+from modelpress.steps.distill.step import choose_settings, gap_recovered
 from modelpress.steps.distill.step import run as distill
 from modelpress.steps.train.config import TrainConfig
 from modelpress.steps.train.step import run as train
@@ -20,14 +24,18 @@ from tests.conftest import TINY_WORKFLOW
 
 DATA = {"source": "digits"}
 TRAIN = {"epochs": 3, "batch_size": 64, "learning_rate": 0.01}
+FIXED = {"temperature": 4, "alpha": 0.3, "mixup": 0.2}  # no search: one distilled training
+
+
+def train_teacher(folder, model: dict, data: dict, training: dict) -> str:
+    uri = str(folder / "teacher")
+    train(TrainConfig.model_validate({"model": model, "data": data, "train": training}), {}, uri)
+    return uri
 
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory) -> str:
-    uri = str(tmp_path_factory.mktemp("distill") / "teacher")
-    config = TrainConfig.model_validate({"model": {"zoo": "mlp", "params": {"hidden": [64]}}, "data": DATA, "train": TRAIN})
-    train(config, {}, uri)
-    return uri
+    return train_teacher(tmp_path_factory.mktemp("distill"), {"zoo": "mlp", "params": {"hidden": [64]}}, DATA, TRAIN)
 
 
 def distill_config(student_hidden: list[int], **params) -> DistillConfig:
@@ -38,7 +46,7 @@ def distill_config(student_hidden: list[int], **params) -> DistillConfig:
 @pytest.fixture(scope="module")
 def distilled(teacher, tmp_path_factory) -> tuple[str, dict]:
     uri = str(tmp_path_factory.mktemp("distill") / "student")
-    return uri, distill(distill_config([8], temperature=4, alpha=0.3), {"model": teacher}, uri)
+    return uri, distill(distill_config([8], **FIXED), {"model": teacher}, uri)
 
 
 def test_student_and_scratch_baseline_are_measured_and_recorded(teacher, distilled):
@@ -47,8 +55,12 @@ def test_student_and_scratch_baseline_are_measured_and_recorded(teacher, distill
     meta = json.loads(open(f"{uri}/artifact.json").read())
     teacher_meta = json.loads(open(f"{teacher}/artifact.json").read())
     assert metrics["teacher_accuracy"] == pytest.approx(teacher_meta["metrics"]["accuracy"])
-    assert metrics["student_accuracy"] == metrics["accuracy"] > 0.3  # learnt well above chance (0.1) in 3 epochs
+    assert metrics["student_accuracy"] > 0.3  # learnt well above chance (0.1) in 3 epochs
     assert 0.1 < metrics["scratch_accuracy"] < metrics["teacher_accuracy"]  # the tiny student trails the teacher
+    handed_on = {"distilled": metrics["student_accuracy"], "scratch": metrics["scratch_accuracy"]}[metrics["handed_on"]]
+    assert metrics["accuracy"] == handed_on
+    for role in ("teacher", "scratch", "student"):
+        assert 0.1 < metrics[f"{role}_val_accuracy"] <= 1
     assert metrics["gap_recovered"] == pytest.approx(
         (metrics["student_accuracy"] - metrics["scratch_accuracy"]) / (metrics["teacher_accuracy"] - metrics["scratch_accuracy"]),
         abs=1e-4,
@@ -57,16 +69,14 @@ def test_student_and_scratch_baseline_are_measured_and_recorded(teacher, distill
     assert details["scratch_accuracy"] == metrics["scratch_accuracy"]
     assert details["student_params"] == metrics["params"] < details["teacher_params"] / 5
     assert details["student_larger_than_teacher"] is False
-    assert details["epochs_run"] == {"distilled": 3, "scratch": 3}
-    assert (details["temperature"], details["alpha"]) == (4.0, 0.3)
+    assert details["epochs_run"] == {"trials": 0, "distilled": 3, "scratch": 3}
+    assert (details["temperature"], details["alpha"], details["mixup"]) == (4.0, 0.3, 0.2)
+    assert details["chosen_on_validation"] == [] and details["trials"] == []
     assert meta["parent"] == teacher and meta["step"] == "distill"
 
 
 def test_saved_student_is_a_normal_model_with_probabilities(distilled):
     uri, result = distilled
-    from modelpress.contract.data_sources import DigitsData
-    from modelpress.io.data import load_dataset
-
     model = load_keras_model(f"{uri}/model.h5")
     assert model.layers[-1].name == "probabilities" and model.get_layer("dense_1").units == 8
     data = load_dataset(DigitsData(source="digits"))
@@ -76,11 +86,11 @@ def test_saved_student_is_a_normal_model_with_probabilities(distilled):
 
 
 def test_student_bigger_than_teacher_is_distilled_with_a_warning(teacher, tmp_path, capsys):
-    result = distill(distill_config([128], epochs=1), {"model": teacher}, str(tmp_path / "big"))
+    result = distill(distill_config([128], epochs=1, **FIXED), {"model": teacher}, str(tmp_path / "big"))
     assert "warning: the student (9,610 parameters) is not smaller than the teacher (4,810)" in capsys.readouterr().err
     meta = json.loads((tmp_path / "big" / "artifact.json").read_text())
     assert meta["details"]["student_larger_than_teacher"] is True
-    assert meta["details"]["epochs_run"] == {"distilled": 1, "scratch": 1}
+    assert meta["details"]["epochs_run"] == {"trials": 0, "distilled": 1, "scratch": 1}
     assert result["metrics"]["params"] == 9610
 
 
@@ -89,12 +99,105 @@ def test_gap_recovered_is_none_without_a_gap():
     assert gap_recovered(teacher=0.9, scratch=0.95, student=0.93) is None
 
 
-def test_a_model_without_a_logits_layer_is_refused():
-    _, keras = import_tf()
-    inputs = keras.Input((4,))
-    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="out")(inputs), name="custom")
-    with pytest.raises(UserError, match=r"the teacher model custom has no layer named 'logits'.*name='logits'"):
-        logits_model(model, "teacher")
+@pytest.mark.slow
+def test_a_distilled_student_beats_the_same_student_from_scratch_through_the_teacher(tmp_path):
+    """Hinton's setting: a teacher trained on optdigits' 3,823 training images, a wide student that has only 197
+    labelled digits. The teacher's soft targets carry what those labels cannot; with alpha 1 (labels only) the same
+    training is the scratch one again, so the gain is the teacher's."""
+    teacher = train_teacher(tmp_path, {"zoo": "small_cnn", "params": {"filters": [16, 32], "dense": 64}},
+                            {"source": "optdigits"}, {"epochs": 15, "batch_size": 32, "learning_rate": 0.002})
+
+    def students(alpha: float) -> dict:
+        config = DistillConfig.model_validate({
+            "student": {"zoo": "mlp", "params": {"hidden": [256]}}, "temperature": 4, "alpha": alpha, "mixup": 0,
+            "data": {"source": "digits", "split": {"val": 0.2, "test": 0.69}},  # 197 train, 1,241 test images
+            "train": {"epochs": 60, "batch_size": 32, "learning_rate": 0.005, "seed": 0},
+        })
+        return distill(config, {"model": teacher}, str(tmp_path / f"alpha-{alpha}"))["metrics"]
+
+    taught, labels_only = students(alpha=0.1), students(alpha=1.0)
+    assert taught["teacher_accuracy"] > 0.96
+    assert taught["student_accuracy"] >= taught["scratch_accuracy"] + 0.008  # 10 of 1,241 test images or more
+    assert taught["gap_recovered"] > 0.15 and taught["handed_on"] == "distilled"
+    assert labels_only["scratch_accuracy"] == taught["scratch_accuracy"]  # the same seed, the same scratch student
+    assert abs(labels_only["student_accuracy"] - labels_only["scratch_accuracy"]) <= 1 / 1241
+
+
+@pytest.fixture(scope="module")
+def bad_teacher(tmp_path_factory) -> str:
+    """A teacher that has barely learnt (one epoch at a tiny learning rate): distilling from it hurts."""
+    training = {**TRAIN, "epochs": 1, "learning_rate": 1e-5}
+    return train_teacher(tmp_path_factory.mktemp("bad"), {"zoo": "mlp", "params": {"hidden": [64]}}, DATA, training)
+
+
+def test_a_student_worse_than_scratch_on_validation_is_not_handed_on(bad_teacher, tmp_path, capsys):
+    result = distill(distill_config([8], temperature=4, alpha=0.1, mixup=0), {"model": bad_teacher}, str(tmp_path / "s"))
+    metrics = result["metrics"]
+    assert metrics["teacher_accuracy"] < 0.3
+    assert metrics["student_val_accuracy"] < metrics["scratch_val_accuracy"]
+    assert metrics["handed_on"] == "scratch" and metrics["accuracy"] == metrics["scratch_accuracy"]
+    meta = json.loads((tmp_path / "s" / "artifact.json").read_text())
+    reason = meta["details"]["handed_on_reason"]
+    assert f"the student from scratch scores {metrics['scratch_val_accuracy']:.4f}" in reason
+    assert f"the distilled one {metrics['student_val_accuracy']:.4f}" in reason and "fallback_to_scratch: false" in reason
+    assert f"distill: on validation {reason.removeprefix('on validation ')}" in capsys.readouterr().err
+    saved = load_keras_model(tmp_path / "s" / "model.h5")
+    data = load_dataset(DigitsData(source="digits"))
+    assert np.mean(saved.predict(data.x_test, verbose=0).argmax(axis=1) == data.y_test) == pytest.approx(metrics["scratch_accuracy"])
+
+
+def test_without_the_fallback_the_distilled_student_is_handed_on_even_when_worse(bad_teacher, tmp_path):
+    config = distill_config([8], temperature=4, alpha=0.1, mixup=0, fallback_to_scratch=False)
+    metrics = distill(config, {"model": bad_teacher}, str(tmp_path / "s"))["metrics"]
+    assert metrics["student_val_accuracy"] < metrics["scratch_val_accuracy"]
+    assert metrics["handed_on"] == "distilled" and metrics["accuracy"] == metrics["student_accuracy"]
+    assert json.loads((tmp_path / "s" / "artifact.json").read_text())["details"]["handed_on_reason"] == "fallback_to_scratch is off"
+
+
+def test_open_settings_are_chosen_on_validation_by_short_trials(teacher, tmp_path):
+    """Temperature and mixup open, alpha set: three trials over the temperatures without mixup, then the winner with
+    mixup; each trial as long as trial_epochs."""
+    distill(distill_config([8], alpha=0.5, epochs=2, trial_epochs=1), {"model": teacher}, str(tmp_path / "s"))
+    details = json.loads((tmp_path / "s" / "artifact.json").read_text())["details"]
+    trials = details["trials"]
+
+    def score(trial: dict) -> tuple:
+        return trial["val_accuracy"], -trial["val_loss"]
+
+    assert [(t["temperature"], t["alpha"], t["mixup"]) for t in trials[:3]] == [(t, 0.5, MIXUPS[0]) for t in TEMPERATURES]
+    temperature = max(trials[:3], key=score)["temperature"]
+    assert len(trials) == 4 and (trials[3]["temperature"], trials[3]["mixup"]) == (temperature, MIXUPS[1])
+    mixup = max((t for t in trials if t["temperature"] == temperature), key=score)["mixup"]
+    assert (details["temperature"], details["alpha"], details["mixup"]) == (temperature, 0.5, mixup)
+    assert details["chosen_on_validation"] == ["temperature", "mixup"]
+    assert details["epochs_run"] == {"trials": 4, "distilled": 2, "scratch": 2}
+
+
+def test_the_choice_never_reads_the_test_split(teacher):
+    """The same trials on data whose test labels are scrambled choose the same settings with the same scores."""
+    config = distill_config([8], alpha=0.5, mixup=0, epochs=2, trial_epochs=1)
+    data = load_dataset(DigitsData(source="digits"))
+    scrambled = dataclasses.replace(data, x_test=data.x_test[::-1].copy(), y_test=np.roll(data.y_test, 1))
+    model = load_keras_model(f"{teacher}/model.h5")
+    assert choose_settings(config, data, model) == choose_settings(config, scrambled, model)
+
+
+@pytest.mark.parametrize(
+    "params, phrase",
+    [
+        ({}, "distill chooses temperature, alpha, mixup on the validation split, which is empty; set data.split.val "
+             "(e.g. 0.1), or set temperature, alpha, mixup"),
+        (FIXED, "distill compares the distilled and the scratch student on the validation split, which is empty; "
+                "set data.split.val (e.g. 0.1), or set fallback_to_scratch: false"),
+    ],
+)
+def test_an_empty_validation_split_is_refused_before_the_teacher_is_read(params, phrase, tmp_path):
+    config = DistillConfig.model_validate(
+        {"student": {"zoo": "mlp"}, "data": {"source": "digits", "split": {"val": 0}}, "train": TRAIN, **params}
+    )
+    with pytest.raises(UserError) as error:
+        distill(config, {"model": str(tmp_path / "no-teacher")}, str(tmp_path / "out"))
+    assert str(error.value) == phrase
 
 
 @pytest.mark.parametrize(
@@ -104,6 +207,7 @@ def test_a_model_without_a_logits_layer_is_refused():
         ("temperature: -2", "temperature must be > 0 (got -2.0)"),
         ("alpha: 1.5", "compress[0] (distill): alpha: alpha must be in [0, 1] (got 1.5)"),
         ("alpha: -0.1", "alpha must be in [0, 1] (got -0.1)"),
+        ("mixup: -0.5", "compress[0] (distill): mixup: Input should be greater than or equal to 0"),
         ("temprature: 4", "unknown key 'temprature'; did you mean 'temperature'?"),
         ("alpha: 0.1", "required key 'student' is missing"),
     ],

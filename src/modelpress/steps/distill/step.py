@@ -1,8 +1,9 @@
-"""distill: train a smaller student on the teacher's softened logits plus the labels, and the same student from
-scratch (same seed, same epochs), so the artifact records what distillation gained rather than assuming it.
+"""distill: train a smaller student from the teacher (ml/distillation.py: softened logits plus labels, on a mixup
+transfer set) and the same student from scratch (same seed, same epochs), so the artifact records what distillation
+gained rather than assuming it.
 
-Loss = alpha * CE(labels, student) + (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T)), computed
-on the `logits` layer every zoo model has; the saved student outputs probabilities like any other artifact.
+Temperature and alpha the config leaves unset are chosen on the validation split by short trials; the winner then
+trains fully. The student handed on is by default never worse on validation than the one trained from scratch.
 """
 
 from __future__ import annotations
@@ -13,86 +14,68 @@ from modelpress.common.tf import import_tf
 from modelpress.io import storage
 from modelpress.io.data import load_dataset
 from modelpress.ml.compression import parent_model, save_compressed
+from modelpress.ml.distillation import distiller
 from modelpress.ml.models import build_model
 from modelpress.ml.training import fit, test_accuracy
-from modelpress.steps.distill.config import DistillConfig
-
-LOGITS_LAYER = "logits"
+from modelpress.steps.distill.config import DistillConfig, Settings
 
 
-def logits_model(model, role: str):
-    """The model up to its `logits` layer (sharing its weights): distillation compares logits, not probabilities."""
-    _, keras = import_tf()
-    names = [layer.name for layer in model.layers]
-    if LOGITS_LAYER not in names:
-        raise UserError(
-            f"distill: the {role} model {model.name} has no layer named '{LOGITS_LAYER}' (its layers: {', '.join(names[-3:])}); "
-            "end it with Dense(num_classes, name='logits') then a softmax, as the zoo models do"
-        )
-    return keras.Model(model.inputs, model.get_layer(LOGITS_LAYER).output, name=f"{model.name}_{LOGITS_LAYER}")
-
-
-def distiller(student, teacher, temperature: float, alpha: float):
-    """A model that predicts like the student (so validation accuracy and early stopping work unchanged) but trains
-    the student on the distillation loss. The teacher is frozen."""
+def validation_scores(model, data) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy on the validation split. The cross-entropy ranks models of equal accuracy,
+    which a validation split of a few hundred examples often gives."""
     tf, keras = import_tf()
-    student_logits = logits_model(student, "student")
-    teacher_logits = logits_model(teacher, "teacher")
-    teacher_logits.trainable = False
-
-    class Distiller(keras.Model):
-        def __init__(self):
-            super().__init__(name="distiller")
-            self.student, self.teacher = student, teacher_logits
-            self.loss_tracker = keras.metrics.Mean(name="loss")
-
-        @property
-        def metrics(self):
-            # The logged loss is the distillation loss, in training and validation alike (not the compiled label loss).
-            return [self.loss_tracker, *(self.compiled_metrics.metrics if self.compiled_metrics else [])]
-
-        def call(self, inputs, training=False):
-            return self.student(inputs, training=training)
-
-        def distillation_loss(self, inputs, labels, training: bool):
-            soft_targets = tf.nn.softmax(tf.cast(self.teacher(inputs, training=False), tf.float32) / temperature)
-            logits = tf.cast(student_logits(inputs, training=training), tf.float32)
-            probabilities = tf.nn.softmax(logits)
-            hard = keras.losses.sparse_categorical_crossentropy(labels, probabilities)
-            soft = keras.losses.kl_divergence(soft_targets, tf.nn.softmax(logits / temperature))
-            return tf.reduce_mean(alpha * hard + (1 - alpha) * temperature**2 * soft), probabilities
-
-        def record(self, loss, probabilities, labels):
-            self.loss_tracker.update_state(loss)
-            self.compiled_metrics.update_state(labels, probabilities)
-            return {m.name: m.result() for m in self.metrics}
-
-        def train_step(self, batch):
-            inputs, labels = batch
-            with tf.GradientTape() as tape:
-                loss, probabilities = self.distillation_loss(inputs, labels, training=True)
-            variables = self.student.trainable_variables
-            self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
-            return self.record(loss, probabilities, labels)
-
-        def test_step(self, batch):
-            inputs, labels = batch
-            return self.record(*self.distillation_loss(inputs, labels, training=False), labels)
-
-    return Distiller()
+    hits, loss, count = 0, 0.0, 0
+    with data.errors():
+        for inputs, labels in data.batches("val", 512):
+            probabilities = model(inputs, training=False)
+            hits += int(tf.reduce_sum(tf.cast(tf.argmax(probabilities, axis=1) == labels, tf.int32)))
+            loss += float(tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(labels, probabilities)))
+            count += int(tf.shape(labels)[0])
+    return hits / count, loss / count
 
 
-def train_student(config: DistillConfig, data, teacher=None):
-    """The student, seeded the same way for both runs; distilled from `teacher` when given, else from the labels alone."""
+def train_student(config: DistillConfig, data, training, teacher=None, settings: Settings | None = None,
+                  label: str = "distill"):
+    """The student, seeded the same way for every run; distilled from `teacher` with `settings` when given, else
+    trained on the labels alone. Returns it and the epochs it ran."""
     _, keras = import_tf()
-    training = config.student_training()
     keras.utils.set_random_seed(training.seed)
     student = build_model(config.student, data.input_shape, data.num_classes)
-    if teacher is None:
-        history = fit(student, data, training, label="distill (scratch student)")
-    else:
-        history = fit(distiller(student, teacher, config.temperature, config.alpha), data, training, label="distill")
-    return student, len(history.history["loss"])
+    model = student if teacher is None else distiller(student, teacher, *settings, seed=training.seed)
+    return student, len(fit(model, data, training, label=label).history["loss"])
+
+
+def describe(settings: Settings) -> str:
+    return f"T={settings.temperature:g}, alpha={settings.alpha:g}, mixup={settings.mixup:g}"
+
+
+def choose_settings(config: DistillConfig, data, teacher) -> tuple[Settings, list[dict]]:
+    """The config's settings, the unset ones chosen on the validation split by short trials: temperature and alpha
+    together first (on the first mixup candidate, no mixup), then mixup for the winning pair. Returns the settings
+    and every trial's scores."""
+    training = config.trial_training()
+    scores: dict[Settings, tuple[float, float, int]] = {}
+
+    def best(candidates: list[Settings]) -> Settings:
+        if len(candidates) == 1:
+            return candidates[0]
+        for settings in candidates:
+            if settings not in scores:
+                student, epochs = train_student(config, data, training, teacher, settings, label=f"distill trial {describe(settings)}")
+                scores[settings] = (*validation_scores(student, data), epochs)
+        return max(candidates, key=lambda settings: (scores[settings][0], -scores[settings][1]))
+
+    mixups = config.mixup_candidates()
+    temperature, alpha, _ = best([Settings(t, a, mixups[0]) for t, a in config.loss_candidates()])
+    chosen = best([Settings(temperature, alpha, mixup) for mixup in mixups])
+    if scores:
+        log(
+            f"distill: {describe(chosen)} chosen on validation (accuracy {scores[chosen][0]:.4f}, loss "
+            f"{scores[chosen][1]:.4f}) from {len(scores)} trials of {training.epochs} epochs"
+        )
+    trials = [{**settings._asdict(), "val_accuracy": accuracy, "val_loss": loss, "epochs": epochs}
+              for settings, (accuracy, loss, epochs) in scores.items()]
+    return chosen, trials
 
 
 def gap_recovered(teacher: float, scratch: float, student: float) -> float | None:
@@ -101,41 +84,87 @@ def gap_recovered(teacher: float, scratch: float, student: float) -> float | Non
     return round((student - scratch) / gap, 4) if gap > 0 else None
 
 
+def check_validation_split(config: DistillConfig, data) -> None:
+    """Choosing settings and the fallback both compare students on the validation split: it must hold examples."""
+    if data.count("val"):
+        return
+    unset = config.chosen_on_validation()
+    if unset:
+        raise UserError(
+            f"distill chooses {', '.join(unset)} on the validation split, which is empty; set data.split.val "
+            f"(e.g. 0.1), or set {', '.join(unset)}"
+        )
+    if config.fallback_to_scratch:
+        raise UserError(
+            "distill compares the distilled and the scratch student on the validation split, which is empty; set "
+            "data.split.val (e.g. 0.1), or set fallback_to_scratch: false"
+        )
+
+
 def run(config: DistillConfig, inputs: dict[str, str], output: str, overwrite: bool = False) -> dict:
     import_tf()
     storage.check_output(output, overwrite)
     data = load_dataset(config.data)
+    check_validation_split(config, data)
+    with_validation = data.count("val") > 0
+    training = config.student_training()
+
+    def accuracies(model) -> dict[str, float | None]:
+        return {"val": validation_scores(model, data)[0] if with_validation else None, "test": test_accuracy(model, data)}
+
     with parent_model(inputs["model"], "distill", config.model) as (teacher, meta, _):
-        teacher_accuracy = test_accuracy(teacher, data)
+        teacher_params = teacher.count_params()
         student_params = build_model(config.student, data.input_shape, data.num_classes).count_params()
         log(
-            f"distill: teacher {teacher.name} {teacher.count_params():,} parameters (test accuracy {teacher_accuracy:.4f}) "
-            f"-> student {config.student.zoo or config.student.builder} {student_params:,} parameters, "
-            f"T={config.temperature}, alpha={config.alpha}"
+            f"distill: teacher {teacher.name} {teacher_params:,} parameters -> student "
+            f"{config.student.zoo or config.student.builder} {student_params:,} parameters"
         )
-        if student_params >= teacher.count_params():
+        if student_params >= teacher_params:
             log(
                 f"warning: the student ({student_params:,} parameters) is not smaller than the teacher "
-                f"({teacher.count_params():,}); distilling anyway, but the artifact will not be smaller"
+                f"({teacher_params:,}); distilling anyway, but the artifact will not be smaller"
             )
-        student, epochs_run = train_student(config, data, teacher)
-    scratch, scratch_epochs = train_student(config, data)
-    scratch_accuracy = test_accuracy(scratch, data)
-    student_accuracy = test_accuracy(student, data)
-    recovered = gap_recovered(teacher_accuracy, scratch_accuracy, student_accuracy)
+        settings, trials = choose_settings(config, data, teacher)
+        distilled, distilled_epochs = train_student(config, data, training, teacher, settings, label=f"distill {describe(settings)}")
+        measured = {"teacher": accuracies(teacher), "distilled": accuracies(distilled)}
+    scratch, scratch_epochs = train_student(config, data, training, label="distill (scratch student)")
+    measured["scratch"] = accuracies(scratch)
+    recovered = {
+        split: gap_recovered(measured["teacher"][split], measured["scratch"][split], measured["distilled"][split])
+        for split in ("val", "test") if measured["teacher"][split] is not None
+    }
     log(
-        f"distill: teacher {teacher_accuracy:.4f}, student from scratch {scratch_accuracy:.4f}, distilled student "
-        f"{student_accuracy:.4f}; gap recovered "
-        + (f"{recovered:.0%}" if recovered is not None else "n/a (the scratch student already matches the teacher)")
+        f"distill: test accuracy: teacher {measured['teacher']['test']:.4f}, student from scratch "
+        f"{measured['scratch']['test']:.4f}, distilled student {measured['distilled']['test']:.4f}; gap recovered "
+        + (f"{recovered['test']:.0%}" if recovered["test"] is not None else "n/a (the scratch student already matches the teacher)")
     )
+    scratch_better = with_validation and measured["scratch"]["val"] > measured["distilled"]["val"]
+    if config.fallback_to_scratch and scratch_better:
+        handed_on, reason = "scratch", (
+            f"on validation the student from scratch scores {measured['scratch']['val']:.4f} and the distilled one "
+            f"{measured['distilled']['val']:.4f}: handing on the student from scratch (fallback_to_scratch: false hands "
+            "on the distilled one)"
+        )
+        log(f"distill: {reason}")
+    else:
+        handed_on, reason = "distilled", (
+            "the distilled student is at least as accurate on validation as the one from scratch"
+            if with_validation and not scratch_better
+            else "fallback_to_scratch is off"
+        )
     comparison = {
-        "teacher_accuracy": teacher_accuracy,
-        "scratch_accuracy": scratch_accuracy,
-        "student_accuracy": student_accuracy,
-        "gap_recovered": recovered,
+        "teacher_accuracy": measured["teacher"]["test"],
+        "scratch_accuracy": measured["scratch"]["test"],
+        "student_accuracy": measured["distilled"]["test"],
+        "gap_recovered": recovered["test"],
+        "teacher_val_accuracy": measured["teacher"]["val"],
+        "scratch_val_accuracy": measured["scratch"]["val"],
+        "student_val_accuracy": measured["distilled"]["val"],
+        "val_gap_recovered": recovered.get("val"),
+        "handed_on": handed_on,
     }
     return save_compressed(
-        student,
+        distilled if handed_on == "distilled" else scratch,
         technique="distill",
         config=config,
         parent_uri=inputs["model"],
@@ -145,13 +174,16 @@ def run(config: DistillConfig, inputs: dict[str, str], output: str, overwrite: b
         metrics=comparison,
         details={
             **comparison,
+            "handed_on_reason": reason,
             "parent_accuracy": meta.metrics.get("accuracy"),
-            "teacher_params": teacher.count_params(),
-            "student_params": student.count_params(),
-            "student_larger_than_teacher": student_params >= teacher.count_params(),
+            "teacher_params": teacher_params,
+            "student_params": student_params,
+            "student_larger_than_teacher": student_params >= teacher_params,
             "student": config.student.model_dump(),
-            "temperature": config.temperature,
-            "alpha": config.alpha,
-            "epochs_run": {"distilled": epochs_run, "scratch": scratch_epochs},
+            **settings._asdict(),
+            "chosen_on_validation": config.chosen_on_validation(),
+            "trials": [{key: round(value, 4) for key, value in trial.items()} for trial in trials],
+            "epochs_run": {"trials": sum(trial["epochs"] for trial in trials), "distilled": distilled_epochs,
+                           "scratch": scratch_epochs},
         },
     )
