@@ -16,7 +16,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install demo test test-fast bench bench-techniques bench-push lint images images-gpu clean help
+.PHONY: install demo test test-fast bench bench-techniques bench-push bench-scale lint images images-gpu clean help
 
 help:
 	@echo "make demo    run examples/digits_mlp.yaml end to end into runs/demo"
@@ -67,6 +67,10 @@ bench-techniques: $(STAMP)
 
 bench-push: $(STAMP)
 	$(BIN)/python -m bench.push_memory
+
+# Data larger than memory: >= 8 GB of shards on local disk and ~1 GB on a local S3 endpoint (bench/scale.py).
+bench-scale: $(STAMP)
+	$(BIN)/python -m bench.scale
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

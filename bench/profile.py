@@ -11,23 +11,24 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 
 
 def profile_openvino(model_xml: str, rows: np.ndarray, threads: int, runs: int, warmup: int = 10) -> dict:
-    import openvino as ov
+    from modelpress.ml.runtimes import OpenVINORunner
 
-    # The settings the validate step's OpenVINO runner times with, plus the performance counters.
-    settings = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERF_COUNT": True}
-    request = ov.Core().compile_model(model_xml, "CPU", settings).create_infer_request()
+    # The validate step's OpenVINO runner (its latency setup, batch-1 static shape), with the per-layer counters on.
+    runner = OpenVINORunner(Path(model_xml), threads, layer_counters=True)
+    request = runner.request((1, *rows.shape[1:]))
     for i in range(warmup):
-        request.infer({0: rows[i % len(rows)][None]})
+        runner.predict(rows[i % len(rows)][None])
     layer_us: dict[tuple[str, str, str], list[float]] = {}
     walls = []
     for i in range(runs):
         started = time.perf_counter()
-        request.infer({0: rows[i % len(rows)][None]})
+        runner.predict(rows[i % len(rows)][None])
         walls.append((time.perf_counter() - started) * 1e6)
         for info in request.profiling_info:
             if info.status == info.Status.EXECUTED:
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=100)
     args = parser.parse_args(argv)
     data_spec = Workflow.model_validate({"name": "profile", "model": {"zoo": "mlp"}, "data": json.loads(args.data)}).data
-    rows = np.asarray(load_dataset(data_spec).x_test, dtype=np.float32)
+    rows = np.asarray(load_dataset(data_spec).head("test", 256)[0], dtype=np.float32)
     print(json.dumps(profile_openvino(args.model_xml, rows, args.threads, args.runs)))
     return 0
 

@@ -1,7 +1,7 @@
 """Peak memory of `modelpress step push` publishing a 1 GiB artifact to an S3 endpoint (moto's server over HTTP).
 
 Generates a blessed 1 GiB artifact, starts a moto S3 server, runs the push as a child process and reads the
-child's peak RSS from os.wait4 (the kernel's ru_maxrss for that process). Fails (exit 1) above the limit.
+child's peak RSS (bench/processes.run_measured: its high-water mark and its process tree's). Fails (exit 1) above the limit.
 
     python -m bench.push_memory [--size-mb 1024] [--limit-mb 300] [--part-size-mb 8] [--concurrency 4]
 """
@@ -11,13 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.processes import S3_CREDENTIALS, run_measured, start_s3_server
 from modelpress.common.progress import log
 from modelpress.io.artifacts import ArtifactMeta, finish
 
@@ -40,34 +39,13 @@ def make_blessed_artifact(root: Path, size_mb: int) -> Path:
     return validation
 
 
-def start_s3_server() -> tuple[subprocess.Popen, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return server, f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.1)
-    server.kill()
-    raise SystemExit("moto server did not start")
-
-
 def measured_push(validation: Path, registry: str, output: Path, env: dict, part_size_mb: int, concurrency: int) -> tuple[int, float, str]:
     """(exit status, peak RSS in MiB, stderr) of one push run as a child process."""
     config = {"push": {"uri": registry, "model_name": "bench", "part_size_mb": part_size_mb, "max_concurrency": concurrency}}
     command = [sys.executable, "-m", "modelpress", "step", "push", "--config", json.dumps(config),
                "--input", f"validations={validation}", "--output", str(output)]
-    with tempfile.TemporaryFile() as stderr:
-        child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-        stderr.seek(0)
-        return child.returncode, usage.ru_maxrss / 1024, stderr.read().decode()  # ru_maxrss is in KiB on Linux
+    status, peak_mb, _, stderr = run_measured(command, env)
+    return status, peak_mb, stderr
 
 
 def main() -> int:
@@ -84,8 +62,7 @@ def main() -> int:
         validation = make_blessed_artifact(Path(tmp), args.size_mb)
         server, endpoint = start_s3_server()
         try:
-            env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-                   "AWS_DEFAULT_REGION": "us-east-1"}
+            env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, **S3_CREDENTIALS}
             s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bench",
                               aws_secret_access_key="bench")
             s3.create_bucket(Bucket="bench")

@@ -33,7 +33,22 @@ data: {source: digits}
 targets: [saved_model, tflite_int8, onnx, openvino_int8, tensorrt_fp16]
 push: {uri: s3://models/registry}
 """
-WORKFLOWS = {"all_steps": ALL_STEPS, "mixed_targets": MIXED_TARGETS} | {
+# A search replaces compress, so its steps (search, select) have a workflow of their own: rungs with and without
+# Keras steps, a conversion fanned out per rung, push and deploy of the selection.
+SEARCH = """\
+name: search
+model: {zoo: mlp, params: {hidden: [32]}}
+data: {source: digits}
+targets: [saved_model, onnx]
+search:
+  target: {min_speedup: 2, format: saved_model}
+  ladder:
+    - {name: ptq, compress: [{technique: quantize, mode: int8}]}
+    - {name: pruned, compress: [{technique: prune, sparsity: 0.5}, {technique: quantize, mode: pqat}]}
+push: {uri: s3://models/registry}
+serving: {base_path: s3://models/serving}
+"""
+WORKFLOWS = {"all_steps": ALL_STEPS, "mixed_targets": MIXED_TARGETS, "search": SEARCH} | {
     p.stem: p.read_text() for p in sorted((ROOT / "examples").glob("*.yaml"))
 }
 

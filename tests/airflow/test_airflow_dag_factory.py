@@ -300,3 +300,33 @@ def test_dag_file_imports_no_tensorflow_and_passes_ruff_air():
     assert result.stdout.splitlines()[-1] == "[]"  # the last line; Airflow logs to stdout before it
     lint = subprocess.run([sys.executable, "-m", "ruff", "check", "--select", "AIR", str(DAGS)], capture_output=True, text=True)
     assert lint.returncode == 0, lint.stdout
+
+
+def test_dag_test_of_a_search_publishes_the_cheapest_recipe_meeting_the_target_and_skips_later_rungs(airflow_db, workflows, adapter_workflow, monkeypatch, tmp_path):
+    registry = tmp_path / "registry"
+    search = (
+        "search:\n  target: {max_size_ratio: 0.5}\n  ladder:\n"
+        "    - {name: ptq, compress: [{technique: quantize, mode: int8}]}\n"
+        "    - {name: qat, compress: [{technique: quantize, mode: qat}, {technique: quantize, mode: int8}]}\n"
+    )
+    adapter_workflow("searched", folder=workflows, targets="[saved_model]", extra=f"push: {{uri: {registry}}}\n{search}")
+    monkeypatch.setenv(MODE_ENV, "local")
+    monkeypatch.setenv(RUN_ROOT_ENV, str(tmp_path / "runs"))
+    run = workflow_dags()["searched"].test()
+
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    # The QAT rung's search task found the PTQ artifact within the target: it skipped, and the rung with it (untrained).
+    rung = {"search_qat", "qat-quantize", "qat-convert_tf", "validate_qat-quantize", "validate_qat-convert_tf"}
+    assert {task: states[task] for task in rung} == dict.fromkeys(rung, "skipped")
+    assert {task: state for task, state in states.items() if task not in rung} == dict.fromkeys(
+        ["train", "validate_train", "search_ptq", "ptq-convert_tf", "validate_ptq-convert_tf", "select", "push", "report"], "success"
+    )
+    run_folder = tmp_path / "runs" / "searched" / run.run_id
+    assert not (run_folder / "artifacts" / "qat-quantize" / "artifact.json").exists()
+    manifest = json.loads((registry / "searched" / "1" / "manifest.json").read_text())
+    assert [a["name"] for a in manifest["artifacts"]] == ["ptq-tflite_int8"]
+    # The run's report carries the search table, as `modelpress run` writes it.
+    summary = json.loads((run_folder / "summary.json").read_text())
+    assert (summary["search"]["selected"], summary["search"]["met"]) == ("ptq-tflite_int8", True)
+    assert [(row["rung"], row["skipped"]) for row in summary["search"]["rows"]] == [("train", False), ("ptq", False), ("qat", True)]
+    assert {row["name"] for row in summary["artifacts"]} == {"train", "ptq-tflite_int8"}

@@ -154,6 +154,21 @@ def test_from_starts_a_technique_from_train_or_an_earlier_entry(tmp_path):
     assert plan["convert_tflite_int8"].inputs == {"model": "cluster"}
 
 
+def test_a_validation_loads_its_parent_with_the_parents_model_section(tmp_path):
+    """A rejection's per-layer sensitivity loads the parent Keras model: a distilled student's children are built
+    from the student's section, not the workflow's."""
+    from modelpress.contract.training import ModelSpec
+    from modelpress.execution.plan import build_plan
+
+    text = VALID + "compress:\n  - {technique: distill, student: {builder: 'students.small:build'}}\n  - {technique: prune}\ntargets: [tflite_int8]\n"
+    workflow = load_workflow(write(tmp_path, text))
+    plan = {task.id: task for task in build_plan(workflow)}
+    student = ModelSpec(builder="students.small:build")
+    assert plan["validate_distill"].config.model == workflow.model  # its parent is the trained teacher
+    assert plan["validate_prune"].config.model == student
+    assert plan["validate_convert_tflite_int8"].config.model == student
+
+
 CHAIN = VALID + """\
 compress:
   - technique: prune

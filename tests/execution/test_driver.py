@@ -35,3 +35,25 @@ def test_a_task_whose_input_was_skipped_skips_and_marks_its_own_output(tmp_path)
     # so what reads this output skips in turn, and the run report names the artifact that was not validated
     assert json.loads((output / SKIP_MARKER).read_text()) == result | {"artifact": "tensorrt_fp16"}
     assert [p.name for p in output.iterdir()] == [SKIP_MARKER]
+
+
+def test_a_task_runs_after_its_after_input_and_skips_when_that_skipped_without_the_step_seeing_it(tmp_path):
+    """A search rung's first tasks: they wait for the rung's search task and skip with it (no training is spent)."""
+    from tests.search_validations import spec, write_validation
+
+    config = {"search": spec({"max_size_ratio": 0.5}).model_dump()}
+    validations = [write_validation(tmp_path, "train", "saved_model")]
+    decided = tmp_path / "search" / "search_ptq"
+    gate = run_task("search", config | {"rung": "ptq"}, {"validations": validations}, str(decided))
+    assert not gate.get("skipped") and (decided / "search.json").is_file()  # the trained model is not 2x smaller: ptq runs
+    # `after` is any step's input; the step itself never receives it (select would read it as a validation)
+    result = run_task("select", config, {"validations": validations, "after": str(decided)}, str(tmp_path / "validation" / "select"))
+    assert result["selected"] == "train" and result["blessed"] is False
+
+    validations.append(write_validation(tmp_path, "ptq-tflite_int8", size_gzip_bytes=4_000))
+    gate = run_task("search", config | {"rung": "qat"}, {"validations": validations}, str(tmp_path / "search" / "search_qat"))
+    assert gate["reason"].startswith("not needed: ptq-tflite_int8 (rung ptq: quantize(mode=int8)) meets the target")
+    waiting = tmp_path / "artifacts" / "qat-quantize"
+    result = run_task("quantize", {"data": {"source": "digits"}}, {"model": validations[0], "after": str(tmp_path / "search" / "search_qat")}, str(waiting))
+    assert result == {"skipped": True, "reason": "the task it runs after was skipped"}
+    assert [p.name for p in waiting.iterdir()] == [SKIP_MARKER]

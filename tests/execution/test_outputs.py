@@ -36,3 +36,20 @@ def test_a_push_shows_the_release_it_published_and_counts_its_artifacts(tmp_path
 def test_a_deploy_shows_the_version_it_serves():
     metrics, metadata = task_outputs("deploy", "/runs/1/serving/deploy", {"model": "digits", "version": 3, "reused": False})
     assert (metrics, metadata) == ({"version": 3}, {"release": {"model": "digits", "version": 3}})
+
+
+def test_a_search_selection_shows_its_artifact_the_target_metrics_and_the_table(tmp_path):
+    from modelpress.steps.select.config import SelectConfig
+    from modelpress.steps.select.step import run
+    from tests.search_validations import spec, write_validation
+
+    validations = [write_validation(tmp_path, "train", "saved_model"), write_validation(tmp_path, "ptq-tflite_int8", size_gzip_bytes=5_000)]
+    output = str(tmp_path / "validation" / "select")
+    result = run(SelectConfig(search=spec({"max_size_ratio": 0.5})), {"validations": validations}, output)
+    metrics, metadata = task_outputs("select", output, result)
+    assert (metrics["target_met"], metrics["rungs_tried"], metrics["rungs_skipped"], metrics["size_gzip_bytes"]) == (1, 1, 1, 5_000)
+    assert (metadata["name"], metadata["blessed"]) == ("ptq-tflite_int8", True)
+    assert metadata["search"]["verdict"].startswith("ptq-tflite_int8 (rung ptq: quantize(mode=int8)) meets the target")
+    assert [(r["rung"], r["artifact"], r["met"], r["skipped"]) for r in metadata["search"]["rows"]] == [
+        ("train", "train", False, False), ("ptq", "ptq-tflite_int8", True, False), ("qat", None, False, True),
+    ]  # fmt: skip

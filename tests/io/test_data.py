@@ -47,6 +47,21 @@ def test_generated_is_deterministic_and_learnable():
     assert accuracy > 0.6  # chance is 0.25
 
 
+def test_generated_noise_makes_the_same_classes_harder_to_tell_apart():
+    from sklearn.linear_model import LogisticRegression
+
+    def accuracy(noise: float) -> float:
+        values = dict(source="generated", samples=1000, image_size=(12, 12), image_channels=1, classes=8, seed=3, noise=noise)
+        data = load_dataset(spec(**values))
+        model = LogisticRegression(max_iter=1000).fit(data.x_train.reshape(len(data.x_train), -1), data.y_train)
+        return model.score(data.x_test.reshape(len(data.x_test), -1), data.y_test)
+
+    clean, noisy = accuracy(0.6), accuracy(4.0)
+    assert clean > 0.9 and 1 / 8 < noisy < clean - 0.2
+    with pytest.raises(ValueError, match="noise"):
+        spec(source="generated", noise=-1.0)
+
+
 def test_resize_and_channels_for_mobilenet_sized_inputs():
     data = load_dataset(spec(source="digits", resize=(32, 32), channels=3))
     assert data.input_shape == (32, 32, 3)

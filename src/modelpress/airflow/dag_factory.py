@@ -107,7 +107,7 @@ def add_fan_out(dag: DAG, fan_out: FanOut, by_id: dict[str, Task], workflow: Wor
     FanOut.names (KFP uses the same)."""
     pairs, names = fan_out.pairs, fan_out.names
 
-    @task_group(group_id=f"targets_{fan_out.placement.label}", prefix_group_id=False)
+    @task_group(group_id=fan_out.group, prefix_group_id=False)
     def targets(convert: list[str], validate: list[str], target: str) -> None:
         step_operator(names[0], pairs[0][0], workflow, convert, target) >> step_operator(names[1], pairs[0][1], workflow, validate, target)
 
@@ -127,7 +127,7 @@ def add_fan_out(dag: DAG, fan_out: FanOut, by_id: dict[str, Task], workflow: Wor
 def add_report(workflow: Workflow, plan: list[Task], operators: dict[str, Any], producers: dict[str, tuple[str, int | None]]) -> None:
     """The run's report of every validation (summary.json, report.md, report.html under the run's prefix), after
     push when there is one."""
-    validations = [task for task in plan if task.step == "validate"]
+    validations = [task for task in plan if STEPS[task.step].output == "validation"]  # a search's selection too
     arguments = ["report", "--name", workflow.name, "--output", RUN_PREFIX]
     for task in validations:
         arguments += ["--validation", output_uri(RUN_PREFIX, task)]

@@ -86,5 +86,14 @@ class EvaluationSpec(StrictModel):
         description="CPU threads every runtime computes with (TF intra/inter-op, TFLite, OpenVINO, onnxruntime), so "
         "latencies compare across runtimes and nodes; 1 = single-core, the edge-device case",
     )
+    sensitivity_rows: int = Field(
+        512,
+        ge=0,
+        description="when a gate fails: validation rows (test rows without a validation split) the per-layer "
+        "sensitivity is measured on; 0 turns it off",
+    )
+    sensitivity_layers: int = Field(
+        32, ge=1, description="when a gate fails: most layers measured one by one, the largest by parameters first"
+    )
 
 

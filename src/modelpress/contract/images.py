@@ -41,7 +41,7 @@ GPU_TAG_SUFFIX = "-gpu"
 SET_CONSTRAINTS = {"tensorrt": "containers/tensorrt/constraints.txt"}
 # What `import` proves an extra is installed and loads in an image (its native libraries included).
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
-    "s3": ("boto3",),
+    "s3": ("boto3", "google_crc32c"),
     "serving": ("grpc", "requests", "tensorflow_serving.apis.prediction_service_pb2_grpc"),
     "tf": ("tensorflow", "tf_keras", "tensorflow_model_optimization", "sklearn", "matplotlib", "keras_tuner", "PIL", "ai_edge_litert"),
     "onnx": ("tf2onnx", "onnx", "onnxruntime"),

@@ -10,11 +10,11 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from modelpress.contract.schema import StrictModel
 
-ZOO_MODELS = ("mlp", "small_cnn", "mobilenet_v2")
+ZOO_MODELS = ("mlp", "small_cnn", "mobilenet_v2", "resnet")
 
 
 class ModelSpec(StrictModel):
-    zoo: str | None = Field(None, description="a built-in architecture: mlp (300-150 dense), small_cnn, mobilenet_v2")
+    zoo: str | None = Field(None, description="a built-in architecture: mlp (300-150 dense), small_cnn, mobilenet_v2, resnet")
     builder: str | None = Field(
         None, description="your own 'package.module:function(input_shape, num_classes, **params)' returning a keras Model"
     )
@@ -39,7 +39,7 @@ class ModelSpec(StrictModel):
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
         if (self.zoo is None) == (self.builder is None):
-            raise ValueError("set exactly one of 'zoo' (mlp, small_cnn, mobilenet_v2) or 'builder' (package.module:function)")
+            raise ValueError("set exactly one of 'zoo' (mlp, small_cnn, mobilenet_v2, resnet) or 'builder' (package.module:function)")
         return self
 
 

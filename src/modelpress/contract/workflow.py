@@ -18,10 +18,12 @@ from modelpress.common.errors import UserError
 from modelpress.common.names import NAME_PATTERN
 from modelpress.contract.compression import EvaluationSpec, Gates, TargetSpec, TechniqueSpec
 from modelpress.contract.data_sources import DataSpec
+from modelpress.contract.formats import of_family
 from modelpress.contract.kubernetes import KubernetesSpec
 from modelpress.contract.publishing import PushSpec, ServingSpec
 from modelpress.contract.schedule import check_schedule
 from modelpress.contract.schema import StorageSettings, StrictModel
+from modelpress.contract.search import SearchSpec
 from modelpress.contract.training import ModelSpec, TrainSpec, TuneSpec
 from modelpress.contract.yaml_input import MAX_WORKFLOW_BYTES, describe_validation_error, parse_yaml
 
@@ -38,6 +40,11 @@ class Workflow(StrictModel):
     tune: TuneSpec | None = Field(None, description="search train's hyperparameters first; train uses the best trial")
     compress: list[TechniqueSpec] = Field(
         default_factory=list, description="compression techniques applied in order (prune, cluster, quantize, distill)"
+    )
+    search: SearchSpec | None = Field(
+        None,
+        description="instead of compress: try a ladder of recipes cheapest first until one meets a size or latency target "
+        "within the gates; push and deploy publish the artifact it selects",
     )
     targets: list[TargetSpec] = Field(
         default_factory=lambda: [TargetSpec(format="saved_model")], description="formats to convert the final model to"
@@ -72,7 +79,16 @@ class Workflow(StrictModel):
             self.serving.model_name = self.push.model_name if self.push is not None else self.name
         if self.gates.max_drop_vs_serving is not None and self.push is None:
             raise ValueError("gates.max_drop_vs_serving compares with the published model; add a push section (push: {})")
+        if self.search is not None and self.serving is not None:
+            check_search_serves(self.search, self.serving)
         return self
+
+    @field_validator("search")
+    @classmethod
+    def _search_or_compress(cls, value: SearchSpec | None, info: ValidationInfo) -> SearchSpec | None:
+        if value is not None and info.data.get("compress"):
+            raise ValueError("search tries its own recipes: move the compress entries into a rung of search.ladder, or remove search")
+        return value
 
     @field_validator("tune")
     @classmethod
@@ -108,6 +124,15 @@ class Workflow(StrictModel):
             raise ValueError(f"target {dupes[0]} is listed twice; list each format once")
         return value
 
+
+def check_search_serves(search: SearchSpec, serving: ServingSpec) -> None:
+    """Deploy serves the artifact the search selects: the target must name a format the serving kind runs."""
+    servable = ("saved_model", *(of_family("openvino") if serving.kind == "kserve" else ()))
+    if search.target.format not in servable:
+        raise ValueError(
+            f"serving deploys the artifact the search selects, and {serving.kind} runs {', '.join(servable)}: "
+            f"set search.target.format to {' or '.join(servable)}, or remove serving"
+        )
 
 
 def read_workflow(path: str | Path) -> tuple[Workflow, str]:

@@ -5,6 +5,8 @@ operators share, so each of them stays a thin wrapper.
 - skip markers: a task whose single input was skipped skips too; a list input (push's validations) leaves out the
   skipped ones; a skipped task writes SKIP_MARKER into its output so the tasks reading it skip alike, whatever
   runs them (another pod, another process);
+- `after`: any task may read one more task's output as input `after`, only to run after it and skip when it
+  skipped (a search rung's first tasks read the search task deciding whether the rung runs); the step never sees it;
 - publishing: a step that reads validations (push, deploy) runs only when one of them blessed its model;
 - the result: what the step returned (URIs, metrics, blessing), written where the orchestrator reads it.
 """
@@ -24,6 +26,7 @@ from modelpress.io.artifacts import BLESSING_FILE, read_blessing
 from modelpress.steps.catalog import StepSpec, get_step
 
 SKIP_MARKER = "skipped.json"
+AFTER_INPUT = "after"  # an input every step takes: the task it waits for, whose skip it follows
 # Why a publishing task (push, deploy) skips when none of the validations it reads blessed its model.
 NOTHING_TO_PUBLISH = "no validation it reads blessed its model; nothing to publish"
 
@@ -75,7 +78,7 @@ def parse_config(step_name: str, config: BaseModel | dict | str, overrides: dict
 
 
 def check_inputs(step_name: str, step: StepSpec, inputs: Inputs) -> None:
-    known = set(step.inputs) | set(step.optional_inputs)
+    known = set(step.inputs) | set(step.optional_inputs) | {AFTER_INPUT}
     for name in inputs:
         if name not in known:
             raise UserError(f"step {step_name} has no input '{name}'; its inputs: {', '.join(sorted(known)) or 'none'}")
@@ -95,7 +98,7 @@ def without_skipped(step: StepSpec, inputs: Inputs) -> tuple[Inputs, str | None]
         if isinstance(uri, list):
             kept[name] = [u for u in uri if not was_skipped(u)]
         elif was_skipped(uri):
-            return inputs, f"its input '{name}' was skipped"
+            return inputs, "the task it runs after was skipped" if name == AFTER_INPUT else f"its input '{name}' was skipped"
         else:
             kept[name] = uri
     return kept, None
@@ -148,6 +151,7 @@ def run_task(
     if skipped_because is not None:
         result = skip(output, skipped_because, overwrite, getattr(parsed, "name", None))
     else:
+        ran = {name: uri for name, uri in ran.items() if name != AFTER_INPUT}
         result = step.load()(parsed, ran, output, overwrite=overwrite)
         if result.get("skipped"):  # the step's own skip (a target whose hardware is absent)
             result = skip(output, result["reason"], overwrite, getattr(parsed, "name", None))

@@ -34,6 +34,10 @@ def task_outputs(step_name: str, output: str, result: dict) -> tuple[dict[str, f
             "data_hash": blessing.artifact_data_hash or blessing.data_hash, "parent": blessing.artifact,
         }  # fmt: skip
         metadata |= {key: blessing.metrics[key] for key in SHOWN_METRICS if key in blessing.metrics}
+        if "search" in result:  # a search's selection: the verdict and the table beside the artifact it picked
+            shown = ("rung", "artifact", "format", "blessed", "accuracy", "size_ratio", "latency_ms_p50", "met", "skipped")
+            rows = [{key: row.get(key) for key in shown} for row in result["search"]["rows"]]
+            metadata["search"] = {"verdict": result["search"]["verdict"], "rows": rows}
     elif "version" in result:  # a release published (push) or deployed (deploy)
         metrics |= {"version": result["version"]}
         if "published" in result:

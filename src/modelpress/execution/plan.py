@@ -5,6 +5,11 @@ Airflow DAG are all built from this one plan, so they cannot disagree about what
 `from:`) -> convert per target of the final model -> validate every model artifact
 (gated against the trained model) -> push the blessed ones -> deploy the final SavedModel.
 A post-training quantize entry (mode dynamic, int8, fp16) is not a Keras step: it adds a TFLite conversion target.
+
+With a `search:` section instead of compress, each rung of its ladder is such a branch from the trained model (its
+task ids and artifacts named <rung>-...), preceded by a `search` task that skips the rung when an earlier artifact
+already meets the target: its first tasks read that task as their `after` input, so they skip with it in every
+executor, before any training. A last `select` task picks the artifact that push and deploy publish.
 """
 
 from __future__ import annotations
@@ -21,14 +26,16 @@ from modelpress.contract.compression import TargetSpec, TechniqueSpec
 from modelpress.contract.formats import FORMATS, POST_TRAINING_TARGETS
 from modelpress.contract.images import Placement, placement_for
 from modelpress.contract.schema import spec_hash, unknown_key_message
+from modelpress.contract.search import rung_artifact
 from modelpress.contract.training import MODEL_PARAM_PREFIX, ModelSpec
 from modelpress.contract.workflow import Workflow, read_workflow
 from modelpress.contract.yaml_input import yaml_line
+from modelpress.execution.driver import AFTER_INPUT
 from modelpress.ml.models import ZOO, check_params
 from modelpress.steps.catalog import STEPS, get_step, step_resources
 
 # Workflow sections a step config receives when it has a field of the same name.
-SHARED_SECTIONS = ("model", "data", "train", "tune", "gates", "evaluation", "storage", "push", "serving")
+SHARED_SECTIONS = ("model", "data", "train", "tune", "search", "gates", "evaluation", "storage", "push", "serving")
 
 
 @dataclass
@@ -41,6 +48,7 @@ class Task:
     artifact: str | None = None  # the model artifact's name in reports (model-producing and validate tasks)
     group: str | None = None  # tasks that fan out over targets share a group ("convert", "validate")
     target: str | None = None  # the conversion target (format) a convert task makes and its validation checks
+    rung: str | None = None  # the search rung whose branch the task belongs to
 
     @property
     def output_kind(self) -> str:
@@ -101,26 +109,68 @@ def build_plan(workflow: Workflow) -> list[Task]:
         tasks.append(Task("tune", "tune", step_config("tune", workflow, {}, "tune")))
     train_inputs = {"hyperparameters": "tune"} if workflow.tune is not None else {}
     tasks.append(Task("train", "train", step_config("train", workflow, {}, "train"), train_inputs, artifact="train"))
-    models: list[tuple[str, str | None]] = [("train", None)]  # (task id, parent task id)
     architecture: dict[str, ModelSpec] = {"train": workflow.model}  # model task id -> the spec its Keras model is built from
-    sources = compress_sources(workflow)
+    if workflow.search is None:
+        models, last = add_branch(tasks, workflow, Branch(workflow.compress), architecture)
+        add_validations(tasks, workflow, [("train", None), *models], architecture)
+        published = [t.id for t in tasks if t.step == "validate"]
+        served = {"model": last, "validation": f"validate_{last}"}
+    else:
+        selection = add_search(tasks, workflow, architecture)
+        published, served = [selection], {"validation": selection}  # deploy serves the artifact the search selected
+    if workflow.push is not None:
+        config = step_config("push", workflow, {"workflow_hash": spec_hash(workflow)}, "push")
+        tasks.append(Task("push", "push", config, {"validations": published}))
+    if workflow.serving is not None:
+        # What the server runs: the final Keras model of compress, or the search's selection; with push, its version number.
+        inputs = {**served, **({"release": "push"} if workflow.push else {})}
+        tasks.append(Task("deploy", "deploy", step_config("deploy", workflow, {}, "deploy"), inputs))
+    check_acyclic(tasks)
+    return tasks
+
+
+@dataclass(frozen=True)
+class Branch:
+    """A compress list and where it sits: the workflow's own, or a rung of the search ladder (whose task ids and
+    artifacts carry the rung's name, and whose first tasks wait for the search task deciding whether it runs)."""
+
+    compress: list[TechniqueSpec]
+    label: str = "compress"  # how messages name the list
+    keys: tuple = ("compress",)  # where it is in the YAML, for the line of an error
+    rung: str | None = None
+    after: str | None = None  # the search task the branch's first tasks wait for
+
+    def name(self, name: str) -> str:
+        return rung_artifact(self.rung, name) if self.rung else name
+
+
+def add_branch(tasks: list[Task], workflow: Workflow, branch: Branch, architecture: dict[str, ModelSpec]) -> tuple[list[tuple[str, str]], str]:
+    """Append a compress list's tasks (from the trained model) and the conversions of its final model to the
+    workflow's targets: ([(model task id, parent task id)], the final Keras model's task id)."""
+    sources = compress_sources(branch)
+    models: list[tuple[str, str]] = []
     last = "train"  # the final model: the last Keras entry of compress, what targets convert and deploy serves
     targets = list(workflow.targets)
-    for index, technique in enumerate(workflow.compress):
+
+    def waiting(inputs: dict[str, str], source: str) -> dict[str, str]:
+        return {**inputs, AFTER_INPUT: branch.after} if branch.after and source == "train" else inputs
+
+    for index, technique in enumerate(branch.compress):
         name = technique.technique
+        where, keys = f"{branch.label}[{index}]", (*branch.keys, index)
         if name not in STEPS:
-            raise UserError(f"compress[{index}]: technique '{name}' is not available in this ModelPress version", ("compress", index))
+            raise UserError(f"{where}: technique '{name}' is not available in this ModelPress version", keys)
         if index not in sources:
-            targets = with_post_training_target(workflow, index, targets)
+            targets = with_post_training_target(workflow, branch, index, targets)
             continue
         task_id, source = sources[index]
-        check_technique_keys(technique, index)
+        check_technique_keys(technique, where, keys)
         params = {**technique.params, **loads_model(name, architecture[source], workflow)}
-        config = step_config(name, workflow, params, f"compress[{index}] ({name})", ("compress", index))
+        config = step_config(name, workflow, params, f"{where} ({name})", keys)
         # What the task's output is built from: a distilled student is its own architecture (maybe another builder's).
         architecture[task_id] = ModelSpec.model_validate(technique.params["student"]) if name == "distill" else architecture[source]
         input_name = STEPS[name].inputs[0]
-        tasks.append(Task(task_id, name, config, {input_name: source}, artifact=task_id))
+        tasks.append(Task(task_id, name, config, waiting({input_name: source}, source), artifact=task_id, rung=branch.rung))
         models.append((task_id, source))
         last = task_id
     for position, target in enumerate(targets):
@@ -131,26 +181,51 @@ def build_plan(workflow: Workflow) -> list[Task]:
         params = {"format": target.format, "on_unavailable": target.on_unavailable, **target.options, **loads_model("convert", architecture[last], workflow)}
         keys = ("targets", position) if position < len(workflow.targets) else ()  # past the list: added by quantize
         config = step_config("convert", workflow, params, f"targets ({target.format})", keys)
-        task_id = f"convert_{target.format}"
-        tasks.append(Task(task_id, "convert", config, {"model": last}, artifact=target.format, group="convert", target=target.format))
+        task_id = branch.name(f"convert_{target.format}")
+        tasks.append(Task(task_id, "convert", config, waiting({"model": last}, last), artifact=branch.name(target.format), group="convert",
+                          target=target.format, rung=branch.rung))  # fmt: skip
         models.append((task_id, last))
+    return models, last
+
+
+def add_validations(tasks: list[Task], workflow: Workflow, models: list[tuple[str, str | None]], architecture: dict[str, ModelSpec]) -> None:
+    """A validation of each model task, gated against the trained model and compared with its parent's."""
     for task_id, parent in models:
         model = next(t for t in tasks if t.id == task_id)
-        config = step_config("validate", workflow, {"name": model.artifact}, "validate")
+        # A rejection's per-layer sensitivity loads the parent: the model section it is built from.
+        parent_model = loads_model("validate", architecture[parent], workflow) if parent is not None else {}
+        config = step_config("validate", workflow, {"name": model.artifact, **parent_model}, "validate")
         inputs = {"model": task_id}
         if parent is not None:
             inputs.update(parent=f"validate_{parent}", baseline="validate_train")
-        tasks.append(Task(f"validate_{task_id}", "validate", config, inputs, artifact=model.artifact, group="validate", target=model.target))
+        tasks.append(Task(f"validate_{task_id}", "validate", config, inputs, artifact=model.artifact, group="validate",
+                          target=model.target, rung=model.rung))  # fmt: skip
+
+
+def add_search(tasks: list[Task], workflow: Workflow, architecture: dict[str, ModelSpec]) -> str:
+    """The ladder: before each rung a search task reads every validation so far and skips (and with it the rung)
+    when one already meets the target; each rung is the branch its compress list makes; last, `select` picks the
+    artifact to publish. Returns the id of the task push and deploy read."""
+    search = workflow.search
+    add_validations(tasks, workflow, [("train", None)], architecture)
+    for index, rung in enumerate(search.ladder):
+        gate = f"search_{rung.name}"
+        validations = [t.id for t in tasks if t.step == "validate"]
+        config = step_config("search", workflow, {"rung": rung.name}, f"search.ladder[{index}]", ("search", "ladder", index))
+        tasks.append(Task(gate, "search", config, {"validations": validations}, rung=rung.name))
+        branch = Branch(rung.compress, f"search.ladder[{index}].compress", ("search", "ladder", index, "compress"), rung.name, gate)
+        models, _ = add_branch(tasks, workflow, branch, architecture)
+        add_validations(tasks, workflow, models, architecture)
+    made = {t.target or "saved_model" for t in tasks if t.step == "validate"}
+    if search.target.format is not None and search.target.format not in made:
+        raise UserError(
+            f"search.target.format {search.target.format}: no rung makes it; add it to targets (every rung's final model "
+            "is converted to them)",
+            ("search", "target", "format"),
+        )
     validations = [t.id for t in tasks if t.step == "validate"]
-    if workflow.push is not None:
-        config = step_config("push", workflow, {"workflow_hash": spec_hash(workflow)}, "push")
-        tasks.append(Task("push", "push", config, {"validations": validations}))
-    if workflow.serving is not None:
-        # The final Keras model (after every compress step) is what TF Serving runs; with push, its version number.
-        inputs = {"model": last, "validation": f"validate_{last}", **({"release": "push"} if workflow.push else {})}
-        tasks.append(Task("deploy", "deploy", step_config("deploy", workflow, {}, "deploy"), inputs))
-    check_acyclic(tasks)
-    return tasks
+    tasks.append(Task("select", "select", step_config("select", workflow, {}, "search"), {"validations": validations}))
+    return "select"
 
 
 def loads_model(step: str, spec: ModelSpec, workflow: Workflow) -> dict[str, Any]:
@@ -159,29 +234,30 @@ def loads_model(step: str, spec: ModelSpec, workflow: Workflow) -> dict[str, Any
     return {"model": spec} if spec is not workflow.model and "model" in get_step(step).config.model_fields else {}
 
 
-def check_technique_keys(technique: TechniqueSpec, index: int) -> None:
+def check_technique_keys(technique: TechniqueSpec, where: str, keys: tuple) -> None:
     """A compress entry holds its step's own parameters; the shared sections come from the workflow."""
     own = set(get_step(technique.technique).config.model_fields) - set(SHARED_SECTIONS)
     for key in technique.params:
         if key not in own:
             message = unknown_key_message(key, own | {"technique", "from"})
-            raise UserError(f"compress[{index}] ({technique.technique}): {message}", ("compress", index, key))
+            raise UserError(f"{where} ({technique.technique}): {message}", (*keys, key))
 
 
 def is_post_training(technique: TechniqueSpec) -> bool:
     return technique.technique == "quantize" and technique.params.get("mode") in POST_TRAINING_TARGETS
 
 
-def compress_sources(workflow: Workflow) -> dict[int, tuple[str, str]]:
+def compress_sources(branch: Branch) -> dict[int, tuple[str, str]]:
     """compress index -> (task id, id of the task it starts from) for every entry that is a Keras step.
 
-    The task id is the technique's name (name_N for a repeat at entry N-1), also the artifact's name in reports.
-    An entry starts from the previous one unless `from:` names train or an earlier entry, so one workflow can
-    compare techniques side by side (prune and distill both from train). A `from:` that points forward is refused
-    at plan time, in the runner, the KFP compiler and the DAG parser alike; when it closes a loop the error
-    spells the loop out.
+    The task id is the technique's name (name_N for a repeat at entry N-1; in a search rung prefixed with the rung's
+    name), also the artifact's name in reports. An entry starts from the previous one unless `from:` names train or
+    an earlier entry, so one workflow can compare techniques side by side (prune and distill both from train). A
+    `from:` that points forward is refused at plan time, in the runner, the KFP compiler and the DAG parser alike;
+    when it closes a loop the error spells the loop out.
     """
-    entries = [(index, t) for index, t in enumerate(workflow.compress) if not is_post_training(t)]
+    compress = branch.compress
+    entries = [(index, t) for index, t in enumerate(compress) if not is_post_training(t)]
     ids: dict[int, str] = {}
     for index, technique in entries:
         name = technique.technique
@@ -190,11 +266,11 @@ def compress_sources(workflow: Workflow) -> dict[int, tuple[str, str]]:
     previous = dict(zip(ids, ["train", *ids.values()], strict=False))  # the default: a chain in list order
 
     def source_of(index: int) -> str:
-        return workflow.compress[index].source or previous[index]
+        return compress[index].source or previous[index]
 
-    explicit = {index: t for index, t in enumerate(workflow.compress) if t.source is not None}
+    explicit = {index: t for index, t in enumerate(compress) if t.source is not None}
     for index, technique in explicit.items():  # names first: following a loop below needs them all known
-        where, keys = f"compress[{index}] ({technique.technique})", ("compress", index, "from")
+        where, keys = f"{branch.label}[{index}] ({technique.technique})", (*branch.keys, index, "from")
         if index not in ids:
             raise UserError(f"{where}: remove from: post-training quantization converts the final model of compress", keys)
         if technique.source != "train" and technique.source not in position:
@@ -203,7 +279,7 @@ def compress_sources(workflow: Workflow) -> dict[int, tuple[str, str]]:
             hint = f"did you mean '{close[0]}'?" if close else f"name train or an entry: {', '.join(names)}"
             raise UserError(f"{where}: from '{technique.source}' is not an artifact of this workflow; {hint}", keys)
     for index, technique in explicit.items():
-        where, keys = f"compress[{index}] ({technique.technique})", ("compress", index, "from")
+        where, keys = f"{branch.label}[{index}] ({technique.technique})", (*branch.keys, index, "from")
         if technique.source != "train" and position[technique.source] >= index:
             chain, current = [ids[index]], index
             while (source := source_of(current)) != "train" and source not in chain:
@@ -215,30 +291,28 @@ def compress_sources(workflow: Workflow) -> dict[int, tuple[str, str]]:
             raise UserError(
                 f"{where}: from '{technique.source}' runs after this entry; list the techniques in the order they run", keys
             )
-    return {index: (task_id, source_of(index)) for index, task_id in ids.items()}
+
+    def task_id(name: str) -> str:
+        return name if name == "train" else branch.name(name)
+
+    return {index: (task_id(name), task_id(source_of(index))) for index, name in ids.items()}
 
 
-def with_post_training_target(workflow: Workflow, index: int, targets: list[TargetSpec]) -> list[TargetSpec]:
+def with_post_training_target(workflow: Workflow, branch: Branch, index: int, targets: list[TargetSpec]) -> list[TargetSpec]:
     """Post-training quantization (quantize mode dynamic, int8, fp16) is the TFLite conversion of the final Keras
     model, not a Keras step: the entry adds that target, its other parameters become the target's options."""
-    options = dict(workflow.compress[index].params)
+    options = dict(branch.compress[index].params)
     mode = options.pop("mode")
     target = POST_TRAINING_TARGETS[mode]
-    later = [t.technique for t in workflow.compress[index + 1 :]]
+    later = [t.technique for t in branch.compress[index + 1 :]]
+    where, keys = f"{branch.label}[{index}]", (*branch.keys, index)
     if later:
-        raise UserError(
-            f"compress[{index}]: quantize mode {mode} is the {target} conversion of the final model; "
-            f"move it after {', '.join(later)}",
-            ("compress", index),
-        )
+        raise UserError(f"{where}: quantize mode {mode} is the {target} conversion of the final model; move it after {', '.join(later)}", keys)
     if any(t.format == target for t in targets):
         if options:
-            raise UserError(
-                f"compress[{index}]: {target} is also listed in targets; set its options ({', '.join(options)}) there",
-                ("compress", index),
-            )
+            raise UserError(f"{where}: {target} is also listed in targets; set its options ({', '.join(options)}) there", keys)
         return targets
-    step_config("convert", workflow, {"format": target, **options}, f"compress[{index}] (quantize mode {mode})", ("compress", index))
+    step_config("convert", workflow, {"format": target, **options}, f"{where} (quantize mode {mode})", keys)
     return [*targets, TargetSpec(format=target, options=options)]
 
 
@@ -258,20 +332,35 @@ class FanOut:
 
     placement: Placement
     pairs: list[tuple[Task, Task]]  # (convert, the validation of its output) per target
+    rung: str | None = None  # a search rung's conversions fan out on their own: the rung may be skipped
+
+    def named(self, name: str) -> str:
+        return rung_artifact(self.rung, name) if self.rung else name
 
     @property
     def names(self) -> tuple[str, str]:
         """The fan-out's convert and validate task names, alike in KFP and Airflow: convert_<image>, ..."""
-        return f"convert_{self.placement.label}", f"validate_convert_{self.placement.label}"
+        convert = self.named(f"convert_{self.placement.label}")
+        return convert, f"validate_{convert}"
+
+    @property
+    def identifier(self) -> str:
+        """Unique among the plan's fan-outs and a valid Python identifier (KFP names its collected outputs so)."""
+        return f"{self.rung}_{self.placement.label}" if self.rung else self.placement.label
+
+    @property
+    def group(self) -> str:
+        """The name of the fan-out itself (the KFP ParallelFor, the Airflow task group)."""
+        return self.named(f"targets_{self.placement.label}")
 
 
 def fan_outs(plan: list[Task]) -> list[FanOut]:
-    """The plan's conversion targets grouped by where they run, in plan order."""
-    groups: dict[Placement, FanOut] = {}
+    """The plan's conversion targets grouped by search rung and where they run, in plan order."""
+    groups: dict[tuple[str | None, Placement], FanOut] = {}
     for convert in (t for t in plan if t.group == "convert"):
         validation = next(t for t in plan if t.step == "validate" and t.inputs.get("model") == convert.id)
         where = placement(convert)
-        groups.setdefault(where, FanOut(where, [])).pairs.append((convert, validation))
+        groups.setdefault((convert.rung, where), FanOut(where, [], convert.rung)).pairs.append((convert, validation))
     return list(groups.values())
 
 

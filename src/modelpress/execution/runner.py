@@ -24,6 +24,7 @@ from modelpress.execution.plan import Task, build_plan
 from modelpress.io import storage
 from modelpress.io.artifacts import read_blessing
 from modelpress.io.data import load_dataset
+from modelpress.io.search import SEARCH_FILE
 
 KIND_FOLDERS = {"model": "artifacts", "validation": "validation"}
 REPORT_PLACEMENT = Placement("tf", False)  # the orchestrators' report task: its plots need matplotlib, which tf carries
@@ -119,13 +120,18 @@ def validation_rows(validations: list[str], artifact_uris: dict[str, str] | None
 
 
 def finish_run(workflow, out, plan, uris, results, skipped, failed, seconds) -> dict[str, Any]:
-    from modelpress.io.report import text_table, write_report
+    from modelpress.io.report import search_lines, text_table, write_report
 
     validations = [t for t in plan if t.step == "validate" and t.id in results]
     rows = validation_rows([uris[t.id] for t in validations], {t.artifact: uris[t.inputs["model"]] for t in validations})
     extras = {"seconds": round(seconds, 1), "steps": {tid: _brief(r) for tid, r in results.items()}, "failed": failed}
+    search = next((r["search"] for r in results.values() if "search" in r), None)  # the select task's table
+    if search is not None:
+        extras["search"] = search
     summary = write_report(out, workflow.name, workflow.gates.model_dump(exclude_none=True), rows, skipped, extras)
     print(text_table(rows), flush=True)
+    if search is not None:
+        print("\n" + "\n".join(search_lines(search)), flush=True)
     for entry in skipped:
         print(f"  skipped {entry['name']}: {entry['reason']}")
     for entry in failed:
@@ -145,13 +151,17 @@ def report_validations(name: str, validations: list[str], out: str) -> dict[str,
         {"name": marker.get("artifact") or uri.rstrip("/").rsplit("/", 1)[-1], "task": "validate", "reason": marker["reason"]}
         for uri, marker in markers.items()
     ]
+    # A search's selection is a validation too, of an artifact that has its own row: it brings the search table instead
+    searches = {uri: json.loads(storage.read_bytes(storage.join(uri, SEARCH_FILE))) for uri in ran if storage.exists(storage.join(uri, SEARCH_FILE))}
+    ran = [uri for uri in ran if uri not in searches]
     gates = {key: value for uri in ran for key, value in read_blessing(uri)[0].thresholds.items()}  # as the run set them
-    return write_report(out, name, gates, validation_rows(ran), skipped)
+    extras = {"search": next(iter(searches.values()))} if searches else {}
+    return write_report(out, name, gates, validation_rows(ran), skipped, extras)
 
 
 def _brief(result: dict) -> dict:
     """What a step returned, minus bulky fields, for summary.json."""
-    return {k: v for k, v in result.items() if k not in ("metrics",)} | (
+    return {k: v for k, v in result.items() if k not in ("metrics", "search")} | (
         {"metrics": {k: v for k, v in result["metrics"].items() if not isinstance(v, list)}} if "metrics" in result else {}
     )
 

@@ -27,6 +27,8 @@ ARTIFACT_FILE = storage.MARKER
 BLESSING_FILE = "blessing.json"
 # A quantizer's per-layer error report (tflite_litert): in its artifact, and in the validation that rejected it.
 LAYER_ERRORS_FILE = "layer_errors.json"
+# Which layers, each compressed alone, cost the most accuracy: written by validate beside a rejection's blessing.
+SENSITIVITY_FILE = "sensitivity.json"
 
 
 def check_relative(path: str) -> str:

@@ -10,6 +10,7 @@ is an error unless `data.num_classes` declares it), no NaN or infinite value, on
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import hashlib
@@ -33,9 +34,10 @@ from modelpress.contract.data_sources import (
     TfrecordData,
 )
 from modelpress.io import storage
+from modelpress.io.shards import list_shards, listing_digest
+from modelpress.io.streaming import SPLITS, ShardReader, StreamingDataset, class_check, read_errors, split_ids
 
 SHIPPED_OPTDIGITS = Path(__file__).parent / "datasets" / "optdigits"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 
 
 @dataclass
@@ -69,56 +71,90 @@ class Dataset:
             f"input {self.input_shape}, {self.num_classes} classes"
         )
 
+    # The interface streamed data sets share (io.streaming.StreamingDataset): what every step reads data through.
+    def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        return {"train": (self.x_train, self.y_train), "val": (self.x_val, self.y_val), "test": (self.x_test, self.y_test)}[split]
 
-def calibration_subset(dataset: Dataset, size: int, seed: int = 0) -> tuple[np.ndarray, str]:
-    """A reproducible sample of training inputs for INT8 calibration, and its sha256 for the lineage."""
-    rng = np.random.default_rng(seed)
-    index = np.sort(rng.choice(len(dataset.x_train), size=min(size, len(dataset.x_train)), replace=False))
-    sample = np.ascontiguousarray(dataset.x_train[index])
+    def count(self, split: str) -> int:
+        return len(self.arrays(split)[1])
+
+    def batches(self, split: str, batch_size: int, shuffle: bool = False, seed: int = 0, shard: tuple[int, int] | None = None):
+        """A tf.data pipeline of (inputs, labels) batches of one split. `shard` (index, count): this worker's examples."""
+        from modelpress.common.tf import import_tf
+
+        tf, _ = import_tf()
+        x, y = self.arrays(split)
+        dataset = tf.data.Dataset.from_tensor_slices((x, y))
+        if shard is not None:
+            dataset = dataset.shard(shard[1], shard[0])
+        if shuffle:
+            dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        return dataset.batch(batch_size).prefetch(2)
+
+    def head(self, split: str, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        x, y = self.arrays(split)
+        return x[:rows], y[:rows]
+
+    def sample(self, split: str, rows: int, seed: int) -> np.ndarray:
+        x = self.arrays(split)[0]
+        index = np.sort(np.random.default_rng(seed).choice(len(x), size=min(rows, len(x)), replace=False))
+        return x[index]
+
+    def errors(self):
+        return contextlib.nullcontext()
+
+
+def calibration_subset(dataset, size: int, seed: int = 0) -> tuple[np.ndarray, str]:
+    """A reproducible sample of training inputs for INT8 calibration (drawn while streaming for streamed data), and
+    its sha256 for the lineage."""
+    sample = np.ascontiguousarray(dataset.sample("train", size, seed))
     return sample, hashlib.sha256(sample.tobytes() + str(sample.shape).encode()).hexdigest()
 
 
-def load_dataset(spec) -> Dataset:
-    """Load the data a spec names; cached per process by the spec and the files' modification stamps."""
-    return _load_cached(spec.model_dump_json(), _fingerprint(getattr(spec, "path", None)))
+def load_dataset(spec) -> Dataset | StreamingDataset:
+    """The data a spec names: streamed when data.streaming is set, else read into memory (cached per process by the
+    spec and the files' modification stamps)."""
+    if getattr(spec, "streaming", None) is not None:
+        return StreamingDataset(spec, source_digest(spec))
+    return _load_cached(spec.model_dump_json(), _fingerprint(spec))
 
 
 def source_digest(spec) -> str:
-    """sha256 naming the data a spec reads, without loading it: what an orchestrator's cache key must see so that
-    new data at the same path retrains. Local files: their contents (a folder: each file by relative path, sorted);
-    s3://: the listing (keys, sizes, ETags; nothing downloaded); bundled and generated sets: this ModelPress version.
-    The spec itself is part of it (the same files read another way are other data)."""
+    """sha256 naming the data a spec reads, without loading it: what an orchestrator's cache key and a model's
+    lineage must see, so that new data at the same path retrains. Local files: their contents, by relative path;
+    s3://: the listing (keys, sizes, ETags; nothing downloaded); bundled and generated sets: this ModelPress
+    version. The spec itself is part of it (the same files read or split another way are other data)."""
     digest = hashlib.sha256(spec.model_dump_json().encode())
-    path = getattr(spec, "path", None)
-    if path is None:
+    paths = _paths(spec)
+    if not paths:
         digest.update(f"bundled with modelpress {__version__}".encode())
-    elif storage.is_s3(path):
-        listing = storage.list_objects(path)
-        if not listing:
-            raise UserError(f"data.path {path} holds no objects; point it at the data file or prefix")
-        for key, size, etag in listing:
-            digest.update(f"{key}\0{size}\0{etag}\n".encode())
-    else:
-        root = Path(path)
-        if not root.exists():
-            raise UserError(f"data.path {path} does not exist; point it at the data file or folder")
-        files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file())
-        for file in files:
-            digest.update(f"{file.relative_to(root).as_posix()}\0".encode())
-            with file.open("rb") as handle:
-                digest.update(hashlib.file_digest(handle, "sha256").digest())
+    for role, path in paths:
+        for shard in list_shards(path):
+            version = shard.version if storage.is_s3(path) else _content_digest(shard.uri, shard.size, shard.version)
+            digest.update(f"{role}\0{shard.name}\0{shard.size}\0{version}\n".encode())
     return digest.hexdigest()
 
 
-def _fingerprint(path: str | None) -> str:
+def _paths(spec) -> list[tuple[str, str]]:
+    return [(role, path) for role in ("path", "test_path", "val_path") if (path := getattr(spec, role, None))]
+
+
+@functools.lru_cache(maxsize=4096)
+def _content_digest(path: str, size: int, modified: str) -> str:
+    """A local file's sha256; per process, a file whose size and modification time did not change is not re-read."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _fingerprint(spec) -> str:
     """Changes when local files change; s3:// data is read every time (no cheap stamp for a whole prefix)."""
-    if path is None:
-        return ""
-    if storage.is_s3(path):
+    paths = _paths(spec)
+    if any(storage.is_s3(path) for _, path in paths):
         return uuid.uuid4().hex
-    root = Path(path)
-    files = [root] if root.is_file() else sorted(root.rglob("*")) if root.is_dir() else []
-    return hashlib.sha256(str([(str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files]).encode()).hexdigest()
+    try:
+        return listing_digest([shard for _, path in paths for shard in list_shards(path)])
+    except UserError:  # missing data: not cached, so the loader says what is missing in its own words
+        return uuid.uuid4().hex
 
 
 @functools.lru_cache(maxsize=4)
@@ -134,8 +170,8 @@ def _load_cached(spec_json: str, fingerprint: str) -> Dataset:
         "generated": _generated,
         "csv": _csv,
         "npz": _npz,
-        "tfrecord": _tfrecord,
-        "image_folder": _image_folder,
+        "tfrecord": _sharded,
+        "image_folder": _sharded,
     }[spec.source]
     dataset = loader(spec)
     dataset = _reshape_images(dataset, spec.resize, spec.channels)
@@ -167,28 +203,42 @@ def _optdigits(spec: OptdigitsData) -> Dataset:
     return _split(x_train, y_train, spec, "optdigits", [str(c) for c in range(10)], test=(x_test, y_test))
 
 
-def _generated(spec: GeneratedData) -> Dataset:
-    """Each class is a smooth random template; examples are shifted, scaled and noisy copies of it.
+GENERATED_BLOCK = 512  # examples drawn from one seeded generator: any range of the set is made without the rest
 
-    Learnable (a small CNN separates the classes) but not trivial, at any size, shape and seed.
-    """
-    rng = np.random.default_rng(spec.seed)
-    height, width = spec.image_size
-    coarse = rng.normal(size=(spec.classes, 4, 4, spec.image_channels)).astype(np.float32)
-    templates = np.stack([_upsample(c, height, width) for c in coarse])
-    labels = rng.integers(0, spec.classes, size=spec.samples).astype(np.int64)
-    images = np.empty((spec.samples, height, width, spec.image_channels), dtype=np.float32)
-    shifts = rng.integers(-max(1, height // 8), max(1, height // 8) + 1, size=(spec.samples, 2))
-    gains = rng.uniform(0.7, 1.3, size=spec.samples).astype(np.float32)
-    for start in range(0, spec.samples, 512):
-        stop = min(start + 512, spec.samples)
-        block = templates[labels[start:stop]] * gains[start:stop, None, None, None]
-        for i in range(stop - start):
-            block[i] = np.roll(block[i], tuple(shifts[start + i]), axis=(0, 1))
-        block += rng.normal(scale=0.6, size=block.shape).astype(np.float32)
-        images[start:stop] = block
-    images = 1.0 / (1.0 + np.exp(-images))  # squash to (0, 1) like pixel intensities
+
+def _generated(spec: GeneratedData) -> Dataset:
+    images, labels = generated_examples(spec, 0, spec.samples)
     return _split(images, labels, spec, "generated", [f"class_{c}" for c in range(spec.classes)])
+
+
+def generated_examples(spec: GeneratedData, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Examples [start, stop) of the generated set, as float32 images in (0, 1) and int64 labels.
+
+    Each class is a smooth random template; examples are shifted, scaled and noisy copies of it: learnable (a small
+    CNN separates the classes) but not trivial, at any size, shape and seed. Blocks of GENERATED_BLOCK examples have
+    their own seeded generator, so a benchmark writes shards of a set far larger than memory block by block.
+    """
+    height, width = spec.image_size
+    coarse = np.random.default_rng(spec.seed).normal(size=(spec.classes, 4, 4, spec.image_channels)).astype(np.float32)
+    templates = np.stack([_upsample(c, height, width) for c in coarse])
+    first, last = start // GENERATED_BLOCK, -(-stop // GENERATED_BLOCK)
+    images, labels = [], []
+    rows, cols = np.arange(height), np.arange(width)
+    for block in range(first, last):
+        rng = np.random.default_rng([spec.seed, block])
+        block_labels = rng.integers(0, spec.classes, size=GENERATED_BLOCK).astype(np.int64)
+        shifts = rng.integers(-max(1, height // 8), max(1, height // 8) + 1, size=(GENERATED_BLOCK, 2))
+        gains = rng.uniform(0.7, 1.3, size=GENERATED_BLOCK).astype(np.float32)
+        # Each template rolled by its example's shift (one gather for the block), scaled and made noisy.
+        shifted_rows = (rows[None, :] - shifts[:, :1]) % height
+        shifted_cols = (cols[None, :] - shifts[:, 1:]) % width
+        block_images = templates[block_labels[:, None, None], shifted_rows[:, :, None], shifted_cols[:, None, :]]
+        block_images *= gains[:, None, None, None]
+        block_images += rng.standard_normal(size=block_images.shape, dtype=np.float32) * np.float32(spec.noise)
+        images.append(1.0 / (1.0 + np.exp(-block_images)))  # squash to (0, 1) like pixel intensities
+        labels.append(block_labels)
+    offset = first * GENERATED_BLOCK
+    return np.concatenate(images)[start - offset : stop - offset], np.concatenate(labels)[start - offset : stop - offset]
 
 
 def _upsample(grid: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -303,59 +353,40 @@ def _same_length(x: np.ndarray, y: np.ndarray, where: str, x_name: str, y_name: 
         raise UserError(f"{where}: '{x_name}' has {len(x)} examples but '{y_name}' {len(y)} labels; they must pair up one to one")
 
 
-def _tfrecord(spec: TfrecordData) -> Dataset:
-    from modelpress.common.tf import import_tf
-
-    tf, _ = import_tf()
-
-    size = int(np.prod(spec.shape))
-    features = {spec.image_key: tf.io.FixedLenFeature([], tf.string), spec.label_key: tf.io.FixedLenFeature([], tf.int64)}
-    images, labels = [], []
-    with storage.local_copy(spec.path) as local:
-        files = sorted(str(p) for p in local.rglob("*") if p.is_file()) if local.is_dir() else [str(local)]
-        try:
-            for record in tf.data.TFRecordDataset(files):
-                example = tf.io.parse_single_example(record, features)
-                values = np.frombuffer(example[spec.image_key].numpy(), dtype=spec.dtype)
-                if values.size != size:
-                    raise UserError(
-                        f"{spec.path}: an image has {values.size} values, data.shape {spec.shape} needs {size}; fix data.shape"
-                    )
-                images.append(values.reshape(spec.shape))
-                labels.append(int(example[spec.label_key].numpy()))
-        except tf.errors.OpError as exc:
-            raise UserError(f"{spec.path} is not readable as TFRecord ({exc.message.splitlines()[0]})") from None
-    if not images:
-        raise UserError(f"{spec.path} holds no records; check the path")
-    x = np.stack(images).astype(np.float32) / np.float32(spec.scale)
-    y, names = _labels(labels, spec.path, spec.num_classes)
-    return _split(x, y, spec, "tfrecord", names)
-
-
-def _image_folder(spec: ImageFolderData) -> Dataset:
-    from PIL import Image
-
-    mode = "L" if spec.image_channels == 1 else "RGB"
-    images, labels = [], []
-    with storage.local_copy(spec.path) as root:
-        classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if len(classes) < 2:
-            raise UserError(f"{spec.path} needs one sub-folder per class (at least 2); found {len(classes)}")
-        for index, name in enumerate(classes):
-            for file in sorted((root / name).rglob("*")):
-                if file.suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                try:
-                    with Image.open(file) as image:
-                        resized = image.convert(mode).resize(spec.image_size[::-1], Image.BILINEAR)
-                except OSError:
-                    raise UserError(f"{file} is not a readable image; remove or replace it") from None
-                array = np.asarray(resized, dtype=np.float32) / 255.0
-                images.append(array[..., None] if array.ndim == 2 else array)
-                labels.append(index)
-    if not images:
-        raise UserError(f"{spec.path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in its class folders")
-    return _split(np.stack(images), np.asarray(labels, dtype=np.int64), spec, "image_folder", classes)
+def _sharded(spec: TfrecordData | ImageFolderData) -> Dataset:
+    """TFRecord shards or an image folder read whole, through the streaming reader (so both give the same examples,
+    keys and, with split.by key_hash or test_path/val_path, the same splits)."""
+    reader = ShardReader(spec)
+    sets = reader.shard_sets()
+    distinct = {id(s): s for s in sets.values()}
+    read = {}
+    with read_errors(reader, sets):
+        for number, shard_set in distinct.items():
+            reader.scan(shard_set)
+            parts = list(reader.decoded_batches(reader.records(shard_set, shard_set.shards, 1), 1024, keys=True))
+            read[number] = tuple(np.concatenate([part[i].numpy() for part in parts]) for i in range(3))
+    counts = np.zeros(1, dtype=np.int64)
+    for _, y, _ in read.values():
+        counts = np.pad(counts, (0, max(0, int(y.max()) + 1 - len(counts))))
+        counts[: int(y.max()) + 1] += np.bincount(y)
+    if reader.images:
+        names = reader.class_names
+        class_check(counts, spec.path, spec.num_classes or len(names))
+    else:
+        names = [str(c) for c in range(class_check(counts, spec.path, spec.num_classes))]
+    if spec.split.by != "key_hash" and not spec.test_path and not spec.val_path:
+        x, y, _ = read[id(sets["train"])]
+        return _split(x, y, spec, spec.source, names)
+    parts = {}
+    for split in SPLITS:
+        shard_set = sets[split]
+        x, y, keys = read[id(shard_set)]
+        if shard_set.split is None:
+            chosen = split_ids(keys, reader.split_rule).numpy() == SPLITS.index(split)
+            x, y = x[chosen], y[chosen]
+        parts[split] = (x, y)
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = (parts[split] for split in SPLITS)
+    return Dataset(x_train, y_train, x_val, y_val, x_test, y_test, len(names), names, spec.source)
 
 
 # ------------------------------------------------------------------------------------------------------- helpers

@@ -12,10 +12,12 @@ import io
 import json
 import math
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from modelpress.io import storage
-from modelpress.io.artifacts import LAYER_ERRORS_FILE
+from modelpress.io.artifacts import LAYER_ERRORS_FILE, SENSITIVITY_FILE
+from modelpress.io.search import SEARCH_COLUMNS, search_cells
 
 SUMMARY_METRICS = (
     "accuracy",
@@ -189,28 +191,106 @@ def figure_png(fig, dpi: int) -> bytes:
     return buffer.getvalue()
 
 
-# Layers listed per rejected artifact in the per-layer quantization error section (worst first).
+# Layers listed per rejected artifact in each per-layer section (worst first; the file beside the blessing has all).
 WORST_LAYERS_SHOWN = 5
 
 
-def worst_layers(rows: list[dict]) -> dict[str, list[tuple[str, dict]]]:
-    """Rejected artifact name -> its worst layers by MSE against the float model, from the per-layer error report its
-    quantizer wrote (tflite_litert), which validate keeps with the rejection."""
-    found = {}
+@dataclass
+class LayerTable:
+    """One rejected artifact's per-layer findings, as the reports show them: a line saying what was measured (or
+    why nothing was), then its worst layers."""
+
+    section: str  # the report section it belongs to
+    artifact: str
+    note: str
+    header: tuple[str, ...] = ()
+    rows: list[tuple[str, ...]] = field(default_factory=list)  # cells; the first names the layer
+
+
+def sensitivity_table(name: str, found: dict) -> LayerTable:
+    """validate's sensitivity.json: accuracy each layer costs compressed alone."""
+    if not found["computed"]:
+        return LayerTable("Per-layer sensitivity", name, f"not measured: {found['reason']}")
+    together, parent = found["together"], found["parent"]["name"]
+    own = found.get("artifact_test_drop")
+    itself = f" (the artifact itself: {_fmt(own, 'pp')} pp vs {parent} on test)" if own is not None else ""
+    note = (
+        f"{found['edit']}. On {found['rows']} {found['split']} rows, where {parent} scores "
+        f"{found['reference_accuracy']:.4f}, all {together['layers']} layers at once cost {_fmt(together['drop'], 'pp')} pp"
+        f"{itself}; the {found['layers_measured']} largest alone, worst first (all in {SENSITIVITY_FILE}):"
+    )
+    rows = [
+        (layer["layer"], layer["type"], _fmt(layer["params"], "int"), _fmt(layer["drop"], "pp"), f"{layer['changed']:.1%}")
+        for layer in found["layers"][:WORST_LAYERS_SHOWN]
+    ]
+    return LayerTable("Per-layer sensitivity", name, note, ("layer", "type", "params", "drop pp", "changed"), rows)
+
+
+def layer_error_table(name: str, found: dict) -> LayerTable:
+    """The tflite_litert quantizer's layer_errors.json: how far each tensor is from the float model's."""
+    note = f"MSE and cosine similarity vs the float model on {found['compared_rows']} calibration rows (all in {LAYER_ERRORS_FILE})"
+    rows = [
+        (tensor, f"{e['mse']:.3g}", f"{e['cosine_similarity']:.4f}")
+        for tensor, e in list(found["intermediate_tensors"].items())[:WORST_LAYERS_SHOWN]
+    ]
+    return LayerTable("Per-layer quantization error", name, note, ("tensor", "MSE", "cosine"), rows)
+
+
+def layer_tables(rows: list[dict]) -> list[LayerTable]:
+    """What the validations of rejected artifacts found layer by layer, from the files beside their blessings."""
+    tables = []
     for row in rows:
-        report_uri = storage.join(row["validation_uri"], LAYER_ERRORS_FILE) if row.get("validation_uri") else None
-        if not row["blessed"] and report_uri and storage.exists(report_uri):
-            layers = json.loads(storage.read_bytes(report_uri))["intermediate_tensors"]
-            found[row["name"]] = list(layers.items())[:WORST_LAYERS_SHOWN]
-    return found
+        if row["blessed"] or not row.get("validation_uri"):
+            continue
+        for file, table in ((SENSITIVITY_FILE, sensitivity_table), (LAYER_ERRORS_FILE, layer_error_table)):
+            uri = storage.join(row["validation_uri"], file)
+            if storage.exists(uri):
+                tables.append(table(row["name"], json.loads(storage.read_bytes(uri))))
+    return sorted(tables, key=lambda table: table.section)  # stable: each section keeps the artifacts' order
 
 
-def layer_error_lines(worst: dict[str, list[tuple[str, dict]]]) -> list[str]:
-    lines = ["## Per-layer quantization error"] if worst else []
-    for name, layers in worst.items():
-        lines.append(f"- **{name}** (MSE and cosine similarity vs the float model, worst first; full report: {LAYER_ERRORS_FILE}):")
-        lines += [f"  - `{tensor}`: MSE {e['mse']:.3g}, cosine {e['cosine_similarity']:.4f}" for tensor, e in layers]
+def layer_table_lines(tables: list[LayerTable]) -> list[str]:
+    """The per-layer sections of report.md."""
+    lines, section = [], None
+    for table in tables:
+        if table.section != section:
+            lines += ["", f"## {table.section}"]
+            section = table.section
+        lines += ["", f"**{table.artifact}**: {table.note}"]
+        if table.rows:
+            align = ["---" if i < 2 else "---:" for i in range(len(table.header))]  # names left, numbers right
+            lines += ["", "| " + " | ".join(table.header) + " |", "|" + "|".join(align) + "|"]
+            lines += ["| " + " | ".join([f"`{row[0]}`", *row[1:]]) + " |" for row in table.rows]
     return lines
+
+
+def layer_table_html(tables: list[LayerTable]) -> str:
+    """The per-layer sections of report.html."""
+    parts, section = [], None
+    for table in tables:
+        if table.section != section:
+            parts.append(f"<h2>{html.escape(table.section)}</h2>")
+            section = table.section
+        parts.append(f"<p><b>{html.escape(table.artifact)}</b>: {html.escape(table.note)}</p>")
+        if table.rows:
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in table.header)
+            body = "".join(
+                "<tr>" + "".join(f"<td>{html.escape(cell) if i else f'<code>{html.escape(cell)}</code>'}</td>" for i, cell in enumerate(row)) + "</tr>"
+                for row in table.rows
+            )
+            parts.append(f'<table class="layers"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
+    return "\n".join(parts)
+
+
+def search_lines(search: dict[str, Any]) -> list[str]:
+    """The search section: its target, which artifact it selected (or came closest, and why), and the table."""
+    table = ["| " + " | ".join(SEARCH_COLUMNS) + " |", "|" + "|".join("---" for _ in SEARCH_COLUMNS) + "|"]
+    table += ["| " + " | ".join(cells) + " |" for cells in search_cells(search)]
+    return ["## Search", "", f"target: {search_target(search)}", "", search["verdict"], "", *table]
+
+
+def search_target(search: dict[str, Any]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in search["target"].items())
 
 
 def write_report(
@@ -243,9 +323,11 @@ def write_report(
             "",
             "![accuracy vs size and latency](report.png)" if png else "",
             "",
+            *(search_lines(summary["search"]) if summary.get("search") else []),
+            "",
             "## Rejected" if rejected else "",
             *rejected,
-            *layer_error_lines(worst_layers(rows)),
+            *layer_table_lines(layer_tables(rows)),
             "## Skipped" if skipped_lines else "",
             *skipped_lines,
             "## Failed" if summary.get("failed") else "",
@@ -269,12 +351,13 @@ def html_report(title: str, summary: dict, rows: list[dict], skipped: list[dict]
     )
     skips = "".join(f"<li><b>{html.escape(s['name'])}</b>: {html.escape(s['reason'])}</li>" for s in skipped)
     failures = "".join(f"<li><b>{html.escape(f['task'])}</b>: {html.escape(f['reason'])}</li>" for f in summary.get("failed", []))
-    layers = "".join(
-        f"<li><b>{html.escape(name)}</b> (MSE, cosine vs the float model, worst first):<ul>"
-        + "".join(f"<li><code>{html.escape(t)}</code>: MSE {e['mse']:.3g}, cosine {e['cosine_similarity']:.4f}</li>" for t, e in worst)
-        + "</ul></li>"
-        for name, worst in worst_layers(rows).items()
-    )
+    search, search_html = summary.get("search"), ""
+    if search:
+        rows_html = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" for cells in search_cells(search))
+        search_html = (
+            f"<h2>Search</h2><p>target: {html.escape(search_target(search))}</p><p>{html.escape(search['verdict'])}</p>"
+            f"<table><thead><tr>{''.join(f'<th>{c}</th>' for c in SEARCH_COLUMNS)}</tr></thead><tbody>{rows_html}</tbody></table>"
+        )
     image = f'<img alt="accuracy vs size and latency" src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else ""
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>ModelPress: {html.escape(title)}</title>
@@ -289,10 +372,11 @@ img {{ max-width: 100%; margin-top: 1em; }}
 <h1>ModelPress run: {html.escape(title)}</h1>
 <p>{html.escape(summary['created'])} · gates: {html.escape(gate_text)}</p>
 <table><thead><tr>{head}</tr></thead><tbody>{''.join(trs)}</tbody></table>
+{search_html}
 {f'<h2>Rejected</h2><ul>{reasons}</ul>' if reasons else ''}
 {f'<h2>Skipped</h2><ul>{skips}</ul>' if skips else ''}
 {f'<h2>Failed</h2><ul>{failures}</ul>' if failures else ''}
-{f'<h2>Per-layer quantization error</h2><ul>{layers}</ul>' if layers else ''}
+{layer_table_html(layer_tables(rows))}
 {image}
 </body></html>
 """

@@ -34,6 +34,7 @@ from modelpress.contract.images import Placement
 from modelpress.contract.kubernetes import KubernetesSpec
 from modelpress.contract.schema import CREDENTIAL_FIELDS
 from modelpress.contract.workflow import Workflow
+from modelpress.execution.driver import AFTER_INPUT
 from modelpress.execution.parameters import MISSING, RunParameter, field_at, run_parameters
 from modelpress.execution.plan import FanOut, Task, build_plan, fan_outs, load_workflow, placement
 from modelpress.execution.runner import REPORT_PLACEMENT
@@ -47,7 +48,7 @@ from .data_digest import data_digest_component
 from .katib_experiment import katib_task
 from .training_job import training_job_task
 
-CACHED_OUTPUTS = ("model", "validation")
+CACHED_OUTPUTS = ("model", "validation", "search")
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
 def config_json(task: Task) -> str:
     return task.config.model_dump_json(exclude_unset=True)  # what the plan set; the step fills its own defaults
@@ -147,14 +148,15 @@ class PipelineBuilder:
         collected = list(dict.fromkeys(self.fan_out_of[s] for s in sources if s in self.fan_out_of))
         singles = [s for s in sources if s not in self.fan_out_of]
         for fan_out in collected:  # the ParallelFor's outputs, gathered: one per fan-out's validations
-            arguments[f"{name}_{fan_out.placement.label}"] = dsl.Collected(self.output_of(fan_out.pairs[0][1].id))
+            arguments[f"{name}_{fan_out.identifier}"] = dsl.Collected(self.output_of(fan_out.pairs[0][1].id))
         for number, single in enumerate(singles, start=1):
             arguments[f"{name}_{number}"] = self.output_of(single)
-        return arguments, (name, len(singles), tuple(f.placement.label for f in collected))
+        return arguments, (name, len(singles), tuple(f.identifier for f in collected))
 
     def add_report(self) -> None:
         """The run's report of every validation, after publishing (it shows what was published)."""
-        arguments, shape = self.list_arguments("validations", [t.id for t in self.plan if t.step == "validate"])
+        validations = [t.id for t in self.plan if STEPS[t.step].output == "validation"]  # a search's selection too
+        arguments, shape = self.list_arguments("validations", validations)
         settings = self.workflow.kubernetes
         kfp_task = report_component(REPORT_PLACEMENT.image(settings.image_repository, settings.image_tag), shape)(
             name=self.workflow.name, **arguments
@@ -183,7 +185,8 @@ class PipelineBuilder:
             elif katib_tunes(task.step, settings):  # tune as a Katib Experiment (kfp/katib_experiment.py)
                 kfp_task = katib_task(self.workflow, task.config, where, arguments)
             else:
-                kfp_task = step_component(task.step, where.image(settings.image_repository, settings.image_tag), shapes)(**arguments)
+                image = where.image(settings.image_repository, settings.image_tag)
+                kfp_task = step_component(task.step, image, shapes, AFTER_INPUT in task.inputs)(**arguments)
         configure_task(kfp_task, task, self.workflow, name or task.id)
         self.kfp_tasks[task.id] = kfp_task
 
@@ -194,7 +197,7 @@ class PipelineBuilder:
         pairs = fan_out.pairs
         items = [{"convert": config_json(c), "validate": config_json(v)} for c, v in pairs]
         targets = ", ".join(validation.artifact for _, validation in pairs)
-        with dsl.ParallelFor(items, name=f"targets_{fan_out.placement.label}") as item:
+        with dsl.ParallelFor(items, name=fan_out.group) as item:
             self.add(pairs[0][0], item.convert, f"{fan_out.names[0]} ({targets})")
             self.add(pairs[0][1], item.validate, f"{fan_out.names[1]} ({targets})")
         for convert, validation in pairs[1:]:

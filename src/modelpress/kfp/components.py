@@ -3,6 +3,7 @@
 A component's signature is derived from its StepSpec (so a newly registered step needs no edit here):
   config: str                      the step config as JSON (from the plan, fixed at compile time)
   <input>: Input[Model|Artifact]   one per required input; optional inputs default to None
+  after: Input[Artifact]           a search rung's first tasks: the search task they wait for (execution.driver)
   output_<kind>: Output[...]       the step's output folder (Model for model artifacts), its metadata what the
                                    artifact is and its lineage (execution.outputs: format, digest, scores, data
                                    digest, parent, release)
@@ -31,6 +32,7 @@ import typing
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Input, Markdown, Metrics, Model, Output
 
+from modelpress.execution.driver import AFTER_INPUT
 from modelpress.execution.parameters import model_has_path, step_parameters
 from modelpress.steps.catalog import StepSpec, get_step
 
@@ -143,10 +145,11 @@ def list_input_parameters(kind: str, name: str, singles: int, collected: tuple[s
     ]
 
 
-def component_source(name: str, step: StepSpec, list_shapes: tuple[tuple[str, int, tuple[str, ...]], ...] = ()) -> str:
+def component_source(name: str, step: StepSpec, list_shapes: tuple[tuple[str, int, tuple[str, ...]], ...] = (), waits: bool = False) -> str:
     """The Python source of the step's component function (a valid identifier, one nested helper).
 
-    `list_shapes`: for each list input, (name, number of single sources, labels of the fan-outs feeding it).
+    `list_shapes`: for each list input, (name, number of single sources, labels of the fan-outs feeding it);
+    `waits`: the task has the `after` input.
     """
     shapes = {shape[0]: shape for shape in list_shapes}
     required, optional, inputs = ["config: str"], [], []
@@ -161,6 +164,9 @@ def component_source(name: str, step: StepSpec, list_shapes: tuple[tuple[str, in
         else:
             optional.append(f"{input_name}: Input[{kind}] = None")
             inputs.append(f"{input_name!r}: {input_name}")
+    if waits:
+        required.append(f"{AFTER_INPUT}: Input[Artifact]")
+        inputs.append(f"{AFTER_INPUT!r}: {AFTER_INPUT}")
     output_type = "Model" if step.output == "model" else "Artifact"
     required += [f"{output_name(step)}: Output[{output_type}]", "metrics: Output[Metrics]"]
     if returns_blessing(step):
@@ -232,9 +238,10 @@ def define_component(name: str, source: str, image: str):
 
 
 @functools.cache
-def step_component(name: str, image: str, list_shapes: tuple[tuple[str, int, tuple[str, ...]], ...] = ()):
-    """The KFP component of a registered step running in `image` (cached: one per step, image and list-input shape)."""
-    return define_component(name, component_source(name, get_step(name), list_shapes), image)
+def step_component(name: str, image: str, list_shapes: tuple[tuple[str, int, tuple[str, ...]], ...] = (), waits: bool = False):
+    """The KFP component of a registered step running in `image` (cached: one per step, image, list-input shape and
+    whether it has the `after` input)."""
+    return define_component(name, component_source(name, get_step(name), list_shapes, waits), image)
 
 
 @functools.cache

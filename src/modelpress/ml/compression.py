@@ -17,9 +17,14 @@ from modelpress.io.artifacts import ArtifactMeta, open_artifact
 from modelpress.ml.keras_artifact import load_keras_artifact, save_keras_artifact
 
 
+def weight_name(weight) -> str:
+    """A weight's name inside its layer: 'kernel', 'depthwise_kernel', 'bias', ..."""
+    return weight.name.split("/")[-1].split(":")[0]
+
+
 def kernel_weights(layer) -> list:
     """The weights compression acts on: kernels (Dense, Conv), not biases or normalisation statistics."""
-    return [w for w in layer.weights if w.name.split("/")[-1].split(":")[0] in ("kernel", "depthwise_kernel")]
+    return [w for w in layer.weights if weight_name(w) in ("kernel", "depthwise_kernel")]
 
 
 def all_layers(model) -> Iterator:

@@ -70,7 +70,41 @@ def mobilenet_v2(input_shape, num_classes: int, alpha: float = 1.0, input_size: 
     return keras.Model(inputs, _head(keras, backbone(x), num_classes), name="mobilenet_v2")
 
 
-ZOO = {"mlp": mlp, "small_cnn": small_cnn, "mobilenet_v2": mobilenet_v2}
+def resnet(input_shape, num_classes: int, width: int = 16, blocks: tuple[int, ...] | list[int] = (2, 2)):
+    """A small ResNet (He et al. 2016): a 3x3 Conv-BN-ReLU stem, one stage per entry of `blocks` with that many basic
+    blocks (two 3x3 Conv-BN added to the block's input, then ReLU), global average pooling and the logits. Each stage
+    after the first doubles the width and halves the resolution; its first block's shortcut then averages 2x2 pixels
+    and projects them with a 1x1 Conv-BN (the ResNet-D shortcut), every other shortcut is the identity."""
+    _, keras = import_tf()
+    if len(input_shape) != 3:
+        raise UserError(f"resnet needs images (H, W, C); the data has shape {tuple(input_shape)}: set data.shape")
+    if not blocks or min(blocks) < 1:
+        raise UserError(f"resnet blocks {list(blocks)} must list at least one stage, each of at least one block, e.g. [2, 2]")
+
+    def conv_bn(x, filters: int, size: int, stride: int, name: str):
+        x = keras.layers.Conv2D(filters, size, strides=stride, padding="same", use_bias=False, name=name)(x)
+        return keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)  # 0.9: see mobilenet_v2
+
+    inputs = keras.Input(shape=input_shape, name="input")
+    x = keras.layers.ReLU(name="stem_relu")(conv_bn(inputs, int(width), 3, 1, "stem"))
+    for stage, count in enumerate(blocks):
+        filters = int(width) * 2**stage
+        for block in range(int(count)):
+            name = f"stage{stage + 1}_block{block + 1}"
+            stride = 2 if stage > 0 and block == 0 else 1
+            y = keras.layers.ReLU(name=f"{name}_relu")(conv_bn(x, filters, 3, stride, f"{name}_conv1"))
+            y = conv_bn(y, filters, 3, 1, f"{name}_conv2")
+            shortcut = x
+            if stride != 1:  # average, then project (ResNet-D): oneDNN's strided 1x1 convolution gradient can crash
+                shortcut = keras.layers.AveragePooling2D(stride, padding="same", name=f"{name}_shortcut_pool")(shortcut)
+            if stride != 1 or x.shape[-1] != filters:
+                shortcut = conv_bn(shortcut, filters, 1, 1, f"{name}_shortcut")
+            x = keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([shortcut, y]))
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, _head(keras, x, num_classes), name="resnet")
+
+
+ZOO = {"mlp": mlp, "small_cnn": small_cnn, "mobilenet_v2": mobilenet_v2, "resnet": resnet}
 
 
 def check_params(function, params: dict, what: str) -> None:

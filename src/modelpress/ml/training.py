@@ -63,23 +63,12 @@ def tf_config_cluster() -> tuple[int, bool, str]:
     return len(cluster.get("chief", [])) + len(cluster.get("worker", [])), chief, f"{kind}:{index}"
 
 
-def global_batches(x, y, train: TrainSpec, shuffle: bool):
-    """Batches of train.batch_size examples for the whole cluster (each worker computes its share), sharded by
-    example: every worker holds the arrays in memory, so there are no files to shard by."""
-    tf, _ = import_tf()
-    dataset = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle:  # the same seed on every worker, so the shards of a batch never overlap
-        dataset = dataset.shuffle(len(x), seed=train.seed, reshuffle_each_iteration=True)
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.batch(train.batch_size).with_options(options)
-
-
 def fit(model, data, train: TrainSpec, label: str = "train", loss=None, callbacks: list | None = None, distributed: bool = False):
     """Compile and fit with progress lines and optional early stopping; shared by every step that trains.
     `callbacks` come first: they run before the progress line and early stopping see the epoch (e.g. re-masking).
-    `distributed`: called under a MultiWorkerMirroredStrategy scope; the data goes in as global batches."""
-    _, keras = import_tf()
+    `distributed`: called under a MultiWorkerMirroredStrategy scope: each worker reads its own part of the data
+    (its shards when streamed) in batches of its share of train.batch_size."""
+    tf, keras = import_tf()
     model.compile(
         optimizer=make_optimizer(train),
         loss=loss or keras.losses.SparseCategoricalCrossentropy(),
@@ -90,28 +79,45 @@ def fit(model, data, train: TrainSpec, label: str = "train", loss=None, callback
         callbacks.append(
             keras.callbacks.EarlyStopping("val_accuracy", patience=train.early_stopping_patience, restore_best_weights=True)
         )
-    if distributed:
-        validation = global_batches(data.x_val, data.y_val, train, shuffle=False) if len(data.x_val) else None
-        training = global_batches(data.x_train, data.y_train, train, shuffle=True)
-        return model.fit(training, epochs=train.epochs, validation_data=validation, callbacks=callbacks, verbose=0)
-    validation = (data.x_val, data.y_val) if len(data.x_val) else None
-    return model.fit(
-        data.x_train,
-        data.y_train,
-        batch_size=train.batch_size,
-        epochs=train.epochs,
-        validation_data=validation,
-        callbacks=callbacks,
-        verbose=0,
-    )
+    has_validation = data.count("val") > 0
+    with data.errors():
+        if not distributed:
+            validation = data.batches("val", train.batch_size) if has_validation else None
+            training = data.batches("train", train.batch_size, shuffle=True, seed=train.seed)
+            return model.fit(training, epochs=train.epochs, validation_data=validation, callbacks=callbacks, verbose=0)
+        strategy = tf.distribute.get_strategy()
+
+        def per_worker(split: str, shuffle: bool):
+            def pipeline(context):
+                share = context.get_per_replica_batch_size(train.batch_size)
+                part = (context.input_pipeline_id, context.num_input_pipelines)
+                return data.batches(split, share, shuffle=shuffle, seed=train.seed, shard=part).repeat()
+
+            return strategy.distribute_datasets_from_function(pipeline)
+
+        # Workers' parts differ in size: a fixed number of steps keeps the collective ops in step.
+        steps = max(1, data.count("train") // train.batch_size)
+        validation_steps = max(1, data.count("val") // train.batch_size) if has_validation else None
+        return model.fit(
+            per_worker("train", True),
+            epochs=train.epochs,
+            steps_per_epoch=steps,
+            validation_data=per_worker("val", False) if has_validation else None,
+            validation_steps=validation_steps,
+            callbacks=callbacks,
+            verbose=0,
+        )
 
 
 def test_accuracy(model, data) -> float:
+    """Accuracy on the test split, accumulated batch by batch."""
     import numpy as np
 
-    predictions = model.predict(data.x_test, batch_size=512, verbose=0)
-    return float(np.mean(np.argmax(predictions, axis=1) == data.y_test))
-
+    correct = 0
+    with data.errors():
+        for x, y in data.batches("test", 512):
+            correct += int(np.sum(np.argmax(model.predict_on_batch(x), axis=1) == y.numpy()))
+    return correct / data.count("test")
 
 
 def epoch_callback(total_epochs: int, label: str = "train"):

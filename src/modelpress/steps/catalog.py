@@ -26,6 +26,8 @@ from modelpress.steps.distill.config import DistillConfig
 from modelpress.steps.prune.config import PruneConfig
 from modelpress.steps.push.config import PushConfig
 from modelpress.steps.quantize.config import QuantizeConfig
+from modelpress.steps.search.config import SearchConfig
+from modelpress.steps.select.config import SelectConfig
 from modelpress.steps.train.config import TrainConfig
 from modelpress.steps.tune.config import TuneConfig
 from modelpress.steps.validate.config import ValidateConfig
@@ -138,6 +140,26 @@ STEPS: dict[str, StepSpec] = {
         resources=EVALUATION_RESOURCES.model_copy(update={"timeout_minutes": 120}),
         description="convert a Keras artifact to one target (TFLite, OpenVINO, ONNX, TensorRT), checked against its parent",
     ),
+    "search": StepSpec(
+        run="modelpress.steps.search.step:run",
+        config=SearchConfig,
+        inputs=("validations",),
+        list_inputs=("validations",),
+        output="search",
+        extras=("s3",),
+        resources=PUBLISHING_RESOURCES.model_copy(update={"timeout_minutes": 10}),
+        description="before a rung of the search ladder: skip it (and its training) when an earlier artifact already meets the target",
+    ),
+    "select": StepSpec(
+        run="modelpress.steps.select.step:run",
+        config=SelectConfig,
+        inputs=("validations",),
+        list_inputs=("validations",),
+        output="validation",
+        extras=("s3",),
+        resources=PUBLISHING_RESOURCES.model_copy(update={"timeout_minutes": 10}),
+        description="end of the search: the validation of the artifact to publish (meets the target from the cheapest rung), or the closest one unblessed",
+    ),
     "push": StepSpec(
         run="modelpress.steps.push.step:run",
         config=PushConfig,
@@ -153,8 +175,8 @@ STEPS: dict[str, StepSpec] = {
     "deploy": StepSpec(
         run="modelpress.steps.deploy.step:run",
         config=DeployConfig,
-        inputs=("model", "validation"),
-        optional_inputs=("release",),
+        inputs=("validation",),
+        optional_inputs=("model", "release"),  # model: default the artifact the validation names (a search's selection)
         output="deployment",
         extras=("s3", "serving"),
         gpu=False,

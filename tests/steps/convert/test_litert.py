@@ -135,4 +135,7 @@ def test_a_gate_failure_shows_the_per_layer_error_report_in_the_run_report(paren
     report, page = (tmp_path / "run" / "report.md").read_text(), (tmp_path / "run" / "report.html").read_text()
     worst, numbers = next(iter(layers.items()))
     assert "## Per-layer quantization error" in report and f"`{worst}`" in report and f"{numbers['mse']:.3g}" in report
-    assert "<h2>Per-layer quantization error</h2>" in page and f"MSE {numbers['mse']:.3g}" in page
+    assert "<h2>Per-layer quantization error</h2>" in page and f"<td>{numbers['mse']:.3g}</td>" in page
+    # Without its parent's validation, the per-layer sensitivity says in one line why it was not measured.
+    reason = "not measured: validate was given no parent validation (input parent), so there is no parent model to edit"
+    assert f"**all_int4**: {reason}" in report and f"<b>all_int4</b>: {reason}" in page

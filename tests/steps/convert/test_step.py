@@ -133,7 +133,7 @@ def test_every_cpu_runtime_computes_with_the_configured_thread_count(converted):
 
     assert runner("onnx", 3)._session.get_session_options().intra_op_num_threads == 3
     # OpenVINO caps the count at the cores it sees (2 on small nodes): 1 is below its default everywhere.
-    assert runner("openvino_fp32", 1)._compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    assert runner("openvino_fp32", 1).request((1, 8, 8, 1)).get_compiled_model().get_property("INFERENCE_NUM_THREADS") == 1
     before = os_threads()
     tflite = runner("tflite_fp32", 3)
     tflite.predict(np.zeros((1, 8, 8, 1), np.float32))
@@ -165,8 +165,8 @@ def test_a_dead_tensorflow_worker_fails_one_measurement_and_the_next_gets_a_new_
         process.kill()
         process.join()
     with pytest.raises(StepFailed, match=r"^the process measuring saved_model in TensorFlow died \(.*\); see its log above$"):
-        validate.measure_in_tf_worker(Path(parent), read_meta(parent), data.x_test, evaluation)
-    again = validate.measure_in_tf_worker(Path(parent), read_meta(parent), data.x_test, evaluation)
+        validate.measure_in_tf_worker(Path(parent), read_meta(parent), data, evaluation)
+    again = validate.measure_in_tf_worker(Path(parent), read_meta(parent), data, evaluation)
     assert again.runtime == "tensorflow" and again.threads == 1 and len(again.latencies) == 5
 
 

@@ -200,6 +200,17 @@ def test_unblessed_model_is_not_deployed(trained_runs, cli, tmp_path):
     assert [p.name for p in (tmp_path / "deployment").iterdir()] == ["skipped.json"]
 
 
+def test_without_a_model_input_the_artifact_its_validation_names_is_deployed(trained_runs, cli, tmp_path):
+    """A search's deploy reads only the selection's validation: the artifact served is the one it validated."""
+    config = json.dumps({"serving": {"model_name": "tiny", "base_path": str(tmp_path / "serving")}})
+    validation = trained_runs["a"] / "validation" / "train"
+    result = cli("step", "deploy", "--config", config, "--input", f"validation={validation}", "--output", str(tmp_path / "deployment"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["version"] == 1
+    served = (tmp_path / "serving" / "tiny" / "1" / "saved_model.pb").read_bytes()
+    assert served == (trained_runs["a"] / "artifacts" / "train" / "saved_model" / "saved_model.pb").read_bytes()
+
+
 def test_version_in_the_base_path_with_other_files_is_never_replaced(registry, cli, tmp_path):
     base = tmp_path / "serving"
     other = Path(releases.version_uri(str(registry), "tiny", 2)) / "artifacts/train/saved_model"

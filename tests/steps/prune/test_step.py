@@ -17,9 +17,10 @@ from modelpress.io.data import load_dataset
 from modelpress.ml.keras_artifact import save_keras_artifact
 from modelpress.ml.models import mlp
 from modelpress.steps.prune import step as prune
+from modelpress.steps.prune.channels import ChannelGraph
 from modelpress.steps.prune.config import PruneConfig
 from modelpress.steps.prune.lottery import magnitude_mask
-from modelpress.steps.prune.structural import check_chain, rebuild, surviving_units, unit_scores
+from modelpress.steps.prune.structural import channel_scores, lowest, target_groups
 from modelpress.steps.train import step as train
 from modelpress.steps.train.config import TrainConfig
 from tests.cli.test_main_bad_inputs import assert_one_line_error
@@ -220,10 +221,16 @@ def chain_with_batch_norm():
     return model
 
 
+def rebuild_keeping(model, kept: dict[str, np.ndarray]):
+    """The model rebuilt with only the `kept` units of each named layer."""
+    graph = ChannelGraph(model)
+    return graph.rebuild(np.concatenate([np.delete(graph.channel_of(name), units) for name, units in kept.items()]))
+
+
 def test_rebuilt_model_computes_what_the_surviving_units_computed():
     model = chain_with_batch_norm()
     kept = {"conv_1": np.array([0, 2, 5]), "conv_2": np.array([1, 4]), "dense_1": np.array([0, 3, 6]), "dense_2": np.array([2, 5])}
-    smaller = rebuild(model, check_chain(model), kept)
+    smaller = rebuild_keeping(model, kept)
     x = np.random.default_rng(1).uniform(size=(8, 6, 6, 3)).astype("float32")
     # The same as the original with the removed units' outgoing weights set to zero.
     reads = {"conv_2": ("conv_1", 2), "dense_1": ("conv_2", 0), "dense_2": ("dense_1", 0), "logits": ("dense_2", 0)}
@@ -250,7 +257,7 @@ def test_a_sequential_model_is_rebuilt_too():
             keras.layers.Activation("softmax", name="probabilities"),
         ]
     )
-    smaller = rebuild(model, check_chain(model), {"dense_1": np.array([1, 2, 5])})
+    smaller = rebuild_keeping(model, {"dense_1": np.array([1, 2, 5])})
     kernel, bias = model.get_layer("logits").get_weights()
     kernel[[0, 3, 4]] = 0
     model.get_layer("logits").set_weights([kernel, bias])
@@ -266,11 +273,13 @@ def test_units_are_ranked_by_kernel_norm_or_by_activation():
     kernel[:, 4:] = np.abs(kernel[:, 4:]) + 0.1  # ... units 4-7 see every positive pixel
     model.get_layer("dense_1").set_weights([kernel, np.zeros_like(bias)])
     data = load_dataset(DigitsData(source="digits"))
-    layers = check_chain(model)
+    graph = ChannelGraph(model)
+    assert [group.layers for group in graph.groups] == [["dense_1"]]
     for criterion in ("magnitude", "activation"):
         config = PruneConfig(data=DATA, method="structured", criterion=criterion, activation_samples=64)
-        kept = surviving_units(unit_scores(model, layers, ["dense_1"], config, data), ratio=0.5)
-        assert kept["dense_1"].tolist() == [4, 5, 6, 7], criterion
+        [scores] = channel_scores(graph, graph.groups, config, data)
+        removed = lowest(graph.groups[0], scores, 4)
+        assert np.flatnonzero(graph.kept("dense_1", removed)).tolist() == [4, 5, 6, 7], criterion
 
 
 def test_structured_pruning_never_shrinks_the_output_layer(work, mlp_parent):
@@ -278,13 +287,25 @@ def test_structured_pruning_never_shrinks_the_output_layer(work, mlp_parent):
         run_prune(mlp_parent, work / "logits", method="structured", layers=["dense_1", "logits"])
 
 
-def test_structured_pruning_refuses_a_model_that_is_not_a_chain():
+def test_channels_added_to_the_model_input_are_never_removed():
+    _, keras = import_tf()
+    inputs = keras.Input((4,), name="input")
+    residual = keras.layers.Add(name="skip")([inputs, keras.layers.Dense(4, name="hidden")(inputs)])
+    graph = ChannelGraph(keras.Model(inputs, keras.layers.Dense(3, name="logits")(residual)))
+    assert graph.groups == []  # hidden's channels are summed with the input's, which stay
+    with pytest.raises(UserError, match=r"layer 'hidden' adds its channels to the model's input \(through Add\)"):
+        target_groups(graph, PruneConfig(data=DATA, method="structured", layers=["hidden"]))
+    with pytest.raises(UserError, match=r"the model has no hidden Dense or Conv2D layer to shrink"):
+        target_groups(graph, PruneConfig(data=DATA, method="structured"))
+
+
+def test_structured_pruning_refuses_a_layer_it_cannot_follow():
     _, keras = import_tf()
     inputs = keras.Input((4,))
-    hidden = keras.layers.Dense(4, name="hidden")(inputs)
-    model = keras.Model(inputs, keras.layers.Add(name="skip")([inputs, hidden]))
-    with pytest.raises(UserError, match=r"layer 'skip' is a Add: use method magnitude"):
-        check_chain(model)
+    hidden = keras.layers.Dense(6, name="hidden")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="logits")(keras.layers.Reshape((3, 2), name="fold")(hidden)))
+    with pytest.raises(UserError, match=r"cannot follow layer 'fold', a Reshape; .*: use method magnitude for this model"):
+        ChannelGraph(model)
 
 
 # ----------------------------------------------------------------------------------------------------------- lottery

@@ -99,7 +99,7 @@ def run(config: ConvertConfig, inputs: dict[str, str], output: str, overwrite: b
     with open_artifact(inputs["model"]) as (source, parent):
         model, stripped = strip_training_wrappers(load_keras_artifact(source, parent, inputs["model"], "convert", config.model))
     check_input_shape(model, data.input_shape)
-    batch = np.asarray(data.x_test[: config.check_samples])
+    batch = data.head("test", config.check_samples)[0]
     reference = model.predict(batch, batch_size=256, verbose=0)
     if not np.isfinite(reference).all():
         raise UserError(f"the model at {inputs['model']} predicts NaN or infinity on test rows; retrain it before converting")

@@ -26,6 +26,11 @@ def read_validation(uri: str) -> tuple[Blessing, np.ndarray, np.ndarray]:
         raise UserError(f"{golden_uri} is unreadable ({' '.join(str(exc).split())[:120]}); validate the model again") from None
 
 
+def served_model(inputs: dict[str, str]) -> str:
+    """The artifact to deploy: the `model` input, else the one its validation names (a search's selection)."""
+    return inputs.get("model") or read_blessing(inputs["validation"])[0].artifact
+
+
 def compare_outputs(actual: np.ndarray, expected: np.ndarray, tolerance: float, what: str) -> float:
     """Largest absolute difference; StepFailed when it exceeds the tolerance or the shapes differ."""
     if actual.shape != expected.shape:

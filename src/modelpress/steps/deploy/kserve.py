@@ -37,7 +37,7 @@ from modelpress.contract.publishing import KServeSpec
 from modelpress.io import releases, storage
 from modelpress.io.artifacts import ArtifactMeta, check_blessed_content, open_artifact
 from modelpress.steps.deploy.config import DeployConfig
-from modelpress.steps.deploy.golden import DEPLOYMENT_FILE, compare_outputs, read_validation
+from modelpress.steps.deploy.golden import DEPLOYMENT_FILE, compare_outputs, read_validation, served_model
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 MANIFEST_FILE = "inferenceservice.yaml"
@@ -291,10 +291,10 @@ def deploy(config: DeployConfig, model_uri: str, validation_uri: str, release_ur
 
 
 def run(config: DeployConfig, inputs: dict[str, str], output: str, overwrite: bool = False) -> dict:
-    """The deploy step for serving.kind kserve: inputs model, validation and (from push) release."""
+    """The deploy step for serving.kind kserve: inputs validation, model (default: the validation's) and (from push) release."""
     storage.check_output(output, overwrite)
     base = config.serving.base_path or storage.join(releases.run_folder(output), "serving")
     with storage.staged_output(output, overwrite=overwrite, marker=DEPLOYMENT_FILE) as folder:
-        result = deploy(config, inputs["model"], inputs["validation"], inputs.get("release"), folder, base)
+        result = deploy(config, served_model(inputs), inputs["validation"], inputs.get("release"), folder, base)
         (folder / DEPLOYMENT_FILE).write_text(json.dumps(result, indent=2))
     return {"uri": output, **result}

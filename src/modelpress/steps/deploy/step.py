@@ -27,7 +27,7 @@ from modelpress.io.artifacts import check_blessed_content, open_artifact, sha256
 from modelpress.io.modelfiles import check_model_files
 from modelpress.steps.deploy import serving
 from modelpress.steps.deploy.config import DeployConfig
-from modelpress.steps.deploy.golden import DEPLOYMENT_FILE, compare_outputs, read_validation
+from modelpress.steps.deploy.golden import DEPLOYMENT_FILE, compare_outputs, read_validation, served_model
 
 PB_FILE = "saved_model.pb"  # TF Serving loads a version once this file is there: it is written last
 
@@ -188,7 +188,7 @@ def run(config: DeployConfig, inputs: dict[str, str], output: str, overwrite: bo
     pinned = None
     if inputs.get("release"):
         pinned = int(json.loads(storage.read_bytes(storage.join(inputs["release"], "release.json")))["version"])
-    result = deploy(spec, base, inputs["model"], inputs["validation"], pinned)
+    result = deploy(spec, base, served_model(inputs), inputs["validation"], pinned)
     with storage.staged_output(output, overwrite=overwrite, marker=DEPLOYMENT_FILE) as folder:
         (folder / DEPLOYMENT_FILE).write_text(json.dumps(result, indent=2))
     return {"uri": output, **result}

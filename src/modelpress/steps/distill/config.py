@@ -6,7 +6,6 @@ from modelpress.contract.data_sources import DataSpec
 from modelpress.contract.training import ModelSpec, TrainSpec
 from modelpress.ml.keras_artifact import KerasInputConfig
 
-
 # What the validation split chooses from when the config leaves a setting unset.
 TEMPERATURES = (2.0, 4.0, 8.0)
 ALPHAS = (0.1, 0.5, 0.9)

@@ -20,22 +20,17 @@ from modelpress.ml.training import fit, test_accuracy
 from modelpress.steps.distill.config import DistillConfig, Settings
 
 
-def split_batches(data, split: str, batch_size: int = 512):
-    """One split of the data as tf.data batches of (x, y): the one place this step reads the in-memory arrays."""
-    tf, _ = import_tf()
-    return tf.data.Dataset.from_tensor_slices((getattr(data, f"x_{split}"), getattr(data, f"y_{split}"))).batch(batch_size)
-
-
 def validation_scores(model, data) -> tuple[float, float]:
     """Accuracy and mean cross-entropy on the validation split. The cross-entropy ranks models of equal accuracy,
     which a validation split of a few hundred examples often gives."""
     tf, keras = import_tf()
     hits, loss, count = 0, 0.0, 0
-    for inputs, labels in split_batches(data, "val"):
-        probabilities = model(inputs, training=False)
-        hits += int(tf.reduce_sum(tf.cast(tf.argmax(probabilities, axis=1) == labels, tf.int32)))
-        loss += float(tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(labels, probabilities)))
-        count += int(tf.shape(labels)[0])
+    with data.errors():
+        for inputs, labels in data.batches("val", 512):
+            probabilities = model(inputs, training=False)
+            hits += int(tf.reduce_sum(tf.cast(tf.argmax(probabilities, axis=1) == labels, tf.int32)))
+            loss += float(tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(labels, probabilities)))
+            count += int(tf.shape(labels)[0])
     return hits / count, loss / count
 
 
@@ -91,7 +86,7 @@ def gap_recovered(teacher: float, scratch: float, student: float) -> float | Non
 
 def check_validation_split(config: DistillConfig, data) -> None:
     """Choosing settings and the fallback both compare students on the validation split: it must hold examples."""
-    if len(data.y_val):
+    if data.count("val"):
         return
     unset = config.chosen_on_validation()
     if unset:
@@ -111,7 +106,7 @@ def run(config: DistillConfig, inputs: dict[str, str], output: str, overwrite: b
     storage.check_output(output, overwrite)
     data = load_dataset(config.data)
     check_validation_split(config, data)
-    with_validation = bool(len(data.y_val))
+    with_validation = data.count("val") > 0
     training = config.student_training()
 
     def accuracies(model) -> dict[str, float | None]:

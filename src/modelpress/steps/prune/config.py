@@ -16,6 +16,11 @@ METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
     "ratio": ("structured",),
     "criterion": ("structured",),
     "activation_samples": ("structured",),
+    "allocation": ("structured",),
+    "sensitivity_samples": ("structured",),
+    "teacher": ("structured",),
+    "temperature": ("structured",),
+    "alpha": ("structured",),
     "rounds": ("lottery",),
     "random_init_control": ("lottery",),
 }
@@ -36,11 +41,26 @@ class PruneConfig(KerasInputConfig):
     layers: list[str] | None = Field(
         None, description="layers to prune; default: every layer with a kernel (structured: every hidden Dense/Conv2D)"
     )
-    ratio: float = Field(0.5, description="structured: share of each layer's neurons/filters removed, in (0, 1)")
+    ratio: float = Field(
+        0.5,
+        description="structured: share of channels removed, in (0, 1): of each group's (allocation uniform) or of all "
+        "removable channels together (allocation sensitivity)",
+    )
+    allocation: Literal["uniform", "sensitivity"] = Field(
+        "uniform",
+        description="structured: every group loses `ratio` of its channels, or each group's share is chosen from a "
+        "sensitivity pass on the validation split so that the least accuracy is lost",
+    )
+    sensitivity_samples: int = Field(512, ge=16, description="structured, allocation sensitivity: validation rows measured")
     criterion: Literal["magnitude", "activation"] = Field(
         "magnitude", description="structured: rank units by kernel L1 norm or by mean |activation| on training rows"
     )
     activation_samples: int = Field(512, ge=16, description="structured, criterion activation: training rows measured")
+    teacher: bool = Field(
+        True, description="structured: fine-tune on the unpruned model's softened logits plus the labels (needs a 'logits' layer)"
+    )
+    temperature: float = Field(4.0, gt=0, description="structured, teacher: softens both models' logits")
+    alpha: float = Field(0.5, ge=0, le=1, description="structured, teacher: weight of the label loss; 1 - alpha weighs the teacher")
     rounds: int = Field(3, ge=1, le=20, description="lottery: prune-rewind-retrain rounds; each removes the same share")
     random_init_control: bool = Field(
         False, description="lottery: also train the final mask from fresh random weights and record its accuracy"
@@ -76,7 +96,7 @@ class PruneConfig(KerasInputConfig):
     @classmethod
     def _ratio_range(cls, value: float) -> float:
         if not 0 < value < 1:
-            raise ValueError(f"ratio {value} is outside (0, 1): it is the share of each layer's units removed, e.g. 0.5")
+            raise ValueError(f"ratio {value} is outside (0, 1): it is the share of channels removed, e.g. 0.5")
         return value
 
     @field_validator("pattern")

@@ -48,7 +48,7 @@ def prune_magnitude(model, config: PruneConfig, data) -> tuple[Any, dict[str, An
     sparsity = tfmot.sparsity.keras
     # Early stopping would restore weights (and masks) from an epoch before the target sparsity was reached.
     train = config.fine_tuning().model_copy(update={"early_stopping_patience": None})
-    steps = math.ceil(len(data.x_train) / train.batch_size) * train.epochs
+    steps = math.ceil(data.count("train") / train.batch_size) * train.epochs
     frequency = max(1, steps // (2 * train.epochs))  # masks updated twice an epoch
     names = layer_names(model, config.layers, "prune")
     details: dict[str, Any] = {"epochs": train.epochs, "learning_rate": train.learning_rate}

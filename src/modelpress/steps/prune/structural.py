@@ -1,10 +1,16 @@
-"""Structural pruning: remove whole neurons (Dense) and filters (Conv2D), rebuild a physically smaller model, copy the
-surviving weights into it and fine-tune. The result has fewer parameters and less arithmetic, not just more zeros.
+"""Structural pruning: remove whole channels (Dense units, Conv2D filters), rebuild a physically smaller model, copy the
+surviving weights into it and fine-tune it, by default with the unpruned model as teacher. The result has fewer
+parameters and less arithmetic, not just more zeros.
 
-It works on chains (each layer feeds the next: the zoo's mlp and small_cnn, or a user builder of that shape). The
-output layer is never shrunk: its units are the classes. Removing a unit also removes its column in every
-channel-wise layer after it (BatchNormalization, pooling, activations) and its rows in the next Dense or Conv2D
-(through a Flatten, every spatial position of a removed filter).
+It works on chains (the zoo's mlp and small_cnn) and on CNNs with residual adds, concatenations and depthwise
+convolutions (mobilenet_v2, resnet): channels tied by an Add are removed in every producer of the sum together
+(channels.py traces the graph and finds these groups). The output layer is never shrunk: its units are the classes.
+
+How much each group loses (`allocation`):
+- uniform: `ratio` of every group's channels;
+- sensitivity: `ratio` of all removable channels together. Each group alone is pruned to 1/2, 1 and 3/2 times the
+  ratio and the model measured on the validation split; each group then gets one of these shares (or none) so that
+  the sum of the measured accuracy drops (then of the loss increases) is least while the target is reached.
 """
 
 from __future__ import annotations
@@ -18,170 +24,199 @@ from modelpress.common.progress import log
 from modelpress.common.tf import import_tf
 from modelpress.io.data import calibration_subset
 from modelpress.ml.compression import layer_names
+from modelpress.ml.distillation import LOGITS_LAYER, distiller
 from modelpress.ml.training import fit
+from modelpress.steps.prune.channels import PRODUCERS, ChannelGraph, ChannelGroup
 from modelpress.steps.prune.config import PruneConfig
 
-SHRINKABLE = {"Dense": "units", "Conv2D": "filters"}  # layer type -> the config key of its output width
-# Layers that keep each channel where it is: the surviving channel indices pass through them unchanged.
-CHANNELWISE = (
-    "BatchNormalization",
-    "Activation",
-    "ReLU",
-    "LeakyReLU",
-    "Dropout",
-    "MaxPooling2D",
-    "AveragePooling2D",
-    "GlobalAveragePooling2D",
-    "GlobalMaxPooling2D",
-)
-SUPPORTED = ("Flatten", *SHRINKABLE, *CHANNELWISE)
+# Shares of the target ratio each group is tried at in the sensitivity pass.
+SENSITIVITY_STEPS = (0.5, 1.0, 1.5)
 
 
-def check_chain(model) -> list:
-    """The model's layers after its input (functional or Sequential), each reading the one before; anything else
-    cannot be rebuilt by this method."""
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise UserError("prune: structured pruning needs a model with one input and one output; use method magnitude")
-    layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
-    previous = model.inputs[0]
-    for layer in layers:
-        kind = type(layer).__name__
-        if kind not in SUPPORTED:
-            raise UserError(
-                f"prune: structured pruning rebuilds chains of {', '.join(SUPPORTED)}; layer '{layer.name}' is a "
-                f"{kind}: use method magnitude for this model"
-            )
-        if layer.input is not previous:
-            raise UserError(f"prune: layer '{layer.name}' does not read the layer before it; structured pruning needs a chain")
-        if kind == "Conv2D" and layer.data_format != "channels_last":
-            raise UserError(f"prune: layer '{layer.name}' is channels_first; structured pruning needs channels_last")
-        if kind == "BatchNormalization" and list(layer.axis) != [len(layer.input_shape) - 1]:
-            raise UserError(f"prune: layer '{layer.name}' normalises axis {layer.axis}; structured pruning needs the last axis")
-        previous = layer.output
-    return layers
-
-
-def target_layers(layers, config: PruneConfig, model) -> list[str]:
-    """The layers to shrink: as named, or every Dense/Conv2D but the output layer (one unit per class)."""
-    output = next((layer.name for layer in reversed(layers) if type(layer).__name__ in SHRINKABLE), None)
+def target_groups(graph: ChannelGraph, config: PruneConfig) -> list[ChannelGroup]:
+    """The groups to shrink: every one, or those holding the named layers."""
     if not config.layers:
-        return [layer.name for layer in layers if type(layer).__name__ in SHRINKABLE and layer.name != output]
-    names = layer_names(model, config.layers, "prune")
-    for name in names:
-        kind = type(model.get_layer(name)).__name__
-        if name == output:
-            raise UserError(f"prune: layer '{name}' produces the model's outputs, one unit per class; it is never shrunk")
-        if kind not in SHRINKABLE:
-            raise UserError(f"prune: structured pruning removes Dense units and Conv2D filters; layer '{name}' is a {kind}")
-    return names
+        groups = graph.groups
+    else:
+        groups = []
+        for name in layer_names(graph.model, config.layers, "prune"):
+            kind = graph.nodes[name].kind
+            if kind not in PRODUCERS:
+                raise UserError(f"prune: structured pruning removes Dense units and Conv2D filters; layer '{name}' is a {kind}")
+            group = graph.group_of(name)
+            if group is None and set(graph.channel_of(name)) <= set(graph.channel_of(graph.output)):
+                raise UserError(f"prune: layer '{name}' produces the model's outputs, one unit per class; it is never shrunk")
+            if group is None:
+                raise UserError(f"prune: layer '{name}' adds its channels to the model's input (through Add); they cannot be removed")
+            if all(group is not chosen for chosen in groups):
+                groups.append(group)
+    if not groups:
+        raise UserError("prune: the model has no hidden Dense or Conv2D layer to shrink (the output layer never is)")
+    return groups
 
 
-def group_end(layers, index: int):
-    """The last channel-wise layer after layers[index]: where its units' activations are final (after BN, ReLU...)."""
-    while index + 1 < len(layers) and type(layers[index + 1]).__name__ in CHANNELWISE:
-        index += 1
-    return layers[index]
-
-
-def unit_scores(model, layers, names: list[str], config: PruneConfig, data) -> dict[str, np.ndarray]:
-    """One score per output unit of each named layer; the lowest are removed."""
+def channel_scores(graph: ChannelGraph, groups: list[ChannelGroup], config: PruneConfig, data) -> list[np.ndarray]:
+    """One score per channel of each group, summed over the group's producers; the lowest are removed."""
+    producers = [name for group in groups for name in group.layers]
     if config.criterion == "magnitude":
-        scores = {}
-        for name in names:
-            kernel = model.get_layer(name).kernel.numpy()
-            scores[name] = np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0)  # L1 norm of each unit's weights
-        return scores
-    _, keras = import_tf()
-    ends = [group_end(layers, layers.index(model.get_layer(name))) for name in names]
-    probe = keras.Model(model.inputs, [end.output for end in ends])
-    sample, _ = calibration_subset(data, config.activation_samples, seed=config.train.seed)
-    outputs = probe.predict(sample, batch_size=256, verbose=0)
-    outputs = outputs if isinstance(outputs, list) else [outputs]
-    # Mean |activation| over the sample (and every spatial position of a filter).
-    return {name: np.abs(out).reshape(-1, out.shape[-1]).mean(axis=0) for name, out in zip(names, outputs, strict=True)}
+        units = {}
+        for name in producers:
+            kernel = graph.nodes[name].layer.kernel.numpy()
+            units[name] = np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0)  # L1 norm of each unit's weights
+    else:
+        _, keras = import_tf()
+        flat = graph.rebuild(np.zeros(0, dtype=np.int64))  # the same model with every layer at the top level
+        probe = keras.Model(flat.inputs, [flat.get_layer(graph.chain_end(name)).output for name in producers])
+        sample, _ = calibration_subset(data, config.activation_samples, seed=config.train.seed)
+        outputs = probe.predict(sample, batch_size=256, verbose=0)
+        outputs = outputs if isinstance(outputs, list) else [outputs]
+        # Mean |activation| where the unit's value is final (after BN, ReLU...), over the sample and every position.
+        units = {name: np.abs(out).reshape(-1, out.shape[-1]).mean(axis=0) for name, out in zip(producers, outputs, strict=True)}
+    scores = []
+    for group in groups:
+        position = {int(channel): i for i, channel in enumerate(group.channels)}
+        total = np.zeros(len(group.channels))
+        for name in group.layers:
+            for channel, score in zip(graph.channel_of(name).tolist(), units[name], strict=True):
+                if channel in position:
+                    total[position[channel]] += score
+        scores.append(total)
+    return scores
 
 
-def surviving_units(scores: dict[str, np.ndarray], ratio: float) -> dict[str, np.ndarray]:
-    kept = {}
-    for name, score in scores.items():
-        units = score.size
-        keep = units - round(units * ratio)
-        if keep < 1:
+def lowest(group: ChannelGroup, scores: np.ndarray, count: int) -> np.ndarray:
+    """The `count` channels of the group with the lowest scores (on ties, the later ones)."""
+    return group.channels[np.argsort(-scores, kind="stable")[len(scores) - count :]]
+
+
+def uniform_counts(groups: list[ChannelGroup], ratio: float) -> list[int]:
+    counts = []
+    for group in groups:
+        channels = len(group.channels)
+        count = round(channels * ratio)
+        if count >= channels:
             raise UserError(
-                f"prune: ratio {ratio} would remove all {units} units of layer '{name}'; "
+                f"prune: ratio {ratio} would remove all {channels} units of {group.title}; "
                 "lower the ratio or leave the layer out of 'layers'"
             )
-        kept[name] = np.sort(np.argsort(-score, kind="stable")[:keep])  # highest scores, in their original order
-    return kept
+        counts.append(count)
+    return counts
 
 
-def rebuild(model, layers, kept_units: dict[str, np.ndarray]):
-    """A new model of the same layers with fewer units, holding the surviving weights."""
-    _, keras = import_tf()
-    x = inputs = keras.Input(shape=model.input_shape[1:], name=model.input_names[0], dtype=model.inputs[0].dtype)
-    channels = None  # indices of the incoming tensor's last axis that survive; None: all of them
-    for layer in layers:
-        kind, config, weights = type(layer).__name__, layer.get_config(), layer.get_weights()
-        if channels is not None and weights:
-            if kind == "Dense":
-                weights[0] = weights[0][channels, :]
-            elif kind == "Conv2D":
-                weights[0] = weights[0][:, :, channels, :]
-            else:  # BatchNormalization: gamma, beta, moving mean and variance, one value per channel
-                weights = [w[channels] for w in weights]
-        if layer.name in kept_units:
-            units = kept_units[layer.name]
-            config[SHRINKABLE[kind]] = len(units)
-            weights = [weights[0][..., units], *(w[units] for w in weights[1:])]
-            next_channels = units
-        elif kind in SHRINKABLE:
-            next_channels = None
-        elif kind == "Flatten" and channels is not None and len(x.shape) == 4:
-            height, width, depth = layer.input_shape[1:]
-            next_channels = np.arange(height * width * depth).reshape(height, width, depth)[..., channels].ravel()
-        else:
-            next_channels = channels
-        clone = type(layer).from_config(config)
-        x = clone(x)
-        if weights:
-            clone.set_weights(weights)
-        channels = next_channels
-    return keras.Model(inputs, x, name=model.name)
+def sensitivity_rows(data, config: PruneConfig) -> tuple[np.ndarray, np.ndarray, str]:
+    """Labelled rows the sensitivity pass measures on: the validation split, or training rows when it is empty."""
+    split = "val" if data.count("val") else "train"
+    if split == "train":
+        log("prune: the validation split is empty; the sensitivity pass measures on training rows")
+    x, y = data.head(split, config.sensitivity_samples)
+    return np.asarray(x), np.asarray(y), split
 
 
-def multiply_adds(model) -> int:
-    """Multiply-accumulates of one example through the Dense and Conv2D kernels: the arithmetic pruning removes."""
-    total = 0
-    for layer in model.layers:
-        if type(layer).__name__ in SHRINKABLE:
-            positions = int(np.prod(layer.output_shape[1:-1], dtype=np.int64))  # 1 for Dense, H x W for Conv2D
-            total += positions * int(np.prod(layer.kernel.shape))
-    return total
+def evaluate(model, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of a model that outputs probabilities."""
+    probabilities = model.predict(x, batch_size=256, verbose=0)
+    accuracy = float(np.mean(np.argmax(probabilities, axis=1) == y))
+    loss = float(np.mean(-np.log(np.clip(probabilities[np.arange(len(y)), y], 1e-7, 1.0))))
+    return accuracy, loss
+
+
+def sensitivity(graph, groups, scores, ratio: float, x, y) -> tuple[dict[str, float], list[list[dict[str, float]]]]:
+    """The model on (x, y) as it is, and with each group alone pruned to each share of SENSITIVITY_STEPS."""
+    accuracy, loss = evaluate(graph.model, x, y)
+    baseline = {"accuracy": accuracy, "loss": loss}
+    table = []
+    for group, score in zip(groups, scores, strict=True):
+        channels = len(group.channels)
+        counts = sorted({min(channels - 1, round(channels * ratio * step)) for step in SENSITIVITY_STEPS} - {0})
+        rows = []
+        for count in counts:
+            with graph.reads_zeroed(lowest(group, score, count)) as pruned:
+                accuracy, loss = evaluate(pruned, x, y)
+            rows.append({"removed": count, "ratio": round(count / channels, 4), "accuracy": accuracy, "loss": round(loss, 6)})
+        table.append(rows)
+        log(f"prune: sensitivity of {group.title}: " + ", ".join(f"{r['ratio']:.0%} -> {r['accuracy']:.4f}" for r in rows))
+    return baseline, table
+
+
+def removal(groups: list[ChannelGroup], scores: list[np.ndarray], counts: list[int]) -> np.ndarray:
+    """The ids of the channels removed: each group's `count` lowest-scored."""
+    chosen = [lowest(group, score, count) for group, score, count in zip(groups, scores, counts, strict=True)]
+    return np.concatenate([np.zeros(0, dtype=np.int64), *chosen])
+
+
+def allocate(graph: ChannelGraph, groups, scores, table, baseline: dict[str, float], target: float) -> list[int]:
+    """Channels to remove from each group: under one tolerance for all groups, each takes the largest count it was
+    measured at whose cost (accuracy drop, then loss increase, pruned alone) is within it; the tolerance is the
+    smallest measured cost at which the model's multiply-adds fall by the `target` share. Sensitive groups thus keep
+    more channels, and a group that breaks the model alone is pruned only when nothing else reaches the target. When
+    even every group at its largest count falls short, that is what is removed."""
+
+    def cost(row: dict[str, float]) -> tuple[float, float]:
+        return max(0.0, baseline["accuracy"] - row["accuracy"]), max(0.0, row["loss"] - baseline["loss"])
+
+    total = graph.multiply_adds(np.zeros(0, dtype=np.int64))
+    counts = [0] * len(groups)
+    for tolerance in sorted({cost(row) for rows in table for row in rows}):
+        counts = [max((row["removed"] for row in rows if cost(row) <= tolerance), default=0) for rows in table]
+        if total - graph.multiply_adds(removal(groups, scores, counts)) >= target * total:
+            break
+    return counts
+
+
+def fine_tune(smaller, teacher, config: PruneConfig, data) -> dict[str, Any]:
+    """Fit the pruned model, on the unpruned model's softened logits plus the labels when it can."""
+    train = config.fine_tuning()
+    details: dict[str, Any] = {"epochs": train.epochs, "learning_rate": train.learning_rate}
+    with_teacher = config.teacher and LOGITS_LAYER in [layer.name for layer in teacher.layers]
+    if config.teacher and not with_teacher:
+        log(f"prune: the model has no '{LOGITS_LAYER}' layer to distil from; fine-tuning on the labels alone")
+    if with_teacher:
+        log(f"prune: fine-tuning with the unpruned model as teacher (T={config.temperature}, alpha={config.alpha})")
+        fit(distiller(smaller, teacher, config.temperature, config.alpha), data, train, label="prune")
+        details["teacher"] = {"temperature": config.temperature, "alpha": config.alpha}
+    else:
+        fit(smaller, data, train, label="prune")
+        details["teacher"] = None
+    return details
 
 
 def prune_structure(model, config: PruneConfig, data) -> tuple[Any, dict[str, Any]]:
-    layers = check_chain(model)
-    names = target_layers(layers, config, model)
-    if not names:
-        raise UserError("prune: the model has no hidden Dense or Conv2D layer to shrink (the output layer never is)")
-    kept = surviving_units(unit_scores(model, layers, names, config, data), config.ratio)
-    smaller = rebuild(model, layers, kept)
-    units = {
-        name: {"before": int(model.get_layer(name).kernel.shape[-1]), "after": int(len(kept[name]))} for name in names
-    }
-    shrunk = ", ".join(f"{name} {u['before']}->{u['after']}" for name, u in units.items())
-    log(f"prune: {shrunk}; {model.count_params():,} -> {smaller.count_params():,} parameters")
-    train = config.fine_tuning()
-    fit(smaller, data, train, label="prune")
-    details = {
-        "ratio": config.ratio,
-        "criterion": config.criterion,
-        "units": units,
-        "params_before": int(model.count_params()),
-        "params_after": int(smaller.count_params()),
-        "multiply_adds_before": multiply_adds(model),
-        "multiply_adds_after": multiply_adds(smaller),
-        "epochs": train.epochs,
-        "learning_rate": train.learning_rate,
-    }
+    graph = ChannelGraph(model)
+    groups = target_groups(graph, config)
+    scores = channel_scores(graph, groups, config, data)
+    details: dict[str, Any] = {"ratio": config.ratio, "allocation": config.allocation, "criterion": config.criterion}
+    if config.allocation == "uniform":
+        counts = uniform_counts(groups, config.ratio)
+    else:
+        x, y, split = sensitivity_rows(data, config)
+        baseline, table = sensitivity(graph, groups, scores, config.ratio, x, y)
+        counts = allocate(graph, groups, scores, table, baseline, config.ratio)
+        details["sensitivity"] = {"split": split, "rows": len(y), **baseline}
+    removed = removal(groups, scores, counts)
+    smaller = graph.rebuild(removed)
+    details["groups"] = [
+        {
+            "layers": group.layers,
+            "channels_before": len(group.channels),
+            "channels_after": len(group.channels) - count,
+            "ratio": round(count / len(group.channels), 4),
+            **({"sensitivity": table[index]} if config.allocation == "sensitivity" else {}),
+        }
+        for index, (group, count) in enumerate(zip(groups, counts, strict=True))
+    ]
+    before, after = graph.multiply_adds(np.zeros(0, dtype=np.int64)), graph.multiply_adds(removed)
+    shrunk = ", ".join(f"{' + '.join(g['layers'])} {g['channels_before']}->{g['channels_after']}" for g in details["groups"])
+    log(f"prune: {shrunk}; {model.count_params():,} -> {smaller.count_params():,} parameters, {before:,} -> {after:,} multiply-adds")
+    details.update(
+        units={
+            name: {"before": len(graph.channel_of(name)), "after": int(graph.kept(name, removed).sum())}
+            for group in groups
+            for name in group.layers
+        },
+        params_before=int(model.count_params()),
+        params_after=int(smaller.count_params()),
+        multiply_adds_before=before,
+        multiply_adds_after=after,
+        **fine_tune(smaller, model, config, data),
+    )
     return smaller, details

@@ -135,7 +135,7 @@ def run(config: QuantizeConfig, inputs: dict[str, str], output: str, overwrite: 
     )
     wrapped = quantization_aware(model, mode)
     fine_tune(wrapped, data, config.train, config.epochs, config.learning_rate, label=mode)
-    saved = wrapped if mode == "qat" else with_default_wrappers(wrapped, model, np.asarray(data.x_test[:256]))
+    saved = wrapped if mode == "qat" else with_default_wrappers(wrapped, model, data.head("test", 256)[0])
     return save_compressed(
         saved,
         technique="quantize",

@@ -61,8 +61,11 @@ def run(config: TrainConfig, inputs: dict[str, str], output: str, overwrite: boo
     note = None
     if strategy is not None:
         log(f"multi-worker training: task {task}, {strategy.num_replicas_in_sync} replicas in sync")
-        if train.batch_size < workers:
-            raise UserError(f"train.batch_size {train.batch_size} is smaller than the {workers} workers sharing each batch; raise it to at least {workers}")
+        if train.batch_size % workers:
+            raise UserError(
+                f"train.batch_size {train.batch_size} does not divide among the {workers} workers sharing each batch; "
+                f"make it a multiple of {workers}"
+            )
     elif train.workers > 1:
         note = f"train.workers is {train.workers} but TF_CONFIG names no cluster: trained in this one process (on Kubernetes the adapters run a TFJob)"
         log(note)
@@ -109,6 +112,7 @@ def run(config: TrainConfig, inputs: dict[str, str], output: str, overwrite: boo
                     "precision_policy": policy,
                     "train": train.model_dump(),
                     "model": model_spec.model_dump(),
+                    "train_examples": data.count("train"),
                     "input_shape": list(data.input_shape),
                     "num_classes": data.num_classes,
                     "class_names": data.class_names,

@@ -173,7 +173,7 @@ def run(config: TuneConfig, inputs: dict[str, str], output: str, overwrite: bool
     storage.check_output(output, overwrite)
     tune = config.tune
     data = load_dataset(config.data)
-    if not len(data.x_val):
+    if not data.count("val"):
         raise UserError("tune ranks trials on the validation split, which is empty; set data.split.val > 0, e.g. 0.1")
     check_model_choices(config, data)
     log(f"tune: {tune.algorithm} search over {', '.join(tune.space)}, {tune.epochs} epochs per trial, objective {tune.objective}")

@@ -4,6 +4,9 @@ Output folder: `blessing.json` (blessed, metrics, baseline, thresholds, every fa
 (per-class accuracy, confusion matrix, latency samples and how they were taken), `predictions.npy` (the test
 predictions, so children can report agreement with this artifact without running it again) and `golden.npz` (a few
 test rows and this artifact's outputs for them: deploy's smoke test compares TF Serving's answers with these).
+A rejected artifact's folder also holds `sensitivity.json` (sensitivity.py: which layers of its parent, each
+compressed alone the same way, cost the most accuracy, or why that cannot be measured) and, for tflite_litert, the
+quantizer's per-layer error report.
 
 Timing is the same for every runtime, so their latencies compare: evaluation.threads CPU threads, untimed warm-up
 runs first, then evaluation.latency_runs timed batch-1 calls (p50/p95) and timed full batches (throughput). TensorFlow
@@ -31,6 +34,7 @@ from modelpress.io import releases, storage
 from modelpress.io.artifacts import (
     BLESSING_FILE,
     LAYER_ERRORS_FILE,
+    SENSITIVITY_FILE,
     ArtifactMeta,
     Blessing,
     content_digest,
@@ -41,6 +45,7 @@ from modelpress.io.data import load_dataset
 from modelpress.io.modelfiles import check_model_files
 from modelpress.ml.runtimes import load_runner
 from modelpress.steps.validate.config import ValidateConfig
+from modelpress.steps.validate.sensitivity import layer_sensitivity
 
 EVALUATION_FILE = "evaluation.json"
 PREDICTIONS_FILE = "predictions.npy"
@@ -51,9 +56,15 @@ THROUGHPUT_MIN_RUNS = 3
 THROUGHPUT_MIN_SECONDS = 0.2
 
 
-def predict_all(runner, x: np.ndarray, batch_size: int) -> np.ndarray:
-    """Predicted classes for every row."""
-    return np.concatenate([np.argmax(runner.predict(x[start : start + batch_size]), axis=1) for start in range(0, len(x), batch_size)])
+def predict_test_split(runner, data, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted and true classes of every test example, batch by batch (the data may be streamed: nothing but the
+    classes is kept)."""
+    predicted, labels = [], []
+    with data.errors():
+        for x, y in data.batches("test", batch_size).as_numpy_iterator():
+            predicted.append(np.argmax(runner.predict(x), axis=1))
+            labels.append(y)
+    return np.concatenate(predicted), np.concatenate(labels)
 
 
 def batched_throughput(runner, x: np.ndarray, batch_size: int) -> float:
@@ -87,16 +98,21 @@ class Measurement:
     runtime: str
     threads: int | None  # CPU threads it computed with; None: the runtime's default or a GPU
     predicted: np.ndarray  # class per test row
+    labels: np.ndarray  # true class per test row, in the same order
     latencies: list[float]  # batch-1 milliseconds
     throughput: float  # examples per second on full batches
     golden_outputs: np.ndarray  # outputs for the first GOLDEN_ROWS test rows
 
 
-def measure(runner, x: np.ndarray, evaluation: EvaluationSpec) -> Measurement:
+def measure(runner, data, evaluation: EvaluationSpec) -> Measurement:
+    """Accuracy over the whole test split; latency and throughput on its first rows (a full batch of them)."""
+    predicted, labels = predict_test_split(runner, data, evaluation.batch_size)
+    x, _ = data.head("test", max(evaluation.batch_size, GOLDEN_ROWS))
     return Measurement(
         runtime=runner.runtime,
         threads=runner.threads,
-        predicted=predict_all(runner, x, evaluation.batch_size),
+        predicted=predicted,
+        labels=labels,
         latencies=batch1_latency(runner, x, evaluation.latency_runs, evaluation.warmup_runs),
         throughput=batched_throughput(runner, x, evaluation.batch_size),
         golden_outputs=runner.predict(x[:GOLDEN_ROWS]),
@@ -107,29 +123,29 @@ def measure(runner, x: np.ndarray, evaluation: EvaluationSpec) -> Measurement:
 _TF_WORKERS: dict[int, ProcessPoolExecutor] = {}
 
 
-def measure_in_tf_worker(folder: Path, meta: ArtifactMeta, x: np.ndarray, evaluation: EvaluationSpec) -> Measurement:
+def measure_in_tf_worker(folder: Path, meta: ArtifactMeta, data, evaluation: EvaluationSpec) -> Measurement:
     """measure() in a process where TensorFlow started with evaluation.threads."""
     if evaluation.threads not in _TF_WORKERS:
         _TF_WORKERS[evaluation.threads] = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
     try:
-        return _TF_WORKERS[evaluation.threads].submit(_measure_artifact, folder, meta, x, evaluation).result()
+        return _TF_WORKERS[evaluation.threads].submit(_measure_artifact, folder, meta, data, evaluation).result()
     except BrokenProcessPool as exc:  # killed (e.g. out of memory): the next SavedModel gets a new worker
         del _TF_WORKERS[evaluation.threads]
         raise StepFailed(f"the process measuring {meta.format} in TensorFlow died ({exc}); see its log above") from exc
 
 
-def _measure_artifact(folder: Path, meta: ArtifactMeta, x: np.ndarray, evaluation: EvaluationSpec) -> Measurement:
-    return measure(load_runner(folder, meta, evaluation.threads), x, evaluation)
+def _measure_artifact(folder: Path, meta: ArtifactMeta, data, evaluation: EvaluationSpec) -> Measurement:
+    return measure(load_runner(folder, meta, evaluation.threads), data, evaluation)
 
 
-def measure_artifact(folder: Path, meta: ArtifactMeta, x: np.ndarray, evaluation: EvaluationSpec) -> Measurement:
+def measure_artifact(folder: Path, meta: ArtifactMeta, data, evaluation: EvaluationSpec) -> Measurement:
     runner = load_runner(folder, meta, evaluation.threads)
     if runner.runtime == "tensorflow" and runner.threads != evaluation.threads:
         log(f"TensorFlow already runs with other thread pools in this process; measuring {meta.format} in a worker process "
             f"with {evaluation.threads} thread(s)")
         del runner
-        return measure_in_tf_worker(folder, meta, x, evaluation)
-    return measure(runner, x, evaluation)
+        return measure_in_tf_worker(folder, meta, data, evaluation)
+    return measure(runner, data, evaluation)
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -201,8 +217,8 @@ def published_reference(config: ValidateConfig, output: str, data) -> dict | Non
     try:
         with open_artifact(published["uri"]) as (folder, meta):
             check_model_files(folder, meta)
-            predicted = predict_all(load_runner(folder, meta), data.x_test, config.evaluation.batch_size)
-        return {**reference, "accuracy": float(np.mean(predicted == data.y_test)), "source": "measured", "predictions": predicted}
+            predicted, labels = predict_test_split(load_runner(folder, meta), data, config.evaluation.batch_size)
+        return {**reference, "accuracy": float(np.mean(predicted == labels)), "source": "measured", "predictions": predicted}
     except UserError as exc:
         log(f"published {published['name']} v{published['version']} cannot be run here ({exc}); using its recorded accuracy")
         return {**reference, "accuracy": published["metrics"]["accuracy"], "source": "recorded"}
@@ -217,6 +233,24 @@ def _read_reference(uri: str | None) -> tuple[dict | None, np.ndarray | None]:
     return {"name": blessing.name, **blessing.metrics}, predictions
 
 
+def rejection_sensitivity(
+    config: ValidateConfig, inputs: dict[str, str], meta: ArtifactMeta, data, drop_vs_parent: float | None
+) -> dict:
+    """Which layers of the parent, each compressed alone like this artifact, cost the most accuracy (the file says
+    why when that cannot be measured), beside what the artifact itself lost against its parent on the test split;
+    logged in one line."""
+    found = layer_sensitivity(meta, inputs.get("parent"), data, config.evaluation, config.model)
+    if not found["computed"]:
+        log(f"{config.name}: no per-layer sensitivity: {found['reason']}")
+        return found
+    found["artifact_test_drop"] = drop_vs_parent
+    if found["layers"]:
+        worst = found["layers"][0]
+        log(f"{config.name}: per-layer sensitivity on {found['rows']} {found['split']} rows ({found['technique']}): "
+            f"worst {worst['layer']}, {worst['drop'] * 100:+.2f} pp alone")
+    return found
+
+
 def run(config: ValidateConfig, inputs: dict[str, str], output: str, overwrite: bool = False) -> dict:
     storage.check_output(output, overwrite)
     data = load_dataset(config.data)
@@ -225,15 +259,15 @@ def run(config: ValidateConfig, inputs: dict[str, str], output: str, overwrite: 
     with open_artifact(inputs["model"]) as (folder, meta):
         digest = content_digest(folder, meta)
         check_model_files(folder, meta)
-        log(f"validate {config.name} ({meta.format}) on {len(data.x_test)} test examples, {config.evaluation.threads} thread(s)")
-        measured = measure_artifact(folder, meta, data.x_test, config.evaluation)
+        log(f"validate {config.name} ({meta.format}) on {data.count('test')} test examples, {config.evaluation.threads} thread(s)")
+        measured = measure_artifact(folder, meta, data, config.evaluation)
         # A quantizer's per-layer error report (tflite_litert) goes with a rejection: what the reports show.
         layer_errors = (folder / meta.details["layer_errors"]).read_bytes() if meta.details.get("layer_errors") else None
-    predicted, latencies = measured.predicted, measured.latencies
+    predicted, labels, latencies = measured.predicted, measured.labels, measured.latencies
     serving = published_reference(config, output, data) if config.gates.max_drop_vs_serving is not None else None
-    matrix = confusion(data.y_test, predicted, data.num_classes)
+    matrix = confusion(labels, predicted, data.num_classes)
     metrics = {
-        "accuracy": float(np.mean(predicted == data.y_test)),
+        "accuracy": float(np.mean(predicted == labels)),
         "per_class_accuracy": per_class_accuracy(matrix),
         "agreement": float(np.mean(predicted == parent_predictions)) if parent_predictions is not None else None,
         "size_bytes": meta.metrics["size_bytes"],
@@ -243,7 +277,7 @@ def run(config: ValidateConfig, inputs: dict[str, str], output: str, overwrite: 
         "latency_ms_p95": float(np.percentile(latencies, 95)),
         "throughput_per_s": float(measured.throughput),
         "threads": measured.threads,
-        "test_examples": int(len(data.y_test)),
+        "test_examples": int(len(labels)),
     }
     if baseline is not None:
         metrics["drop"] = baseline["accuracy"] - metrics["accuracy"]
@@ -253,6 +287,10 @@ def run(config: ValidateConfig, inputs: dict[str, str], output: str, overwrite: 
             metrics["agreement_with_serving"] = float(np.mean(predicted == serving["predictions"]))
     checks = apply_gates(config.gates, metrics, baseline, serving)
     reasons = [c["reason"] for c in checks if not c["passed"]]
+    sensitivity = None
+    if reasons and config.evaluation.sensitivity_rows:
+        drop_vs_parent = parent["accuracy"] - metrics["accuracy"] if parent else None
+        sensitivity = rejection_sensitivity(config, inputs, meta, data, drop_vs_parent)
     blessing = Blessing(
         name=config.name,
         artifact=storage.absolute_uri(inputs["model"]),
@@ -283,9 +321,11 @@ def run(config: ValidateConfig, inputs: dict[str, str], output: str, overwrite: 
     with storage.staged_output(output, overwrite=overwrite, marker=BLESSING_FILE) as folder:
         (folder / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2))
         np.save(folder / PREDICTIONS_FILE, predicted)
-        np.savez(folder / GOLDEN_FILE, inputs=data.x_test[:GOLDEN_ROWS], outputs=measured.golden_outputs)
+        np.savez(folder / GOLDEN_FILE, inputs=data.head("test", GOLDEN_ROWS)[0], outputs=measured.golden_outputs)
         if reasons and layer_errors is not None:
             (folder / LAYER_ERRORS_FILE).write_bytes(layer_errors)
+        if sensitivity is not None:
+            (folder / SENSITIVITY_FILE).write_text(json.dumps(sensitivity, indent=2))
         (folder / BLESSING_FILE).write_text(blessing.model_dump_json(indent=2))
     verdict = "BLESSED" if not reasons else "NOT blessed: " + "; ".join(reasons)
     log(f"{config.name}: accuracy {metrics['accuracy']:.4f}, p50 {metrics['latency_ms_p50']:.3f} ms -> {verdict}")
