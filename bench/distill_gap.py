@@ -34,6 +34,8 @@ STUDENTS = {
     "mlp16": ({"zoo": "mlp", "params": {"hidden": [16]}}, {"epochs": 150, "learning_rate": 0.005}),
     # bench.techniques' CNN student (1,034 parameters), at the workflow's 25 epochs unless --epochs is given.
     "cnn_4_8": ({"zoo": "small_cnn", "params": {"filters": [4, 8], "dense": 16}}, {"epochs": 25}),
+    # The reference benchmark's student of the digits CNN (bench.recipes.STUDENTS), at the workflow's 25 epochs.
+    "cnn_8_16": ({"zoo": "small_cnn", "params": {"filters": [8, 16], "dense": 32}}, {"epochs": 25}),
 }
 SETTINGS = ("temperature", "alpha", "mixup")
 

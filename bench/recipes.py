@@ -95,14 +95,22 @@ def student_epochs(workload: str) -> int:
     return FINE_TUNING[workload]["distill"] or WORKLOADS[workload]["train"]["epochs"]
 
 
+def structured(workload: str) -> dict:
+    """Channels removed across residual adds and depthwise convolutions, per-layer shares from a sensitivity pass on
+    the validation split, fine-tuned with the unpruned model as teacher (issue 18 item 1)."""
+    return {"technique": "prune", "method": "structured", "ratio": 0.5, "allocation": "sensitivity", "epochs": FINE_TUNING[workload]["prune"]}
+
+
+def distill(workload: str) -> dict:
+    """Distillation into the workload's student; the step chooses its settings on the validation split and hands on
+    the scratch student instead when that one is better there (issue 18 item 2)."""
+    return {"technique": "distill", "student": copy.deepcopy(STUDENTS[workload]), "epochs": student_epochs(workload)}
+
+
 def recipes(workload: str) -> list[dict]:
     """ModelPress recipes for a workload: name, compress and targets as in a workflow file."""
     epochs = FINE_TUNING[workload]
     int8_targets = [{"format": "tflite_int8", "options": INT8_CALIBRATION}, {"format": "openvino_int8", "options": INT8_CALIBRATION}]
-    # Channels removed across residual adds and depthwise convolutions, per-layer shares from a sensitivity pass on
-    # the validation split, fine-tuned with the unpruned model as teacher (issue 18 item 1).
-    structured = {"technique": "prune", "method": "structured", "ratio": 0.5, "allocation": "sensitivity", "epochs": epochs["prune"]}
-    distill = {"technique": "distill", "student": STUDENTS[workload], "epochs": student_epochs(workload)}
 
     def prune_cluster(sparsity: float) -> list[dict]:
         return [{"technique": "prune", "method": "magnitude", "sparsity": sparsity, "epochs": epochs["prune"]},
@@ -119,10 +127,19 @@ def recipes(workload: str) -> list[dict]:
                 for s in (0.5, 0.75)]
     return [
         *size,
-        {"name": "structured50+int8", "compress": [structured], "targets": copy.deepcopy(int8_targets)},
-        {"name": "distilled+int8", "compress": [distill], "targets": copy.deepcopy(int8_targets)},
-        {"name": "distilled+structured50+int8", "compress": [distill, structured], "targets": copy.deepcopy(int8_targets)},
+        {"name": "structured50+int8", "compress": [structured(workload)], "targets": copy.deepcopy(int8_targets)},
+        {"name": "distilled+int8", "compress": [distill(workload)], "targets": copy.deepcopy(int8_targets)},
+        {"name": "distilled+structured50+int8", "compress": [distill(workload), structured(workload)], "targets": copy.deepcopy(int8_targets)},
     ]
+
+
+def search_ladder(workload: str) -> list[dict]:
+    """The ladder the bench gives the search: cheapest first, the recipes above ending in TFLite INT8 PTQ (the
+    default ladder's QAT rungs cannot take MobileNetV2's nested backbone)."""
+    int8 = {"technique": "quantize", "mode": "int8"}
+    return [{"name": "ptq_int8", "compress": [int8]},
+            {"name": "structured_int8", "compress": [structured(workload), int8]},
+            {"name": "distill_structured_int8", "compress": [distill(workload), structured(workload), int8]}]
 
 
 def workflow(workload: str, name: str, compress: list[dict], targets: list, seed: int = 0) -> dict:

@@ -25,12 +25,12 @@ def test_a_target_alone_gets_the_default_ladder_cheapest_first(tmp_path):
     path = tmp_path / "wf.yaml"
     path.write_text(WORKFLOW + "search: {target: {max_size_ratio: 0.1}}\n")
     search = load_workflow(path).search
-    assert [r.name for r in search.ladder] == ["ptq_int8", "qat_int8", "prune_qat_int8", "structured_int8"]
+    assert [r.name for r in search.ladder] == ["ptq_int8", "qat_int8", "prune_qat_int8", "structured_distill_int8"]
     assert [r.recipe() for r in search.ladder] == [
         "quantize(mode=int8)",
         "quantize(mode=qat) -> quantize(mode=int8)",
         "prune(sparsity=0.5) -> quantize(mode=pqat) -> quantize(mode=int8)",
-        "prune(method=structured, ratio=0.5) -> quantize(mode=int8)",
+        "prune(method=structured, ratio=0.5, allocation=sensitivity, teacher=True) -> quantize(mode=int8)",
     ]
     assert search.ladder is not DEFAULT_LADDER and not search.publish_closest
 

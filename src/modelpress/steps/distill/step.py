@@ -2,11 +2,15 @@
 transfer set) and the same student from scratch (same seed, same epochs), so the artifact records what distillation
 gained rather than assuming it.
 
-Temperature and alpha the config leaves unset are chosen on the validation split by short trials; the winner then
-trains fully. The student handed on is by default never worse on validation than the one trained from scratch.
+Temperature, alpha and mixup the config leaves unset are chosen on the validation split by short trials: the default
+stays unless a trial is clearly better there. The choice then trains fully. The student handed on is by default never worse on validation than the one trained from scratch.
 """
 
 from __future__ import annotations
+
+import math
+
+import numpy as np
 
 from modelpress.common.errors import UserError
 from modelpress.common.progress import log
@@ -19,19 +23,31 @@ from modelpress.ml.models import build_model
 from modelpress.ml.training import fit, test_accuracy
 from modelpress.steps.distill.config import DistillConfig, Settings
 
+CLEARLY_BETTER = 2.0  # standard errors a trial must win by to replace the default
 
-def validation_scores(model, data) -> tuple[float, float]:
-    """Accuracy and mean cross-entropy on the validation split. The cross-entropy ranks models of equal accuracy,
-    which a validation split of a few hundred examples often gives."""
+
+def validation_scores(model, data) -> tuple[np.ndarray, float]:
+    """Which validation examples the model gets right, and its mean cross-entropy there (which ranks models of equal
+    accuracy)."""
     tf, keras = import_tf()
-    hits, loss, count = 0, 0.0, 0
+    correct, loss = [], 0.0
     with data.errors():
         for inputs, labels in data.batches("val", 512):
             probabilities = model(inputs, training=False)
-            hits += int(tf.reduce_sum(tf.cast(tf.argmax(probabilities, axis=1) == labels, tf.int32)))
+            correct.append((tf.argmax(probabilities, axis=1) == tf.cast(labels, tf.int64)).numpy())
             loss += float(tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(labels, probabilities)))
-            count += int(tf.shape(labels)[0])
-    return hits / count, loss / count
+    correct = np.concatenate(correct)
+    return correct, loss / len(correct)
+
+
+def clearly_better(challenger: np.ndarray, incumbent: np.ndarray) -> bool:
+    """Whether one model's validation accuracy beats another's by more than CLEARLY_BETTER standard errors of the
+    paired per-example difference. A validation split of a few hundred examples separates settings by a handful of
+    examples, mostly noise: a setting that merely scores higher would be chosen by chance."""
+    difference = challenger.astype(float) - incumbent.astype(float)
+    if len(difference) < 2:
+        return False
+    return float(difference.mean()) > CLEARLY_BETTER * float(difference.std(ddof=1)) / math.sqrt(len(difference))
 
 
 def train_student(config: DistillConfig, data, training, teacher=None, settings: Settings | None = None,
@@ -51,30 +67,33 @@ def describe(settings: Settings) -> str:
 
 def choose_settings(config: DistillConfig, data, teacher) -> tuple[Settings, list[dict]]:
     """The config's settings, the unset ones chosen on the validation split by short trials: temperature and alpha
-    together first (on the first mixup candidate, no mixup), then mixup for the winning pair. Returns the settings
-    and every trial's scores."""
+    together first (at the default mixup), then mixup for the winning pair. In each round the default stays unless a
+    trial is clearly better (clearly_better); among those that are, the most accurate wins. Returns the settings and
+    every trial's scores."""
     training = config.trial_training()
-    scores: dict[Settings, tuple[float, float, int]] = {}
+    scores: dict[Settings, tuple[np.ndarray, float, int]] = {}
 
-    def best(candidates: list[Settings]) -> Settings:
+    def best(candidates: list[Settings], incumbent: Settings) -> Settings:
         if len(candidates) == 1:
             return candidates[0]
-        for settings in candidates:
+        for settings in [incumbent, *(c for c in candidates if c != incumbent)]:
             if settings not in scores:
                 student, epochs = train_student(config, data, training, teacher, settings, label=f"distill trial {describe(settings)}")
                 scores[settings] = (*validation_scores(student, data), epochs)
-        return max(candidates, key=lambda settings: (scores[settings][0], -scores[settings][1]))
+        better = [c for c in candidates if clearly_better(scores[c][0], scores[incumbent][0])]
+        return max(better, key=lambda c: (scores[c][0].mean(), -scores[c][1]), default=incumbent)
 
-    mixups = config.mixup_candidates()
-    temperature, alpha, _ = best([Settings(t, a, mixups[0]) for t, a in config.loss_candidates()])
-    chosen = best([Settings(temperature, alpha, mixup) for mixup in mixups])
+    default = config.default()
+    temperature, alpha, _ = best([Settings(t, a, default.mixup) for t, a in config.loss_candidates()], default)
+    chosen = best([Settings(temperature, alpha, mixup) for mixup in config.mixup_candidates()], Settings(temperature, alpha, default.mixup))
     if scores:
-        log(
-            f"distill: {describe(chosen)} chosen on validation (accuracy {scores[chosen][0]:.4f}, loss "
-            f"{scores[chosen][1]:.4f}) from {len(scores)} trials of {training.epochs} epochs"
-        )
-    trials = [{**settings._asdict(), "val_accuracy": accuracy, "val_loss": loss, "epochs": epochs}
-              for settings, (accuracy, loss, epochs) in scores.items()]
+        accuracy = scores[chosen][0].mean()
+        verdict = ("the default: no trial was clearly better" if chosen == default
+                   else f"clearly better than the default {describe(default)} ({scores[default][0].mean():.4f})")
+        log(f"distill: {describe(chosen)} chosen on validation (accuracy {accuracy:.4f}), {verdict}; {len(scores)} trials of "
+            f"{training.epochs} epochs")
+    trials = [{**settings._asdict(), "val_accuracy": float(correct.mean()), "val_loss": loss, "epochs": epochs}
+              for settings, (correct, loss, epochs) in scores.items()]
     return chosen, trials
 
 
@@ -110,7 +129,7 @@ def run(config: DistillConfig, inputs: dict[str, str], output: str, overwrite: b
     training = config.student_training()
 
     def accuracies(model) -> dict[str, float | None]:
-        return {"val": validation_scores(model, data)[0] if with_validation else None, "test": test_accuracy(model, data)}
+        return {"val": float(validation_scores(model, data)[0].mean()) if with_validation else None, "test": test_accuracy(model, data)}
 
     with parent_model(inputs["model"], "distill", config.model) as (teacher, meta, _):
         teacher_params = teacher.count_params()
@@ -182,6 +201,7 @@ def run(config: DistillConfig, inputs: dict[str, str], output: str, overwrite: b
             "student": config.student.model_dump(),
             **settings._asdict(),
             "chosen_on_validation": config.chosen_on_validation(),
+            "default_settings": config.default()._asdict(),
             "trials": [{key: round(value, 4) for key, value in trial.items()} for trial in trials],
             "epochs_run": {"trials": sum(trial["epochs"] for trial in trials), "distilled": distilled_epochs,
                            "scratch": scratch_epochs},
