@@ -7,7 +7,7 @@ chose, both students' test and validation accuracy, the share of the teacher-vs-
 recovered on test, which student was handed on, and the epochs each spent.
 
     python -m bench.distill_gap [--source digits|optdigits] [--students tiny_cnn,mlp16,cnn_4_8] [--seeds 3]
-        [--epochs N] [--temperature T] [--alpha A] [--mixup M] [--out DIR]
+        [--epochs N] [--temperature T] [--alpha A] [--mixup M] [--schedule constant|cosine] [--out DIR]
 """
 
 from __future__ import annotations
@@ -74,12 +74,13 @@ def main() -> None:
     for setting in SETTINGS:
         parser.add_argument(f"--{setting}", type=float, help="fix it; default: chosen on the validation split")
     parser.add_argument("--epochs", type=int, help="student epochs (distilled and scratch alike); default each student's own")
+    parser.add_argument("--schedule", choices=["constant", "cosine"], help="the learning-rate schedule of teacher and students; default the workflow's")
     parser.add_argument("--out", default=str(WORK / "distill_gap"), help="where the artifacts go")
     args = parser.parse_args()
     workflow = load_workflow(ROOT / TEACHER_WORKFLOW)
     data = {**workflow.data.model_dump(), "source": args.source}
-    settings = workflow.train.model_dump()
-    teacher = f"{args.out}/{args.source}/teacher"
+    settings = {**workflow.train.model_dump(), **({"schedule": args.schedule} if args.schedule else {})}
+    teacher = f"{args.out}/{args.source}/teacher-{settings['schedule']}"
     config = TrainConfig.model_validate({"model": workflow.model.model_dump(), "data": data, "train": settings})
     log(f"teacher: test accuracy {train(config, {}, teacher, overwrite=True)['metrics']['accuracy']:.4f}")
     fixed = {key: getattr(args, key) for key in SETTINGS if getattr(args, key) is not None}

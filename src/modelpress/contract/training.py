@@ -49,6 +49,9 @@ class TrainSpec(StrictModel):
     batch_size: int = Field(32, ge=1, description="examples per gradient step")
     optimizer: Literal["adam", "sgd", "rmsprop"] = Field("adam", description="the Keras optimizer")
     learning_rate: float = Field(1e-3, gt=0, description="the optimizer's learning rate")
+    schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="cosine: the learning rate decays to 0 over the run's epochs (the last epochs settle the weights)"
+    )
     seed: int = Field(0, description="seeds weight initialisation and shuffling")
     mixed_precision: bool = Field(False, description="mixed_float16 where the hardware supports it")
     early_stopping_patience: int | None = Field(None, ge=1, description="stop when val accuracy stalls this many epochs")

@@ -4,6 +4,7 @@ optimizers, mixed precision, multi-worker batches, the fit loop with progress, a
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 
@@ -15,9 +16,13 @@ from modelpress.contract.training import TrainSpec
 OPTIMIZERS = {"adam": "Adam", "sgd": "SGD", "rmsprop": "RMSprop"}
 
 
-def make_optimizer(train: TrainSpec):
+def make_optimizer(train: TrainSpec, steps_per_epoch: int):
+    """The optimizer; with the cosine schedule its learning rate reaches 0 at the end of train.epochs."""
     _, keras = import_tf()
-    return getattr(keras.optimizers, OPTIMIZERS[train.optimizer])(learning_rate=train.learning_rate)
+    rate = train.learning_rate
+    if train.schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(train.learning_rate, decay_steps=max(1, train.epochs * steps_per_epoch))
+    return getattr(keras.optimizers, OPTIMIZERS[train.optimizer])(learning_rate=rate)
 
 
 def apply_mixed_precision(enabled: bool) -> str:
@@ -69,8 +74,10 @@ def fit(model, data, train: TrainSpec, label: str = "train", loss=None, callback
     `distributed`: called under a MultiWorkerMirroredStrategy scope: each worker reads its own part of the data
     (its shards when streamed) in batches of its share of train.batch_size."""
     tf, keras = import_tf()
+    # Distributed workers take fixed steps (below); one process takes every batch, the last one partial.
+    steps = max(1, data.count("train") // train.batch_size) if distributed else max(1, math.ceil(data.count("train") / train.batch_size))
     model.compile(
-        optimizer=make_optimizer(train),
+        optimizer=make_optimizer(train, steps),
         loss=loss or keras.losses.SparseCategoricalCrossentropy(),
         metrics=["accuracy"],
     )
@@ -96,7 +103,6 @@ def fit(model, data, train: TrainSpec, label: str = "train", loss=None, callback
             return strategy.distribute_datasets_from_function(pipeline)
 
         # Workers' parts differ in size: a fixed number of steps keeps the collective ops in step.
-        steps = max(1, data.count("train") // train.batch_size)
         validation_steps = max(1, data.count("val") // train.batch_size) if has_validation else None
         return model.fit(
             per_worker("train", True),
