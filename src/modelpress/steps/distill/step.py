@@ -91,7 +91,7 @@ def choose_settings(config: DistillConfig, data, teacher) -> tuple[Settings, lis
         verdict = ("the default: no trial was clearly better" if chosen == default
                    else f"clearly better than the default {describe(default)} ({scores[default][0].mean():.4f})")
         log(f"distill: {describe(chosen)} chosen on validation (accuracy {accuracy:.4f}), {verdict}; {len(scores)} trials of "
-            f"{training.epochs} epochs")
+            f"{training.epochs} epoch{'s' if training.epochs > 1 else ''}")
     trials = [{**settings._asdict(), "val_accuracy": float(correct.mean()), "val_loss": loss, "epochs": epochs}
               for settings, (correct, loss, epochs) in scores.items()]
     return chosen, trials
