@@ -3,7 +3,8 @@ transfer set) and the same student from scratch (same seed, same epochs), so the
 gained rather than assuming it.
 
 Temperature, alpha and mixup the config leaves unset are chosen on the validation split by short trials: the default
-stays unless a trial is clearly better there. The choice then trains fully. The student handed on is by default never worse on validation than the one trained from scratch.
+stays unless a trial is clearly better there. The choice then trains fully. The student handed on is by default never
+worse on validation than the one trained from scratch.
 """
 
 from __future__ import annotations
