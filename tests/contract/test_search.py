@@ -30,7 +30,7 @@ def test_a_target_alone_gets_the_default_ladder_cheapest_first(tmp_path):
         "quantize(mode=int8)",
         "quantize(mode=qat) -> quantize(mode=int8)",
         "prune(sparsity=0.5) -> quantize(mode=pqat) -> quantize(mode=int8)",
-        "prune(method=structured, ratio=0.5, allocation=sensitivity, teacher=True) -> quantize(mode=int8)",
+        "prune(method=structured, ratio=0.5, teacher=True) -> quantize(mode=int8)",
     ]
     assert search.ladder is not DEFAULT_LADDER and not search.publish_closest
 

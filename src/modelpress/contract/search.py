@@ -88,9 +88,9 @@ def _rung(name: str, *compress: dict[str, Any]) -> Rung:
 
 INT8 = {"technique": "quantize", "mode": "int8"}
 # Cheapest first: a conversion, then quantization-aware fine-tuning, then pruning (fine-tuned) before it, then
-# removing whole channels and neurons (half the multiply-adds, shared out by a sensitivity pass) and recovering by
-# distillation from the unpruned model, before the conversion.
-STRUCTURED_DISTILL = {"technique": "prune", "method": "structured", "ratio": 0.5, "allocation": "sensitivity", "teacher": True}
+# removing half the channels and neurons of every layer and recovering by distillation from the unpruned model, before
+# the conversion.
+STRUCTURED_DISTILL = {"technique": "prune", "method": "structured", "ratio": 0.5, "teacher": True}
 DEFAULT_LADDER = (
     _rung("ptq_int8", INT8),
     _rung("qat_int8", {"technique": "quantize", "mode": "qat"}, INT8),
