@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -145,9 +146,18 @@ def run_workload(bench: Bench, workload: str, quick: bool) -> tuple[list[dict], 
 
 
 # ------------------------------------------------------------------------------------------------------- analysis
-def test_labels(data_spec: dict) -> np.ndarray:
+@dataclass(frozen=True)
+class Splits:
+    """What the analysis reads of a workload's data: the test labels and the size of the validation split."""
+
+    test_labels: np.ndarray
+    val_examples: int
+
+
+def read_splits(data_spec: dict) -> Splits:
+    """Loaded once per workload (MobileNetV2's upsampled images take tens of seconds to load)."""
     data = load_dataset(TypeAdapter(DataSpec).validate_python(data_spec))
-    return data.head("test", data.count("test"))[1]
+    return Splits(data.head("test", data.count("test"))[1], data.count("val"))
 
 
 def correct(row: dict, labels: np.ndarray) -> np.ndarray:
@@ -231,7 +241,7 @@ DISTILL_FIGURES = ("teacher_accuracy", "scratch_accuracy", "student_accuracy", "
                    "student_val_accuracy", "handed_on")
 
 
-def distillation(rows: list[dict], workload: str, data_spec: dict) -> dict | None:
+def distillation(rows: list[dict], workload: str, val_examples: int) -> dict | None:
     """What the distill step recorded for the recipe's student: teacher, scratch and distilled accuracy on the test
     split and the gap recovered; both students' accuracy on the validation split and which one it handed on."""
     distilled = next((row for row in ours(rows, workload, blessed=False) if row["name"].startswith(f"{DISTILLED} ->")), None)
@@ -239,8 +249,7 @@ def distillation(rows: list[dict], workload: str, data_spec: dict) -> dict | Non
         return None
     student_uri = json.loads((Path(distilled["uri"]) / "artifact.json").read_text())["parent"]
     recorded = json.loads((Path(student_uri) / "artifact.json").read_text())["metrics"]
-    data = load_dataset(TypeAdapter(DataSpec).validate_python(data_spec))
-    return {"workload": workload, **{key: recorded.get(key) for key in DISTILL_FIGURES}, "val_examples": data.count("val")}
+    return {"workload": workload, **{key: recorded.get(key) for key in DISTILL_FIGURES}, "val_examples": val_examples}
 
 
 # ---------------------------------------------------------------------------------------------------------- search
@@ -349,7 +358,7 @@ def search_goal(found: dict) -> dict:
     search = found["search"]
     if search is None:
         return goal(REAL_DATA, text, None, "the run has no search table", None, False, "the select step wrote no search table")
-    named = search["met"] or search["selected"] is not None
+    named = search["selected"] is not None  # the selection when met, else the closest
     reached = f"{'met' if search['met'] else 'not met'} (max_latency_ms {found['target']['max_latency_ms']}): {search['verdict']}"
     return goal(REAL_DATA, text, search["selected"], reached, None, named, search["verdict"])
 
@@ -528,11 +537,14 @@ load average at the end {payload['machine']['load_average_1_5_15']} · {payload[
 
 
 def report(rows: list[dict], failures: list[str], out: Path, extras: dict, data_specs: dict[str, dict],
-           seeds: list[dict] = (), search: dict | None = None, profile_limits: bool = True) -> str:
-    """Comparisons, goals, limits; write reference.json, reference.png and reference.html; return the printed text."""
+           seeds: list[dict] = (), search: dict | None = None, profile_limits: bool = True,
+           splits: dict[str, Splits] | None = None) -> str:
+    """Comparisons, goals, limits; write reference.json, reference.png and reference.html; return the printed text.
+    `splits`: each workload's, when the caller has read them already."""
     workloads = list(dict.fromkeys(row["workload"] for row in rows))
-    compare(rows, {w: test_labels(data_specs[w]) for w in workloads})
-    distilled = {w: distillation(rows, w, data_specs[w]) for w in workloads if w in (DIGITS_CNN, REAL_DATA)}
+    splits = splits or {w: read_splits(data_specs[w]) for w in workloads}
+    compare(rows, {w: splits[w].test_labels for w in workloads})
+    distilled = {w: distillation(rows, w, splits[w].val_examples) for w in workloads if w in (DIGITS_CNN, REAL_DATA)}
     goal_rows = all_goals(rows, list(seeds), distilled, search)
     profiles = speed_profiles(rows, goal_rows, data_specs) if profile_limits else []
     floors = [floor for floor in (runtime_floor(rows, DIGITS_CNN),) if floor] if DIGITS_CNN in workloads else []
@@ -571,12 +583,13 @@ def main(argv: list[str] | None = None) -> int:
         failures += workload_failures
     data_specs = {w: (quick_spec if args.quick else same)(workflow(w, "x", [], []))["data"] for w in args.workloads}
     seeded = [w for w in args.workloads if w in SEEDED and args.seeds > 1]
-    compare(rows, {w: test_labels(data_specs[w]) for w in args.workloads})  # the seeds and the search read the best peer
+    splits = {w: read_splits(data_specs[w]) for w in args.workloads}
+    compare(rows, {w: splits[w].test_labels for w in args.workloads})  # the seeds and the search read the best peer
     seeds = [run_seeds(rows, w, args.seeds, args.quick) for w in seeded]
     search = run_search(rows, args.quick) if REAL_DATA in args.workloads else None
     extras = {"seconds": round(time.monotonic() - started, 1), "step_seconds": {k: round(v, 1) for k, v in bench.seconds.items()},
               "quick": args.quick, "repeats": bench.repeats, "threads": list(bench.threads), "students": {w: STUDENTS[w] for w in args.workloads}}
-    text = report(rows, failures, args.out, extras, data_specs, seeds, search)
+    text = report(rows, failures, args.out, extras, data_specs, seeds, search, splits=splits)
     print(text)
     seconds = time.monotonic() - started
     print(f"\n{len(rows)} artifacts measured in {seconds:.0f}s ({seconds / 60:.1f} min) on {os.cpu_count()} cores; "
